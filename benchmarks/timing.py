@@ -104,8 +104,5 @@ def machine() -> str:
 
 def markdown_table(rows: list[Comparison], peer: str) -> str:
     """Markdown table of comparisons: ours ms, peer ms, ratio median [q1, q3]."""
-    head = (
-        f"| case | ours (ms) | {peer} (ms) | ours/{peer} median [IQR] |\n"
-        "|---|---:|---:|---:|"
-    )
+    head = f"| case | ours (ms) | {peer} (ms) | ours/{peer} median [IQR] |\n|---|---:|---:|---:|"
     return "\n".join([head, *(r.row() for r in rows)])

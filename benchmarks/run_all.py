@@ -1,0 +1,67 @@
+"""Run every benchmark, each in its own process, then rebuild BENCHMARKS.md.
+
+Usage::
+
+    python -m benchmarks.run_all [--quick] [NAME ...]
+
+Each ``benchmarks/bench_<name>.py`` writes ``benchmarks/results/<name>.md``; this script runs
+them one after another (never in parallel: they time things) and concatenates the results,
+in a fixed order, under the header of ``BENCHMARKS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+__all__ = ["BENCHES", "assemble", "main"]
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+BENCHES = ("matching", "conservation", "quantum")
+
+HEADER = """# Benchmarks
+
+Side-by-side timings against peer libraries, measured in one process with the two candidates
+interleaved round by round (`benchmarks/timing.py`). Ratios are ours / peer: below 1 means
+flowfields is faster; the bracket is the interquartile range over rounds. Each section names
+the command that produced it and the machine it ran on. Regenerate everything with
+`make bench` (or `python -m benchmarks.run_all`), one section with
+`python -m benchmarks.bench_<name>`.
+"""
+
+
+def assemble() -> str:
+    """BENCHMARKS.md text from the per-benchmark result files present."""
+    parts = [HEADER]
+    for name in BENCHES:
+        path = RESULTS / f"{name}.md"
+        if path.exists():
+            parts.append(path.read_text().strip() + "\n")
+    return "\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("names", nargs="*", default=list(BENCHES))
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    failed = []
+    for name in args.names:
+        cmd = [sys.executable, "-m", f"benchmarks.bench_{name}"]
+        cmd += ["--quick"] if args.quick else []
+        print("$", " ".join(cmd), flush=True)
+        if subprocess.call(cmd, cwd=ROOT) != 0:
+            failed.append(name)
+    (ROOT / "BENCHMARKS.md").write_text(assemble())
+    print(f"wrote {ROOT / 'BENCHMARKS.md'}")
+    if failed:
+        print("failed:", ", ".join(failed), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
