@@ -1,0 +1,82 @@
+"""Device and thread-count selection."""
+
+from __future__ import annotations
+
+import torch
+
+from flowfields.errors import FlowfieldsError, check
+
+__all__ = ["DEFAULT_THREADS", "resolve_device", "set_threads"]
+
+#: Torch intra-op threads the CLI uses unless ``--threads`` says otherwise. Measured on the
+#: project's 2-core machine: an MLP 2->256x4 training step at batch 512 is faster on one
+#: thread than on two (see ``docs`` / the engine report for the numbers).
+DEFAULT_THREADS = 1
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """Turn ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` into a usable device.
+
+    Args:
+        device: ``"auto"`` picks CUDA when available, else CPU.
+
+    Returns:
+        The ``torch.device``.
+
+    Raises:
+        FlowfieldsError: for an unknown name or a device that is not available here.
+    """
+    if isinstance(device, torch.device):
+        name = str(device)
+    else:
+        check(isinstance(device, str), "device", device, "a string such as 'auto', 'cpu', 'cuda'")
+        name = device.strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError) as err:
+        raise FlowfieldsError(
+            f"device: got {device!r}, expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'."
+        ) from err
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise FlowfieldsError(
+                f"device: got {device!r}, but CUDA is not available on this machine. "
+                "Use --device cpu or --device auto."
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise FlowfieldsError(
+                f"device: got {device!r}, expected an index below {torch.cuda.device_count()} "
+                "(the number of CUDA devices here)."
+            )
+    elif dev.type == "mps":
+        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise FlowfieldsError(f"device: got {device!r}, but MPS is not available here.")
+    elif dev.type != "cpu":
+        raise FlowfieldsError(f"device: got {device!r}, expected 'auto', 'cpu', 'cuda' or 'mps'.")
+    return dev
+
+
+def set_threads(n: int | None = None) -> int:
+    """Set torch's intra-op thread count (``None``: :data:`DEFAULT_THREADS`).
+
+    Args:
+        n: a positive integer.
+
+    Returns:
+        The thread count now in effect.
+
+    Raises:
+        FlowfieldsError: if ``n`` is not a positive integer.
+    """
+    if n is None:
+        n = DEFAULT_THREADS
+    check(
+        isinstance(n, int) and not isinstance(n, bool) and n >= 1,
+        "threads",
+        n,
+        "a positive integer",
+    )
+    torch.set_num_threads(n)
+    return torch.get_num_threads()
