@@ -1,0 +1,265 @@
+"""Lindblad generators (Liouvillians) as dense tensors, matrix-free operators and scipy matrices.
+
+Master equation (ħ = 1)::
+
+    dρ/dt = L ρ = -i [H, ρ] + Σ_k g_k ( C_k ρ C_k^† - ½ {C_k^† C_k, ρ} )
+
+Vectorisation convention (the same as QuTiP's): **column stacking**. ``vec(ρ)`` stacks the
+columns of ρ, so entry ``ρ[k, i]`` (row k, column i) sits at index ``i * d + k`` and
+``vec(A X B) = (B^T ⊗ A) vec(X)``. Hence ``A ρ -> I ⊗ A``, ``ρ B -> B^T ⊗ I`` and
+``C ρ C^† -> conj(C) ⊗ C``. :func:`vec` / :func:`unvec` convert (note ``unvec`` transposes,
+it does not conjugate). Mixing up row and column stacking silently transposes every
+superoperator: the tests compare against ``qutip.liouvillian`` to 1e-12.
+
+Inputs may be torch tensors, numpy arrays or QuTiP ``Qobj`` (converted with ``.full()``);
+everything is computed in complex128 unless a complex64 tensor is given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from flowfields.errors import FlowfieldsError, check
+
+__all__ = ["Lindbladian", "as_operator", "lindbladian", "liouvillian", "unvec", "vec"]
+
+HERMITIAN_TOL = 1e-10
+
+
+def as_operator(x: Any, argument: str, dtype: torch.dtype = torch.complex128) -> torch.Tensor:
+    """Convert a tensor, numpy array or QuTiP ``Qobj`` to a complex tensor (keeps autograd)."""
+    if hasattr(x, "full") and callable(x.full) and not isinstance(x, torch.Tensor):
+        x = x.full()
+    if isinstance(x, np.ndarray):
+        x = torch.as_tensor(x)
+    check(isinstance(x, torch.Tensor), argument, x, "a torch.Tensor, numpy array or qutip.Qobj")
+    if not x.is_complex():
+        x = x.to(torch.float64 if dtype == torch.complex128 else torch.float32)
+    return x.to(dtype) if x.dtype != dtype else x
+
+
+def vec(rho: torch.Tensor) -> torch.Tensor:
+    """Column-stacking vectorisation: (..., d, d) -> (..., d*d), ``rho[k, i]`` at ``i*d + k``."""
+    d = rho.shape[-1]
+    return rho.transpose(-1, -2).reshape(*rho.shape[:-2], d * d)
+
+
+def unvec(x: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`vec`: (..., d*d) -> (..., d, d)."""
+    n = x.shape[-1]
+    d = round(n**0.5)
+    check(d * d == n, "x", x, "a last dimension that is a perfect square d*d")
+    return x.reshape(*x.shape[:-1], d, d).transpose(-1, -2)
+
+
+def _sprepost(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    """Superoperator of X -> A X B in column stacking: ``B^T ⊗ A``, batched."""
+    d = A.shape[-1]
+    S = torch.einsum("...ji,...kl->...ikjl", B, A)
+    return S.reshape(*S.shape[:-4], d * d, d * d)
+
+
+@dataclass
+class Lindbladian:
+    """A Lindblad generator kept as its parts ``(H, C, g)``: dense, matrix-free or sparse.
+
+    Attributes:
+        H: (..., d, d) Hermitian Hamiltonian.
+        C: (..., K, d, d) jump operators (K may be 0).
+        rates: (..., K) non-negative real rates ``g_k``.
+
+    Paper: Vargas-Hernández, Chen, Jung, Brumer, "Fully differentiable optimization protocols
+    for non-equilibrium steady states" (arXiv:2103.12604).
+    """
+
+    H: torch.Tensor
+    C: torch.Tensor
+    rates: torch.Tensor
+
+    @property
+    def dim(self) -> int:
+        """Hilbert-space dimension d."""
+        return int(self.H.shape[-1])
+
+    @property
+    def batch_shape(self) -> tuple[int, ...]:
+        """Leading batch dimensions (broadcast of H, C and rates)."""
+        return tuple(
+            torch.broadcast_shapes(self.H.shape[:-2], self.C.shape[:-3], self.rates.shape[:-1])
+        )
+
+    def apply(self, rho: torch.Tensor) -> torch.Tensor:
+        """L(ρ) for (..., d, d) ρ, without forming the d²×d² matrix (differentiable)."""
+        H, C, g = self.H, self.C, self.rates
+        out = -1j * (H @ rho - rho @ H)
+        if C.shape[-3] == 0:
+            return out
+        Cd = C.conj().transpose(-1, -2)
+        r = rho.unsqueeze(-3)
+        term = C @ r @ Cd - 0.5 * (Cd @ C @ r + r @ Cd @ C)
+        return out + (g.to(term.dtype)[..., None, None] * term).sum(-3)
+
+    def matrix(self) -> torch.Tensor:
+        """Dense Liouvillian (..., d², d²) in column stacking (differentiable)."""
+        H, C, g = self.H, self.C, self.rates
+        d = self.dim
+        eye = torch.eye(d, dtype=H.dtype, device=H.device)
+        L = -1j * (_sprepost(H, eye) - _sprepost(eye, H))
+        if C.shape[-3] == 0:
+            return L
+        Cd = C.conj().transpose(-1, -2)
+        CdC = Cd @ C
+        D = _sprepost(C, Cd) - 0.5 * (_sprepost(CdC, eye) + _sprepost(eye, CdC))
+        return L + (g.to(D.dtype)[..., None, None] * D).sum(-3)
+
+    def scipy(self, index: tuple[int, ...] = ()) -> sp.csr_matrix:
+        """Sparse scipy Liouvillian of one batch element (no autograd), column stacking."""
+        H = self.H.detach()
+        C = self.C.detach()
+        g = self.rates.detach()
+        shape = self.batch_shape
+        if shape:
+            H = H.expand(*shape, *H.shape[-2:])[index]
+            C = C.expand(*shape, *C.shape[-3:])[index]
+            g = g.expand(*shape, g.shape[-1])[index]
+        Hn = sp.csr_matrix(H.cpu().numpy())
+        d = self.dim
+        eye = sp.identity(d, dtype=Hn.dtype, format="csr")
+        L = -1j * (sp.kron(eye, Hn) - sp.kron(Hn.T, eye))
+        for k in range(C.shape[0]):
+            gk = float(g[k])
+            if gk == 0.0:
+                continue
+            Ck = sp.csr_matrix(C[k].cpu().numpy())
+            CdC = (Ck.conj().T @ Ck).tocsr()
+            L = L + gk * (sp.kron(Ck.conj(), Ck) - 0.5 * (sp.kron(eye, CdC) + sp.kron(CdC.T, eye)))
+        return sp.csr_matrix(L)
+
+    def detach(self) -> Lindbladian:
+        """Copy without autograd history."""
+        return Lindbladian(self.H.detach(), self.C.detach(), self.rates.detach())
+
+
+def lindbladian(
+    H: Any,
+    c_ops: Sequence[Any] | torch.Tensor | None = None,
+    rates: Any = None,
+    *,
+    dtype: torch.dtype = torch.complex128,
+    hermitian_tol: float = HERMITIAN_TOL,
+) -> Lindbladian:
+    """Validate and bundle ``H``, jump operators and rates into a :class:`Lindbladian`.
+
+    Args:
+        H: (..., d, d) Hermitian Hamiltonian (tensor, array or Qobj).
+        c_ops: a sequence of (..., d, d) operators, or a (..., K, d, d) tensor, or None.
+        rates: None (all ones), a sequence of K numbers, or a (..., K) real tensor >= 0.
+        dtype: complex dtype (complex128 default).
+        hermitian_tol: ``max|H - H^†| <= hermitian_tol * max(1, max|H|)`` is required.
+
+    Raises:
+        FlowfieldsError: non-square or non-Hermitian H, mismatched dimensions, negative or
+            complex rates, non-finite entries.
+    """
+    H = as_operator(H, "H", dtype)
+    check(H.ndim >= 2 and H.shape[-1] == H.shape[-2], "H", H, "a square (..., d, d) matrix")
+    check(bool(torch.isfinite(H).all()), "H", H, "finite entries")
+    d = H.shape[-1]
+    scale = max(1.0, float(H.detach().abs().max())) if H.numel() else 1.0
+    herm = float((H.detach() - H.detach().conj().transpose(-1, -2)).abs().max()) if H.numel() else 0
+    check(
+        herm <= hermitian_tol * scale,
+        "H",
+        H,
+        f"a Hermitian matrix (max|H - H^†| = {herm:.2e} > {hermitian_tol:.0e})",
+        "Build H as (M + M^†)/2, or put non-Hermitian (lossy) parts into c_ops.",
+    )
+    if c_ops is None:
+        C = torch.zeros(0, d, d, dtype=dtype, device=H.device)
+    elif isinstance(c_ops, torch.Tensor):
+        C = as_operator(c_ops, "c_ops", dtype)
+        check(C.ndim >= 3, "c_ops", C, "a (..., K, d, d) tensor or a list of (d, d) operators")
+    else:
+        ops = [as_operator(c, f"c_ops[{i}]", dtype) for i, c in enumerate(c_ops)]
+        for i, c in enumerate(ops):
+            check(
+                c.ndim >= 2 and tuple(c.shape[-2:]) == (d, d),
+                f"c_ops[{i}]",
+                c,
+                f"a ({d}, {d}) operator matching H",
+            )
+        if ops:
+            shape = torch.broadcast_shapes(*(c.shape[:-2] for c in ops))
+            C = torch.stack([c.expand(*shape, d, d) for c in ops], dim=-3)
+        else:
+            C = torch.zeros(0, d, d, dtype=dtype, device=H.device)
+    check(
+        tuple(C.shape[-2:]) == (d, d),
+        "c_ops",
+        C,
+        f"jump operators of size ({d}, {d}) matching H",
+    )
+    check(bool(torch.isfinite(C).all()), "c_ops", C, "finite entries")
+    K = C.shape[-3]
+    if rates is None:
+        g = torch.ones(K, dtype=torch.float64, device=H.device)
+    else:
+        if isinstance(rates, (list, tuple)):
+            rates = (
+                torch.stack([torch.as_tensor(r, dtype=torch.float64) for r in rates])
+                if (rates)
+                else torch.zeros(0, dtype=torch.float64)
+            )
+        g = torch.as_tensor(rates) if not isinstance(rates, torch.Tensor) else rates
+        check(not g.is_complex(), "rates", g, "real non-negative rates")
+        g = g.to(torch.float64) if g.dtype != torch.float64 else g
+        check(g.ndim >= 1 and g.shape[-1] == K, "rates", g, f"{K} rates (one per jump operator)")
+        check(bool(torch.isfinite(g).all()), "rates", g, "finite rates")
+        neg = float(g.detach().min()) if g.numel() else 0.0
+        check(
+            neg >= 0.0,
+            "rates",
+            g,
+            f"non-negative rates (smallest is {neg:.3g})",
+            "A negative rate breaks complete positivity; absorb signs into the operators.",
+        )
+    try:
+        torch.broadcast_shapes(H.shape[:-2], C.shape[:-3], g.shape[:-1])
+    except RuntimeError as e:
+        raise FlowfieldsError(
+            f"H, c_ops, rates: batch shapes {tuple(H.shape[:-2])}, {tuple(C.shape[:-3])}, "
+            f"{tuple(g.shape[:-1])} do not broadcast; expected matching leading dimensions."
+        ) from e
+    return Lindbladian(H, C, g)
+
+
+def liouvillian(
+    H: Any,
+    c_ops: Sequence[Any] | torch.Tensor | None = None,
+    rates: Any = None,
+    *,
+    dtype: torch.dtype = torch.complex128,
+) -> torch.Tensor:
+    """Dense Lindblad superoperator in column stacking (QuTiP's convention).
+
+    ``dL/dt = -i[H, ρ] + Σ_k g_k (C_k ρ C_k^† - ½{C_k^† C_k, ρ})`` with
+    ``vec(A X B) = (B^T ⊗ A) vec(X)``; equals ``qutip.liouvillian(H, [sqrt(g_k) C_k])``.
+
+    Args:
+        H: (..., d, d) Hermitian; c_ops: K operators (..., d, d) or (..., K, d, d);
+        rates: None (ones) or (..., K) non-negative.
+
+    Returns:
+        (..., d², d²) complex tensor, differentiable in H, c_ops and rates.
+
+    Example:
+        >>> a = torch.diag(torch.arange(1, 4.0).sqrt(), 1).to(torch.complex128)
+        >>> L = liouvillian(a.mH @ a, [a], [0.1])   # damped cavity, d = 4 -> (16, 16)
+    """
+    return lindbladian(H, c_ops, rates, dtype=dtype).matrix()
