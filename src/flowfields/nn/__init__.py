@@ -5,6 +5,7 @@ Every network here follows the flowfields convention ``v(t, x)`` with ``t`` a fl
 :func:`as_field` adapts any other module once, here, rather than in each paper package.
 """
 
+from flowfields.nn.divfree import DivFreeMatrixField, DivFreeVectorField, PeriodicFeatures
 from flowfields.nn.mlp import MLPField
 from flowfields.nn.time import (
     ACTIVATIONS,
@@ -18,8 +19,11 @@ from flowfields.nn.unet import UNet
 
 __all__ = [
     "ACTIVATIONS",
+    "DivFreeMatrixField",
+    "DivFreeVectorField",
     "Field",
     "MLPField",
+    "PeriodicFeatures",
     "TimeEmbedding",
     "UNet",
     "activation",

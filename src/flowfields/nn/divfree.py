@@ -30,6 +30,7 @@ vector field of a CNF. With ``periodic=True`` the input passes through Fourier f
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -64,27 +65,70 @@ def _act_jet(name: str, z: Tensor, order: int) -> tuple[Tensor, ...]:
 
 
 class PeriodicFeatures(nn.Module):
-    """Fourier features ``[sin(k x_i), cos(k x_i)]`` for ``k = 1..n_frequencies``.
+    """Fourier features ``sin(k x_i), cos(k x_i)``, ``k = 1..K``, of chosen coordinates.
 
-    Maps (batch, dim) to (batch, 2 * n_frequencies * dim); 2π-periodic in every coordinate.
+    Coordinates with ``periodic[i]`` False pass through unchanged (placed first), the others
+    become ``2 * n_frequencies`` features each, 2π-periodic in that coordinate.
+
+    Args:
+        dim: number of coordinates.
+        n_frequencies: K, frequencies 1..K.
+        periodic: which coordinates are periodic (default: all).
+
+    Shapes:
+        (B, dim) -> (B, n_raw + 2 * K * n_periodic).
     """
 
-    def __init__(self, dim: int, n_frequencies: int = 2) -> None:
+    def __init__(
+        self, dim: int, n_frequencies: int = 2, periodic: Sequence[bool] | None = None
+    ) -> None:
         super().__init__()
         check(n_frequencies >= 1, "n_frequencies", n_frequencies, "an integer >= 1")
+        mask = [True] * dim if periodic is None else [bool(p) for p in periodic]
+        check(len(mask) == dim, "periodic", periodic, f"{dim} booleans, one per coordinate")
         self.dim = dim
         self.n_frequencies = n_frequencies
+        self.periodic = tuple(mask)
+        self.raw_idx = [i for i, p in enumerate(mask) if not p]
+        self.per_idx = [i for i, p in enumerate(mask) if p]
         self.register_buffer(
             "k", torch.arange(1, n_frequencies + 1, dtype=torch.get_default_dtype())
         )
 
     @property
     def out_features(self) -> int:
-        return 2 * self.n_frequencies * self.dim
+        return len(self.raw_idx) + 2 * self.n_frequencies * len(self.per_idx)
 
     def forward(self, x: Tensor) -> Tensor:
-        kx = (x.unsqueeze(-1) * self.k.to(x.dtype)).flatten(-2)
-        return torch.cat([torch.sin(kx), torch.cos(kx)], dim=-1)
+        kx = (x[..., self.per_idx].unsqueeze(-1) * self.k.to(x.dtype)).flatten(-2)
+        return torch.cat([x[..., self.raw_idx], torch.sin(kx), torch.cos(kx)], dim=-1)
+
+    def jets(self, x: Tensor, order: int) -> tuple[Tensor, ...]:
+        """Derivatives of the features along each coordinate axis e_j.
+
+        Returns ``(∂_j f)`` of shape (dim, B, out_features) and, for ``order=2``, also
+        ``(∂_j ∂_j f)`` of the same shape.
+        """
+        d, n_batch = self.dim, x.shape[0]
+        eye = torch.eye(d, dtype=x.dtype, device=x.device)
+        k = self.k.to(x.dtype)
+        raw = eye[:, self.raw_idx].unsqueeze(1).expand(d, n_batch, len(self.raw_idx))
+        kx = x[:, self.per_idx].unsqueeze(-1) * k  # (B, p, K)
+        sel = eye[:, self.per_idx][:, None, :, None]  # (d, 1, p, 1): picks coordinate j
+        sin, cos = torch.sin(kx), torch.cos(kx)
+        d1 = torch.cat([raw, (sel * (k * cos)).flatten(-2), (sel * (-k * sin)).flatten(-2)], -1)
+        if order == 1:
+            return (d1,)
+        k2 = k * k
+        d2 = torch.cat(
+            [
+                torch.zeros_like(raw),
+                (sel * (-k2 * sin)).flatten(-2),
+                (sel * (-k2 * cos)).flatten(-2),
+            ],
+            -1,
+        )
+        return d1, d2
 
 
 def _mlp(n_in: int, hidden: int, depth: int, activation: str) -> nn.Sequential:
@@ -109,7 +153,7 @@ class _DivFreeBase(nn.Module):
         depth: int,
         activation: str,
         time_dependent: bool,
-        periodic: bool,
+        periodic: bool | Sequence[bool],
         n_frequencies: int,
         engine: str,
     ) -> None:
@@ -121,9 +165,11 @@ class _DivFreeBase(nn.Module):
         self.activation = activation
         self.engine = engine
         self.time_dependent = bool(time_dependent)
-        self.periodic = bool(periodic)
-        self.features = PeriodicFeatures(dim, n_frequencies) if periodic else None
-        n_in = self.features.out_features if periodic else dim
+        if isinstance(periodic, bool):
+            periodic = [periodic] * dim
+        self.features = PeriodicFeatures(dim, n_frequencies, periodic) if any(periodic) else None
+        self.periodic = self.features.periodic if self.features is not None else (False,) * dim
+        n_in = self.features.out_features if self.features is not None else dim
         if self.time_dependent:
             n_in += 1
         self.trunk = _mlp(n_in, hidden, depth, activation)
@@ -148,7 +194,8 @@ class _DivFreeBase(nn.Module):
         else:
             t, x = args
         check_shape(x, "x", ndim=2, last=self.dim)
-        check_finite(x, "x")
+        if not torch._C._functorch.is_functorch_wrapped_tensor(x):  # no data-dependent checks
+            check_finite(x, "x")  # under vmap / grad transforms
         if self.time_dependent:
             t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
             check(
@@ -157,7 +204,8 @@ class _DivFreeBase(nn.Module):
                 t,
                 f"a scalar or a tensor of shape ({x.shape[0]},)",
             )
-            check_finite(t, "t")
+            if not torch._C._functorch.is_functorch_wrapped_tensor(t):
+                check_finite(t, "t")
         return t, x
 
     def _input_jets(self, t: Tensor | None, x: Tensor, order: int) -> tuple[Tensor, ...]:
@@ -169,17 +217,8 @@ class _DivFreeBase(nn.Module):
             dz = eye.unsqueeze(1).expand(d, n_batch, d)
             ddz = None
         else:
-            k = self.features.k.to(x.dtype)
-            kx = x.unsqueeze(-1) * k  # (B, d, K)
-            sel = eye[:, None, :, None]  # (d, 1, d, 1): picks coordinate j
-            sin, cos = torch.sin(kx), torch.cos(kx)
-            dz = torch.cat([(sel * (k * cos)).flatten(-2), (sel * (-k * sin)).flatten(-2)], -1)
-            ddz = None
-            if order == 2:
-                k2 = k * k
-                ddz = torch.cat(
-                    [(sel * (-k2 * sin)).flatten(-2), (sel * (-k2 * cos)).flatten(-2)], -1
-                )
+            fj = self.features.jets(x, order)
+            dz, ddz = fj[0], (fj[1] if order == 2 else None)
         if self.time_dependent:
             dz = torch.cat([dz, dz.new_zeros(d, n_batch, 1)], -1)
             if ddz is not None:
@@ -230,7 +269,8 @@ class DivFreeMatrixField(_DivFreeBase):
         depth: number of hidden layers.
         activation: smooth activation, one of silu, tanh, softplus, gelu.
         time_dependent: if True the network also takes t; call ``v(t, x)``.
-        periodic: if True, Fourier input features make the field 2π-periodic (flat torus).
+        periodic: if True, Fourier input features make the field 2π-periodic in every coordinate
+            (flat torus); a sequence of d booleans makes only those coordinates periodic.
         n_frequencies: number of Fourier frequencies per coordinate when periodic.
         engine: ``"jet"`` (default, fastest): forward-mode derivatives of the trunk along all
             d directions at once, with the per-layer chain rule written out in batched matmuls;
@@ -253,7 +293,7 @@ class DivFreeMatrixField(_DivFreeBase):
         depth: int = 3,
         activation: str = "silu",
         time_dependent: bool = False,
-        periodic: bool = False,
+        periodic: bool | Sequence[bool] = False,
         n_frequencies: int = 2,
         engine: str = "jet",
     ) -> None:
@@ -322,7 +362,7 @@ class DivFreeVectorField(_DivFreeBase):
         depth: int = 3,
         activation: str = "silu",
         time_dependent: bool = False,
-        periodic: bool = False,
+        periodic: bool | Sequence[bool] = False,
         n_frequencies: int = 2,
         engine: str = "jet",
     ) -> None:
