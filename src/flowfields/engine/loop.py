@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import io
 import math
 import os
 import time
@@ -256,8 +257,13 @@ def fit(
         nonlocal last_good
         rng_states = [get_rng_state()]
         if is_distributed():
-            rng_states = [None] * n_ranks
-            dist.all_gather_object(rng_states, get_rng_state())
+            # Tensors inside all_gather_object do not round-trip in every torch release:
+            # gather each rank's state as torch.save bytes instead.
+            buf = io.BytesIO()
+            torch.save(get_rng_state(), buf)
+            blobs: list[Any] = [None] * n_ranks
+            dist.all_gather_object(blobs, buf.getvalue())
+            rng_states = [torch.load(io.BytesIO(b), weights_only=False) for b in blobs]
         if not main or ckpt_path is None:
             return
         save_checkpoint(
