@@ -148,7 +148,7 @@ def krylov_solver(
 class _DenseSolve(torch.autograd.Function):
     @staticmethod
     def forward(ctx, A: torch.Tensor, b: torch.Tensor, singular_tol: float):  # type: ignore[override]
-        LU, piv = torch.linalg.lu_factor(A)
+        LU, piv, _ = torch.linalg.lu_factor_ex(A)
         diags = torch.diagonal(LU, dim1=-2, dim2=-1).reshape(-1, A.shape[-1])
         for i, d in enumerate(diags):
             _pivot_check(d, singular_tol, "A" if diags.shape[0] == 1 else f"A[{i}]")

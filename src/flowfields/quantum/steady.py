@@ -143,7 +143,7 @@ def _batch_solvers(
         A = _augmented_scipy(Lb, d)
         if method == "dense":
             Ad = torch.as_tensor(A.toarray())
-            LU, piv = torch.linalg.lu_factor(Ad)
+            LU, piv, _ = torch.linalg.lu_factor_ex(Ad)
             _pivot_check(torch.diagonal(LU), singular_tol, what)
 
             def f(r, LU=LU, piv=piv):
