@@ -1,0 +1,51 @@
+"""Data sets: 2-D toys with exact densities, small image sets shipped in packages, metrics.
+
+Nothing is downloaded at run time. See :mod:`flowfields.data.toys` (checkerboard, 8gaussians,
+2spirals, moons, pinwheel, rings), :mod:`flowfields.data.images` (8x8 digits, an MNIST subset,
+uniform dequantization) and :mod:`flowfields.data.metrics` (sliced Wasserstein).
+"""
+
+from flowfields.data.images import (
+    DIGITS_LEVELS,
+    MNIST_LEVELS,
+    Dequantized,
+    load_digits,
+    load_mnist_subset,
+    split_train_test,
+    uniform_dequantize,
+)
+from flowfields.data.metrics import sliced_wasserstein, wasserstein_1d
+from flowfields.data.toys import (
+    TOYS,
+    Checkerboard,
+    EightGaussians,
+    Moons,
+    Pinwheel,
+    Rings,
+    Toy2D,
+    TwoSpirals,
+    get_toy,
+    support_fraction,
+)
+
+__all__ = [
+    "DIGITS_LEVELS",
+    "MNIST_LEVELS",
+    "TOYS",
+    "Checkerboard",
+    "Dequantized",
+    "EightGaussians",
+    "Moons",
+    "Pinwheel",
+    "Rings",
+    "Toy2D",
+    "TwoSpirals",
+    "get_toy",
+    "load_digits",
+    "load_mnist_subset",
+    "sliced_wasserstein",
+    "split_train_test",
+    "support_fraction",
+    "uniform_dequantize",
+    "wasserstein_1d",
+]
