@@ -1,0 +1,33 @@
+"""Neural conservation laws: exact continuity through divergence-free fields.
+
+Paper: Richter-Powell, Lipman, Chen, "Neural Conservation Laws: A Divergence-Free Perspective"
+(NeurIPS 2022, arXiv:2210.01741). The divergence-free networks themselves live in
+:mod:`flowfields.nn.divfree`; this package builds space-time density/flux pairs on them
+(:class:`SpaceTimeDivFree`, the positive :class:`PositiveDensityFlux`), the continuity residual
+and kinetic energy used by dynamical optimal transport, and the Hodge decomposition model.
+"""
+
+from flowfields.conservation.hodge import HodgeDecomposition, gradient
+from flowfields.conservation.potentials import (
+    gaussian_log_density,
+    gaussian_newtonian_grad,
+    regularized_lower_gamma_ratio,
+)
+from flowfields.conservation.spacetime import (
+    PositiveDensityFlux,
+    SpaceTimeDivFree,
+    continuity_residual,
+    kinetic_energy,
+)
+
+__all__ = [
+    "HodgeDecomposition",
+    "PositiveDensityFlux",
+    "SpaceTimeDivFree",
+    "continuity_residual",
+    "gaussian_log_density",
+    "gaussian_newtonian_grad",
+    "gradient",
+    "kinetic_energy",
+    "regularized_lower_gamma_ratio",
+]

@@ -1,0 +1,366 @@
+"""Space-time density/flux pairs that satisfy the continuity equation exactly.
+
+From "Neural Conservation Laws: A Divergence-Free Perspective" (Richter-Powell, Lipman, Chen,
+arXiv:2210.01741). A divergence-free field ``u`` on space-time ``R^(1+d)`` (coordinate 0 is t)
+gives a density ``ρ = u_0`` and a flux ``j = u_(1:)`` with ``∂_t ρ + div_x j = 0`` identically;
+the velocity is ``v = j / ρ``.
+
+- :class:`SpaceTimeDivFree`: the general model, any divergence-free network on ``(t, x)``.
+  ``ρ`` can take either sign, and total mass is conserved only if the flux decays at infinity
+  (or the domain is periodic: ``periodic=True`` makes space the flat torus ``[0, 2π)^d``).
+- :class:`PositiveDensityFlux`: the paper's positivity remedy. The time component of the
+  space-time vector potential is a mixture of Gaussian Newtonian potentials,
+  ``b_0 = sum_k w_k Φ_{σ_k(t)}(x - μ_k(t))`` (subharmonic), and the spatial part contributes no
+  ``∂_t div_x`` term, so ``ρ = Δ_x b_0 = sum_k w_k N(x; μ_k(t), σ_k(t)² I) >= 0``. The flux is
+  ``-∂_t ∇_x b_0`` plus divergence-free (in x) terms, which do not change ``div_x j``.
+
+Time convention: t in [0, 1]; for transport problems the source is at t = 0, the target at t = 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+from torch.func import jvp, vmap
+
+from flowfields.conservation.potentials import gaussian_log_density, gaussian_newtonian_grad
+from flowfields.errors import check, check_finite, check_shape
+from flowfields.nn.divfree import DivFreeMatrixField, DivFreeVectorField
+
+__all__ = [
+    "PositiveDensityFlux",
+    "SpaceTimeDivFree",
+    "continuity_residual",
+    "kinetic_energy",
+]
+
+RhoFlux = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
+
+
+def _time_vector(t: Tensor | float, x: Tensor) -> Tensor:
+    """t as a (B,) tensor matching x's batch, dtype and device."""
+    t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+    check(
+        t.ndim == 0 or (t.ndim == 1 and t.shape[0] in (1, x.shape[0])),
+        "t",
+        t,
+        f"a scalar or a tensor of shape ({x.shape[0]},)",
+    )
+    return t.reshape(-1).expand(x.shape[0])
+
+
+def _check_points(x: Tensor, dim: int) -> None:
+    check_shape(x, "x", ndim=2, last=dim)
+    if not torch._C._functorch.is_functorch_wrapped_tensor(x):
+        check_finite(x, "x")
+
+
+class SpaceTimeDivFree(nn.Module):
+    """Density and flux from a divergence-free network on space-time: ``(ρ, j) = u(t, x)``.
+
+    Paper: "Neural Conservation Laws: A Divergence-Free Perspective" (arXiv:2210.01741).
+    ``u`` is a :class:`~flowfields.nn.DivFreeMatrixField` (or ``DivFreeVectorField``) of
+    dimension ``1 + d`` on ``z = (t, x)``, so ``∂_t ρ + div_x j = div_z u = 0`` exactly. ``ρ`` is
+    not constrained to be positive (see :class:`PositiveDensityFlux`).
+
+    Args:
+        dim: d, the spatial dimension.
+        construction: ``"matrix"`` or ``"vector"``.
+        hidden, depth, activation, n_frequencies, engine: passed to the divergence-free network.
+        periodic: make space the flat torus ``[0, 2π)^d`` (time stays non-periodic); then
+            ``∫ ρ(t, x) dx`` over the torus is constant in t.
+
+    Shapes:
+        ``forward(t, x)`` = ``rho_flux(t, x)``: t scalar or (B,), x (B, d) -> ρ (B,), j (B, d).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        construction: str = "matrix",
+        hidden: int = 128,
+        depth: int = 3,
+        activation: str = "silu",
+        periodic: bool = False,
+        n_frequencies: int = 2,
+        engine: str = "jet",
+    ) -> None:
+        super().__init__()
+        check(isinstance(dim, int) and dim >= 1, "dim", dim, "an integer >= 1")
+        check(construction in ("matrix", "vector"), "construction", construction, "matrix|vector")
+        cls = DivFreeMatrixField if construction == "matrix" else DivFreeVectorField
+        self.dim = dim
+        self.construction = construction
+        self.field = cls(
+            dim + 1,
+            hidden=hidden,
+            depth=depth,
+            activation=activation,
+            periodic=[False] + [bool(periodic)] * dim,
+            n_frequencies=n_frequencies,
+            engine=engine,
+        )
+
+    def rho_flux(self, t: Tensor | float, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Density ``ρ`` (B,) and flux ``j`` (B, d) at times t and points x."""
+        _check_points(x, self.dim)
+        z = torch.cat([_time_vector(t, x).unsqueeze(-1), x], dim=-1)
+        u = self.field(z)
+        return u[:, 0], u[:, 1:]
+
+    def forward(self, t: Tensor | float, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self.rho_flux(t, x)
+
+    def velocity(self, t: Tensor | float, x: Tensor) -> Tensor:
+        """``v = j / ρ`` (B, d); only meaningful where ``ρ > 0``."""
+        rho, j = self.rho_flux(t, x)
+        return j / rho.unsqueeze(-1)
+
+
+class PositiveDensityFlux(nn.Module):
+    """Positive density/flux pair with exact continuity: a Gaussian-potential NCL.
+
+    Paper: "Neural Conservation Laws: A Divergence-Free Perspective" (arXiv:2210.01741),
+    the positivity construction. With weights ``w_k`` (softmax, constant in t, so the total
+    mass is exactly 1), means ``μ_k(t)`` and scales ``σ_k(t)`` from a small network of t,
+
+    - ``b_0(t, x) = sum_k w_k Φ_{σ_k}(x - μ_k)`` with ``ΔΦ_σ = N(0, σ² I)`` (subharmonic), so
+      ``ρ = Δ_x b_0 = sum_k w_k N(x; μ_k, σ_k² I) >= 0``;
+    - ``j = -∂_t ∇_x b_0 + c(t, x) + div_x(ρ A(t, x))``: ``c`` is the closed-form
+      divergence-free field that makes component k move with the affine velocity
+      ``μ_k' + (σ_k'/σ_k)(x - μ_k)`` (so ``-∂_t ∇b_0 + c = sum_k w_k N_k (μ_k' + ...)``, finite
+      kinetic energy and a Gaussian-decaying flux), and ``A`` is the antisymmetric matrix of a
+      time-dependent :class:`~flowfields.nn.DivFreeMatrixField` (``correction=True``): the
+      row-wise divergence of the antisymmetric ``ρA`` is divergence-free, decays with ``ρ``, and
+      adds ``div A + A ∇log ρ`` to the velocity.
+
+    Caveats: mass is conserved because the weights are constant (time-varying weights add a
+    ``-w_k' ∇Φ_k`` flux that decays only like ``|x|^(1-d)``: infinite kinetic energy); ``ρ`` is
+    a Gaussian mixture at every t, so fine structure needs many components.
+
+    Args:
+        dim: d.
+        n_components: K.
+        hidden, depth: the network of t giving the interior of each path.
+        correction: add the learned ``div_x(ρ A)`` divergence-free flux.
+        correction_hidden, correction_depth: size of the DivFreeMatrixField for ``A``.
+        init_mean_scale: spread of the initial endpoint means.
+
+    The component paths are ``μ_k(t) = (1-t) a_k + t c_k + t(1-t) f_k(t)`` and
+    ``log σ_k(t) = (1-t) α_k + t γ_k + t(1-t) g_k(t)`` with (a, c, α, γ) learnable endpoints and
+    (f, g) the outputs of the network of t.
+
+    Shapes:
+        ``rho_flux(t, x)``: t scalar or (B,), x (B, d) -> ρ (B,), j (B, d).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        n_components: int = 1,
+        hidden: int = 64,
+        depth: int = 2,
+        correction: bool = True,
+        correction_hidden: int = 64,
+        correction_depth: int = 2,
+        init_mean_scale: float = 1.0,
+    ) -> None:
+        super().__init__()
+        check(isinstance(dim, int) and dim >= 1, "dim", dim, "an integer >= 1")
+        check(n_components >= 1, "n_components", n_components, "an integer >= 1")
+        self.dim = dim
+        self.n_components = k = n_components
+        self.weight_logits = nn.Parameter(torch.zeros(k))
+        self.mean_0 = nn.Parameter(init_mean_scale * torch.randn(k, dim))
+        self.mean_1 = nn.Parameter(init_mean_scale * torch.randn(k, dim))
+        self.log_std_0 = nn.Parameter(torch.zeros(k))
+        self.log_std_1 = nn.Parameter(torch.zeros(k))
+        layers: list[nn.Module] = []
+        width = 1
+        for _ in range(depth):
+            layers += [nn.Linear(width, hidden), nn.SiLU()]
+            width = hidden
+        layers.append(nn.Linear(width, k * (dim + 1)))
+        self.time_net = nn.Sequential(*layers)
+        self.correction = (
+            DivFreeMatrixField(
+                dim, hidden=correction_hidden, depth=correction_depth, time_dependent=True
+            )
+            if correction and dim >= 2
+            else None
+        )
+
+    # ---- component paths -------------------------------------------------------------------
+    def _paths(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """μ (B, K, d) and log σ (B, K) at times t (B,)."""
+        k, d = self.n_components, self.dim
+        tt = t.unsqueeze(-1)
+        out = self.time_net(tt).reshape(-1, k, d + 1)
+        bridge = (tt * (1 - tt)).unsqueeze(-1)
+        mu = (1 - tt).unsqueeze(-1) * self.mean_0 + tt.unsqueeze(-1) * self.mean_1
+        mu = mu + bridge * out[..., :d]
+        log_std = (1 - tt) * self.log_std_0 + tt * self.log_std_1 + bridge[..., 0] * out[..., d]
+        return mu, log_std
+
+    def components(self, t: Tensor | float, x: Tensor | None = None) -> dict[str, Tensor]:
+        """Log-weights (K,), means μ (B, K, d), scales σ (B, K) and their time derivatives.
+
+        Args:
+            t: time(s); a (B,) tensor or a scalar (then B = len(x) or 1).
+            x: optional points, only to set the batch size, dtype and device.
+        """
+        ref = x if x is not None else self.mean_0
+        t = torch.as_tensor(t, dtype=ref.dtype, device=ref.device)
+        if x is not None:
+            t = _time_vector(t, x)
+        else:
+            t = t.reshape(-1)
+        (mu, log_std), (dmu, dlog_std) = jvp(self._paths, (t,), (torch.ones_like(t),))
+        std = torch.exp(log_std)
+        return {
+            "log_w": torch.log_softmax(self.weight_logits, -1).to(ref.dtype),
+            "mu": mu,
+            "std": std,
+            "dmu": dmu,
+            "dstd": std * dlog_std,
+        }
+
+    # ---- density ---------------------------------------------------------------------------
+    def _log_terms(self, c: dict[str, Tensor], x: Tensor) -> Tensor:
+        """log(w_k N(x; μ_k, σ_k²)) (B, K)."""
+        y = x.unsqueeze(1) - c["mu"]
+        return c["log_w"] + gaussian_log_density(y, c["std"])
+
+    def log_rho(self, t: Tensor | float, x: Tensor) -> Tensor:
+        """``log ρ(t, x)`` (B,)."""
+        _check_points(x, self.dim)
+        return torch.logsumexp(self._log_terms(self.components(t, x), x), -1)
+
+    def log_prob(self, t: Tensor | float, x: Tensor) -> Tensor:
+        """Same as :meth:`log_rho` (ρ integrates to one at every t)."""
+        return self.log_rho(t, x)
+
+    def grad_b0(self, t: Tensor | float, x: Tensor) -> Tensor:
+        """``∇_x b_0`` (B, d): the mixture of Gaussian Newtonian potential gradients."""
+        _check_points(x, self.dim)
+        c = self.components(t, x)
+        y = x.unsqueeze(1) - c["mu"]
+        w = torch.exp(c["log_w"])
+        return (w.unsqueeze(-1) * gaussian_newtonian_grad(y, c["std"])).sum(1)
+
+    def sample(self, t: float | Tensor, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """n reparameterised samples of ``ρ_t`` (differentiable in the paths), shape (n, d)."""
+        check(isinstance(n, int) and n >= 1, "n", n, "a positive integer")
+        ref = self.mean_0
+        t = torch.as_tensor(t, dtype=ref.dtype, device=ref.device)
+        check(t.numel() in (1, n), "t", t, f"a scalar or a tensor of {n} times")
+        return _sample_at(self, t.reshape(-1).expand(n), generator)
+
+    # ---- flux and velocity -----------------------------------------------------------------
+    def _velocity_parts(self, t: Tensor | float, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(log ρ (B,), v (B, d)), with v computed stably through responsibilities."""
+        _check_points(x, self.dim)
+        c = self.components(t, x)
+        log_terms = self._log_terms(c, x)
+        log_rho = torch.logsumexp(log_terms, -1)
+        resp = torch.exp(log_terms - log_rho.unsqueeze(-1))  # (B, K)
+        y = x.unsqueeze(1) - c["mu"]
+        u = c["dmu"] + (c["dstd"] / c["std"]).unsqueeze(-1) * y  # per-component velocity
+        v = (resp.unsqueeze(-1) * u).sum(1)
+        if self.correction is not None:
+            tb = _time_vector(t, x)
+            a = self.correction.matrix(tb, x)  # (B, d, d) antisymmetric
+            div_a = self.correction(tb, x)  # row-wise divergence of A
+            grad_log_rho = -(resp.unsqueeze(-1) * y / (c["std"] ** 2).unsqueeze(-1)).sum(1)
+            v = v + div_a + torch.einsum("bij,bj->bi", a, grad_log_rho)
+        return log_rho, v
+
+    def velocity(self, t: Tensor | float, x: Tensor) -> Tensor:
+        """``v = j / ρ`` (B, d), computed without dividing by ``ρ`` (stable in the tails)."""
+        return self._velocity_parts(t, x)[1]
+
+    def forward(self, t: Tensor | float, x: Tensor) -> Tensor:
+        """The velocity ``v(t, x)``: usable as the vector field of an ODE or CNF."""
+        return self.velocity(t, x)
+
+    def rho_flux(self, t: Tensor | float, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Density ``ρ`` (B,) and flux ``j = ρ v`` (B, d)."""
+        log_rho, v = self._velocity_parts(t, x)
+        rho = torch.exp(log_rho)
+        return rho, rho.unsqueeze(-1) * v
+
+    def kinetic_energy(
+        self, n_t: int = 32, n_x: int = 256, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """``∫_0^1 ∫ ρ |v|² dx dt``: Gauss-Legendre in t (n_t nodes), Monte Carlo in x ~ ρ_t.
+
+        Differentiable (reparameterised samples). Returns a scalar tensor.
+        """
+        nodes, weights = _gauss_legendre(n_t, self.mean_0.dtype, self.mean_0.device)
+        t = nodes.repeat_interleave(n_x)
+        x = _sample_at(self, t, generator)
+        v = self.velocity(t, x)
+        per_t = (v * v).sum(-1).reshape(n_t, n_x).mean(-1)
+        return (weights * per_t).sum()
+
+
+def _sample_at(model: PositiveDensityFlux, t: Tensor, generator: torch.Generator | None) -> Tensor:
+    """One reparameterised sample of ρ_t for each entry of t (B,)."""
+    c = model.components(t)
+    n = t.shape[0]
+    idx = torch.multinomial(
+        torch.exp(c["log_w"]).detach(), n, replacement=True, generator=generator
+    )
+    eps = torch.randn(n, model.dim, generator=generator, dtype=t.dtype, device=t.device)
+    rows = torch.arange(n, device=t.device)
+    return c["mu"][rows, idx] + c["std"][rows, idx].unsqueeze(-1) * eps
+
+
+def _gauss_legendre(n: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Gauss-Legendre nodes and weights on [0, 1]."""
+    import numpy as np
+
+    x, w = np.polynomial.legendre.leggauss(n)
+    nodes = torch.as_tensor((x + 1) / 2, dtype=dtype, device=device)
+    return nodes, torch.as_tensor(w / 2, dtype=dtype, device=device)
+
+
+def continuity_residual(rho_flux: RhoFlux, t: Tensor | float, x: Tensor) -> Tensor:
+    """``∂_t ρ + div_x j`` at each (t, x), with forward-mode derivatives from torch.func.
+
+    Args:
+        rho_flux: ``(t, x) -> (ρ (B,), j (B, d))`` with samples independent of each other.
+        t: scalar or (B,) times.
+        x: (B, d) points.
+
+    Returns:
+        (B,) residual; zero up to floating point for the models in this module.
+    """
+    check_shape(x, "x", ndim=2)
+    check_finite(x, "x")
+    t = _time_vector(t, x)
+    d = x.shape[1]
+    (_, drho_dt) = jvp(lambda s: rho_flux(s, x)[0], (t,), (torch.ones_like(t),))
+    basis = torch.eye(d, dtype=x.dtype, device=x.device).unsqueeze(1).expand(d, x.shape[0], d)
+    dj = vmap(lambda e: jvp(lambda y: rho_flux(t, y)[1], (x,), (e,))[1])(basis)  # (d, B, d)
+    return drho_dt + torch.diagonal(dj, dim1=0, dim2=2).sum(-1)
+
+
+def kinetic_energy(velocity: Tensor, weights: Tensor | None = None) -> Tensor:
+    """Monte Carlo kinetic energy ``E |v|²`` from velocities at samples ``x ~ ρ_t``.
+
+    Args:
+        velocity: (B, d) velocities at samples of the density.
+        weights: optional (B,) importance weights (normalised here).
+
+    Returns:
+        Scalar ``sum_b w_b |v_b|²`` (plain mean without weights).
+    """
+    check_shape(velocity, "velocity", ndim=2)
+    sq = (velocity * velocity).sum(-1)
+    if weights is None:
+        return sq.mean()
+    check(weights.shape == sq.shape, "weights", weights, f"shape {tuple(sq.shape)}")
+    return (weights * sq).sum() / weights.sum()
