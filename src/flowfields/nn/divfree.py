@@ -13,7 +13,7 @@ Efficiency: every derivative is forward mode, vectorised over the d coordinate d
 per-dimension Python loop): either ``torch.func.vmap(jvp)`` (``engine="func"``) or, about twice as
 fast on small networks, the trunk's jets propagated layer by layer as batched matmuls
 (``engine="jet"``, the default). For the matrix field the
-antisymmetric read-out is linear in the last hidden layer ``h``, ``A(x) = W h(x) + c``, so
+antisymmetric read-out is linear in the last hidden layer ``h``, ``A(x) = W h(x)``, so
 ``v_i = sum_{j,k} W_ijk dh_k/dx_j`` needs only the d directional derivatives of ``h`` (d JVPs
 through the trunk, not through the d^2/2 outputs). For the vector field, ``Δb`` and ``div b``
 come out of d forward-over-forward JVPs and ``∇(div b)`` out of one reverse pass over them, so
@@ -260,7 +260,8 @@ class DivFreeMatrixField(_DivFreeBase):
 
     Paper: "Neural Conservation Laws: A Divergence-Free Perspective" (arXiv:2210.01741),
     the matrix-field construction. A trunk MLP gives features ``h(x)`` of width ``hidden``;
-    a linear read-out gives the d(d-1)/2 free entries of ``A(x) = W h(x) + c`` (antisymmetric).
+    a linear read-out gives the d(d-1)/2 free entries of ``A(x) = W h(x)`` (antisymmetric; a
+    constant offset would not change ``v``).
     Exactly divergence-free because ``sum_ij ∂_i ∂_j A_ij = 0`` for antisymmetric ``A``.
 
     Args:
@@ -303,7 +304,6 @@ class DivFreeMatrixField(_DivFreeBase):
         n_free = dim * (dim - 1) // 2
         self.n_free = n_free
         self.readout = nn.Parameter(torch.randn(n_free, hidden) / math.sqrt(hidden))
-        self.readout_bias = nn.Parameter(torch.zeros(n_free))
         iu = torch.triu_indices(dim, dim, offset=1)
         self.register_buffer("_iu", iu, persistent=False)
 
@@ -317,7 +317,7 @@ class DivFreeMatrixField(_DivFreeBase):
         """The antisymmetric potential ``A(x)`` (or ``A(t, x)``), shape (B, d, d)."""
         t, x = self._parse(args)
         h = self.trunk(self._trunk_input(t, x))
-        return self._antisym(h @ self.readout.T + self.readout_bias)
+        return self._antisym(h @ self.readout.T)
 
     def forward(self, *args: Tensor) -> Tensor:
         t, x = self._parse(args)
@@ -369,7 +369,7 @@ class DivFreeVectorField(_DivFreeBase):
         super().__init__(
             dim, hidden, depth, activation, time_dependent, periodic, n_frequencies, engine
         )
-        self.head = nn.Linear(hidden, dim)
+        self.head = nn.Linear(hidden, dim, bias=False)  # a constant b does not change v
 
     def potential(self, *args: Tensor) -> Tensor:
         """The vector potential ``b(x)`` (or ``b(t, x)``), shape (B, d)."""
