@@ -128,53 +128,56 @@ def _as_lindbladian_or_matrix(L: Any) -> Lindbladian | torch.Tensor:
     return L
 
 
+def _dense_solvers(
+    Ld: torch.Tensor, d: int, singular_tol: float
+) -> tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]:
+    """Batched dense LU of the augmented matrices of (B, n, n) ``Ld``: (fwd, adj) on (B, n)."""
+    A = replace_row(Ld, 0, _trace_row(d, Ld.dtype, Ld.device))
+    LU, piv, _ = torch.linalg.lu_factor_ex(A)
+    diags = torch.diagonal(LU, dim1=-2, dim2=-1)
+    for i, dg in enumerate(diags):
+        _pivot_check(dg, singular_tol, "steady_state" if len(diags) == 1 else f"steady_state[{i}]")
+
+    def fwd(b: torch.Tensor) -> torch.Tensor:
+        return torch.linalg.lu_solve(LU, piv, b.unsqueeze(-1)).squeeze(-1)
+
+    def adj(g: torch.Tensor) -> torch.Tensor:
+        return torch.linalg.lu_solve(LU, piv, g.unsqueeze(-1), adjoint=True).squeeze(-1)
+
+    return fwd, adj
+
+
 def _batch_solvers(
     mats: list[Any], d: int, method: str, opts: dict[str, Any]
-) -> tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor], list]:
-    """Per-batch-element forward/adjoint solvers of the augmented systems.
+) -> tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]:
+    """Per-batch-element scipy forward/adjoint solvers of the augmented systems.
 
-    ``mats`` holds a scipy sparse ``L`` per batch element. Returns ``(fwd, adj, xs_forward)``
-    where ``fwd``/``adj`` act on (B, n) tensors.
+    ``mats`` holds a scipy sparse ``L`` per batch element; ``fwd``/``adj`` act on (B, n).
     """
     fwds, adjs = [], []
     singular_tol = opts["singular_tol"]
     for i, Lb in enumerate(mats):
         what = "steady_state" if len(mats) == 1 else f"steady_state[batch {i}]"
         A = _augmented_scipy(Lb, d)
-        if method == "dense":
-            Ad = torch.as_tensor(A.toarray())
-            LU, piv, _ = torch.linalg.lu_factor_ex(Ad)
-            _pivot_check(torch.diagonal(LU), singular_tol, what)
-
-            def f(r, LU=LU, piv=piv):
-                return torch.linalg.lu_solve(LU, piv, r.reshape(-1, 1)).reshape(-1)
-
-            def a(r, LU=LU, piv=piv):
-                return torch.linalg.lu_solve(LU, piv, r.reshape(-1, 1), adjoint=True).reshape(-1)
-
-            fwds.append(f)
-            adjs.append(a)
-            continue
         if method == "krylov":
             s_f, s_a = krylov_solver(
                 A, kind=opts["kind"], rtol=opts["rtol"], maxiter=opts["maxiter"], what=what
             )
-        else:  # sparse, or evolve (whose adjoint uses sparse LU, built lazily)
-            if method == "evolve":
-                cache: dict[str, Any] = {}
+        elif method == "evolve":  # adjoint by sparse LU, factorised only if a gradient is asked
+            cache: dict[str, Any] = {}
 
-                def s_a(r, A=A, cache=cache, what=what):
-                    if "lu" not in cache:
-                        cache["lu"] = sparse_lu_solver(A, singular_tol=singular_tol, what=what)
-                    return cache["lu"][1](r)
+            def s_a(r, A=A, cache=cache, what=what):
+                if "lu" not in cache:
+                    cache["lu"] = sparse_lu_solver(A, singular_tol=singular_tol, what=what)
+                return cache["lu"][1](r)
 
-                def s_f(r, Lb=Lb):
-                    return _evolve(Lb, d, opts["tol"], opts["max_doublings"])
+            def s_f(r, Lb=Lb):
+                return _evolve(Lb, d, opts["tol"], opts["max_doublings"])
 
-                if opts["check_unique"]:
-                    sparse_lu_solver(A, singular_tol=singular_tol, what=what)
-            else:
-                s_f, s_a = sparse_lu_solver(A, singular_tol=singular_tol, what=what)
+            if opts["check_unique"]:
+                cache["lu"] = sparse_lu_solver(A, singular_tol=singular_tol, what=what)
+        else:
+            s_f, s_a = sparse_lu_solver(A, singular_tol=singular_tol, what=what)
 
         def wrap(s):
             return lambda r: torch.as_tensor(s(r.detach().cpu().numpy()))
@@ -188,7 +191,7 @@ def _batch_solvers(
     def adj(g: torch.Tensor) -> torch.Tensor:
         return torch.stack([a(g[i]) for i, a in enumerate(adjs)]).to(g.dtype)
 
-    return fwd, adj, fwds
+    return fwd, adj
 
 
 def steady_state(
@@ -261,7 +264,7 @@ def steady_state(
             return unvec(x)
         Lf = L.reshape(-1, n, n)
         mats = [sp.csr_matrix(Lf[i].detach().cpu().numpy()) for i in range(Lf.shape[0])]
-        fwd, adj, _ = _batch_solvers(mats, d, method, opts)
+        fwd, adj = _batch_solvers(mats, d, method, opts)
 
         def apply_A_mat(x: torch.Tensor, Lp: torch.Tensor) -> torch.Tensor:
             return (replace_row(Lp, 0, w) @ x.reshape(*Lp.shape[:-1], 1)).squeeze(-1)
@@ -283,9 +286,13 @@ def steady_state(
     w = _trace_row(d, dtype, L.H.device)
     b = torch.zeros(*shape, n, dtype=dtype, device=L.H.device)
     b[..., 0] = 1.0
-    idx = list(np.ndindex(*shape)) if shape else [()]
-    mats = [L.scipy(i) for i in idx]
-    fwd, adj, _ = _batch_solvers(mats, d, method, opts)
+    if method == "dense":
+        with torch.no_grad():
+            Ld = L.matrix()
+        fwd, adj = _dense_solvers(Ld.expand(*shape, n, n).reshape(-1, n, n), d, singular_tol)
+    else:
+        idx = list(np.ndindex(*shape)) if shape else [()]
+        fwd, adj = _batch_solvers([L.scipy(i) for i in idx], d, method, opts)
 
     def apply_A(x: torch.Tensor, H: torch.Tensor, C: torch.Tensor, g: torch.Tensor):
         y = vec(Lindbladian(H, C, g).apply(unvec(x)))
