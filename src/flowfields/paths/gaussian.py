@@ -379,7 +379,8 @@ class VEPath(GaussianPath):
     Flow Matching, arXiv:2210.02747, Sec. 4.1 Example I (eqs. 16-17), after Song et al.'s
     VE SDE: ``mu_t = x_1``, ``sigma_t = sigma_{1-t}`` with the geometric noise scale
     ``sigma_s = sigma_min (sigma_max / sigma_min)^s``, so
-    ``u_t(x | x_1) = -sigma'_{1-t} / sigma_{1-t} (x - x_1) = log(sigma_max / sigma_min) (x - x_1)``.
+    ``u_t(x | x_1) = -sigma'_{1-t} / sigma_{1-t} (x - x_1) = -log(sigma_max / sigma_min) (x - x_1)``
+    (``sigma'`` the derivative in s).
 
     t = 0 is ``N(x_1, sigma_max^2 I)``: only approximately a data-independent noise distribution
     (pick ``sigma_max`` well above the data's diameter; samplers start from
