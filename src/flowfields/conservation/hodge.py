@@ -63,7 +63,7 @@ class HodgeDecomposition(nn.Module):
         for _ in range(depth):
             layers += [nn.Linear(width, hidden), nn.SiLU()]
             width = hidden
-        layers.append(nn.Linear(width, 1))
+        layers.append(nn.Linear(width, 1, bias=False))  # a constant φ has no gradient
         self.potential = nn.Sequential(*layers)
 
     def phi(self, x: Tensor) -> Tensor:

@@ -205,27 +205,42 @@ class PositiveDensityFlux(nn.Module):
         return mu, log_std
 
     def components(self, t: Tensor | float, x: Tensor | None = None) -> dict[str, Tensor]:
-        """Log-weights (K,), means μ (B, K, d), scales σ (B, K) and their time derivatives.
+        """Log-weights (K,), means μ (T, K, d), scales σ (T, K) and their time derivatives.
 
         Args:
-            t: time(s); a (B,) tensor or a scalar (then B = len(x) or 1).
-            x: optional points, only to set the batch size, dtype and device.
+            t: time(s): a scalar (then T = 1, broadcasting against any batch) or (T,).
+            x: optional (B, d) points: checks that T is 1 or B and sets dtype and device.
+
+        Returns:
+            dict with ``log_w`` (K,), ``mu`` (T, K, d), ``std`` (T, K), ``dmu`` = ∂_t μ and
+            ``dstd`` = ∂_t σ (same shapes).
         """
         ref = x if x is not None else self.mean_0
         t = torch.as_tensor(t, dtype=ref.dtype, device=ref.device)
         if x is not None:
-            t = _time_vector(t, x)
+            check(
+                t.ndim == 0 or (t.ndim == 1 and t.shape[0] in (1, x.shape[0])),
+                "t",
+                t,
+                f"a scalar or a tensor of shape ({x.shape[0]},)",
+            )
+        t = t.reshape(-1)
+        log_w = torch.log_softmax(self.weight_logits, -1).to(ref.dtype)
+        plain = not (torch._C._functorch.is_functorch_wrapped_tensor(t) or t.requires_grad)
+        if plain and t.numel() > 1:
+            # the paths depend on t only: evaluate them once per distinct time
+            uniq, inverse = torch.unique(t, return_inverse=True)
+            out = self._paths_and_rates(uniq)
+            out = {k: v[inverse] for k, v in out.items()}
         else:
-            t = t.reshape(-1)
+            out = self._paths_and_rates(t.contiguous())
+        out["log_w"] = log_w
+        return out
+
+    def _paths_and_rates(self, t: Tensor) -> dict[str, Tensor]:
         (mu, log_std), (dmu, dlog_std) = jvp(self._paths, (t,), (torch.ones_like(t),))
         std = torch.exp(log_std)
-        return {
-            "log_w": torch.log_softmax(self.weight_logits, -1).to(ref.dtype),
-            "mu": mu,
-            "std": std,
-            "dmu": dmu,
-            "dstd": std * dlog_std,
-        }
+        return {"mu": mu, "std": std, "dmu": dmu, "dstd": std * dlog_std}
 
     # ---- density ---------------------------------------------------------------------------
     def _log_terms(self, c: dict[str, Tensor], x: Tensor) -> Tensor:
@@ -310,6 +325,7 @@ def _sample_at(model: PositiveDensityFlux, t: Tensor, generator: torch.Generator
     """One reparameterised sample of ρ_t for each entry of t (B,)."""
     c = model.components(t)
     n = t.shape[0]
+    c = {k: (v.expand(n, *v.shape[1:]) if k != "log_w" else v) for k, v in c.items()}
     idx = torch.multinomial(
         torch.exp(c["log_w"]).detach(), n, replacement=True, generator=generator
     )
