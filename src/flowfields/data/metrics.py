@@ -22,10 +22,11 @@ def wasserstein_1d(x: Tensor, y: Tensor, p: float = 2.0) -> Tensor:
         ``W_p^p`` per column, shape (P,).
     """
     n, m = x.shape[0], y.shape[0]
-    xs = torch.sort(x, dim=0).values
-    ys = torch.sort(y, dim=0).values
+    # sort along the contiguous last dimension (about twice as fast as along dim 0)
+    xs = torch.sort(x.T.contiguous(), dim=1).values
+    ys = torch.sort(y.T.contiguous(), dim=1).values
     if n == m:
-        return (xs - ys).abs().pow(p).mean(dim=0)
+        return (xs - ys).abs().pow(p).mean(dim=1)
     dev = x.device
     # breakpoints k/n and l/m in units of 1/(n m): integers, so the merge is exact
     u = torch.unique(
@@ -34,7 +35,7 @@ def wasserstein_1d(x: Tensor, y: Tensor, p: float = 2.0) -> Tensor:
     width = torch.diff(u, prepend=u.new_zeros(1)).to(x.dtype) / (n * m)
     ix = (u + m - 1) // m - 1  # quantile index of x on (u_prev, u]
     iy = (u + n - 1) // n - 1
-    return (width[:, None] * (xs[ix] - ys[iy]).abs().pow(p)).sum(dim=0)
+    return ((xs[:, ix] - ys[:, iy]).abs().pow(p) * width).sum(dim=1)
 
 
 def sliced_wasserstein(
