@@ -19,6 +19,7 @@ Time convention: t in [0, 1]; for transport problems the source is at t = 0, the
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -192,6 +193,39 @@ class PositiveDensityFlux(nn.Module):
             else None
         )
 
+    @torch.no_grad()
+    def init_endpoints(
+        self, x_0: Tensor, x_1: Tensor, generator: torch.Generator | None = None
+    ) -> None:
+        """Moment-based start for the endpoint parameters from samples of both ends.
+
+        With one component: the sample mean and the RMS per-coordinate standard deviation of
+        each end. With K components: K distinct samples as means, and the RMS standard
+        deviation times ``K^(-1/d)`` as scales. Training refines these.
+
+        Args:
+            x_0: (N, d) samples of the density at t = 0.
+            x_1: (M, d) samples of the density at t = 1.
+        """
+        k, d = self.n_components, self.dim
+        for name, x in (("x_0", x_0), ("x_1", x_1)):
+            check_shape(x, name, ndim=2, last=d)
+            check_finite(x, name)
+            check(x.shape[0] >= max(k, 2), name, x, f"at least {max(k, 2)} samples")
+        for x, mean, log_std in (
+            (x_0, self.mean_0, self.log_std_0),
+            (x_1, self.mean_1, self.log_std_1),
+        ):
+            x = x.to(mean.dtype)
+            spread = x.var(0).mean().sqrt()
+            if k == 1:
+                mean.copy_(x.mean(0, keepdim=True))
+                log_std.fill_(float(torch.log(spread)))
+            else:
+                idx = torch.randperm(x.shape[0], generator=generator)[:k]
+                mean.copy_(x[idx])
+                log_std.fill_(float(torch.log(spread)) - math.log(k) / d)
+
     # ---- component paths -------------------------------------------------------------------
     def _paths(self, t: Tensor) -> tuple[Tensor, Tensor]:
         """μ (B, K, d) and log σ (B, K) at times t (B,)."""
@@ -307,13 +341,33 @@ class PositiveDensityFlux(nn.Module):
         return rho, rho.unsqueeze(-1) * v
 
     def kinetic_energy(
-        self, n_t: int = 32, n_x: int = 256, generator: torch.Generator | None = None
+        self,
+        n_t: int = 32,
+        n_x: int = 256,
+        generator: torch.Generator | None = None,
+        quadrature: str = "gauss",
     ) -> Tensor:
-        """``∫_0^1 ∫ ρ |v|² dx dt``: Gauss-Legendre in t (n_t nodes), Monte Carlo in x ~ ρ_t.
+        """``∫_0^1 ∫ ρ |v|² dx dt``: quadrature in t, Monte Carlo in x ~ ρ_t (n_x per time).
 
-        Differentiable (reparameterised samples). Returns a scalar tensor.
+        Args:
+            n_t: number of times.
+            n_x: samples of ρ_t per time.
+            generator: RNG for the samples (and the stratified times).
+            quadrature: ``"gauss"`` (Gauss-Legendre nodes, for evaluation) or ``"stratified"``
+                (one uniform time in each of n_t equal bins: unbiased, for training).
+
+        Returns:
+            Scalar tensor, differentiable in the parameters (reparameterised samples).
         """
-        nodes, weights = _gauss_legendre(n_t, self.mean_0.dtype, self.mean_0.device)
+        check(quadrature in ("gauss", "stratified"), "quadrature", quadrature, "gauss|stratified")
+        check(n_t >= 1 and n_x >= 1, "n_t, n_x", (n_t, n_x), "positive integers")
+        dtype, device = self.mean_0.dtype, self.mean_0.device
+        if quadrature == "gauss":
+            nodes, weights = _gauss_legendre(n_t, dtype, device)
+        else:
+            u = torch.rand(n_t, generator=generator, dtype=dtype, device=device)
+            nodes = (torch.arange(n_t, dtype=dtype, device=device) + u) / n_t
+            weights = torch.full((n_t,), 1.0 / n_t, dtype=dtype, device=device)
         t = nodes.repeat_interleave(n_x)
         x = _sample_at(self, t, generator)
         v = self.velocity(t, x)
