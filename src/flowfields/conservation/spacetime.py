@@ -19,7 +19,6 @@ Time convention: t in [0, 1]; for transport problems the source is at t = 0, the
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
@@ -200,31 +199,41 @@ class PositiveDensityFlux(nn.Module):
         """Moment-based start for the endpoint parameters from samples of both ends.
 
         With one component: the sample mean and the RMS per-coordinate standard deviation of
-        each end. With K components: K distinct samples as means, and the RMS standard
-        deviation times ``K^(-1/d)`` as scales. Training refines these.
+        each end. With K components: K-means centres (Lloyd's iterations from K random samples)
+        of each end, paired across the ends by an optimal assignment of squared distances
+        (``scipy.optimize.linear_sum_assignment``), with the RMS within-cluster standard
+        deviation as the scale. Training refines these.
 
         Args:
             x_0: (N, d) samples of the density at t = 0.
             x_1: (M, d) samples of the density at t = 1.
+            generator: RNG for the K-means start.
         """
         k, d = self.n_components, self.dim
         for name, x in (("x_0", x_0), ("x_1", x_1)):
             check_shape(x, name, ndim=2, last=d)
             check_finite(x, name)
             check(x.shape[0] >= max(k, 2), name, x, f"at least {max(k, 2)} samples")
-        for x, mean, log_std in (
-            (x_0, self.mean_0, self.log_std_0),
-            (x_1, self.mean_1, self.log_std_1),
-        ):
-            x = x.to(mean.dtype)
-            spread = x.var(0).mean().sqrt()
-            if k == 1:
+        dtype = self.mean_0.dtype
+        if k == 1:
+            for x, mean, log_std in (
+                (x_0, self.mean_0, self.log_std_0),
+                (x_1, self.mean_1, self.log_std_1),
+            ):
+                x = x.to(dtype)
                 mean.copy_(x.mean(0, keepdim=True))
-                log_std.fill_(float(torch.log(spread)))
-            else:
-                idx = torch.randperm(x.shape[0], generator=generator)[:k]
-                mean.copy_(x[idx])
-                log_std.fill_(float(torch.log(spread)) - math.log(k) / d)
+                log_std.fill_(0.5 * float(torch.log(x.var(0).mean())))
+            return
+        ends = [_kmeans(x.to(dtype), k, generator) for x in (x_0, x_1)]
+        from scipy.optimize import linear_sum_assignment
+
+        cost = torch.cdist(ends[0][0], ends[1][0]).square().cpu().numpy()
+        rows, cols = linear_sum_assignment(cost)
+        order = torch.as_tensor(cols[rows.argsort()], device=self.mean_0.device)
+        self.mean_0.copy_(ends[0][0])
+        self.log_std_0.copy_(torch.log(ends[0][1]))
+        self.mean_1.copy_(ends[1][0][order])
+        self.log_std_1.copy_(torch.log(ends[1][1][order]))
 
     # ---- component paths -------------------------------------------------------------------
     def _paths(self, t: Tensor) -> tuple[Tensor, Tensor]:
@@ -373,6 +382,25 @@ class PositiveDensityFlux(nn.Module):
         v = self.velocity(t, x)
         per_t = (v * v).sum(-1).reshape(n_t, n_x).mean(-1)
         return (weights * per_t).sum()
+
+
+def _kmeans(
+    x: Tensor, k: int, generator: torch.Generator | None, iters: int = 20
+) -> tuple[Tensor, Tensor]:
+    """Lloyd's K-means: centres (k, d) and RMS per-coordinate within-cluster std (k,)."""
+    centres = x[torch.randperm(x.shape[0], generator=generator)[:k]].clone()
+    for _ in range(iters):
+        label = torch.cdist(x, centres).argmin(1)
+        for j in range(k):
+            members = x[label == j]
+            if members.shape[0] > 0:
+                centres[j] = members.mean(0)
+    label = torch.cdist(x, centres).argmin(1)
+    sq = ((x - centres[label]) ** 2).mean(-1)
+    counts = torch.bincount(label, minlength=k).clamp_min(1).to(x.dtype)
+    var = torch.zeros(k, dtype=x.dtype).index_add_(0, label, sq) / counts
+    floor = 1e-3 * x.var(0).mean()
+    return centres, var.clamp_min(floor).sqrt()
 
 
 def _sample_at(model: PositiveDensityFlux, t: Tensor, generator: torch.Generator | None) -> Tensor:
