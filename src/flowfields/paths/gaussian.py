@@ -79,8 +79,13 @@ class Schedule:
     d_sigma_t: Tensor
 
 
-def _as_time(t: Tensor | float, batch: int | None, argument: str = "t") -> Tensor:
-    """Validate ``t`` in [0, 1]; return it as a float64 tensor of shape (batch,) or as given."""
+def _as_time(t: Tensor | float, batch: int | None, argument: str = "t") -> tuple[Tensor, float]:
+    """Validate ``t`` in [0, 1] (one device sync); return it, as (batch,) if asked, and its max.
+
+    Returns:
+        ``(t, t_max)``: ``t`` as given (a float becomes a float64 0-d tensor), expanded to
+        shape (batch,) when ``batch`` is given, and its largest value (``-inf`` if empty).
+    """
     if isinstance(t, (int, float)) and not isinstance(t, bool):
         t = torch.tensor(float(t), dtype=torch.float64)
     check(isinstance(t, Tensor), argument, t, "a float or a tensor of times")
@@ -94,20 +99,17 @@ def _as_time(t: Tensor | float, batch: int | None, argument: str = "t") -> Tenso
             t,
             f"a scalar or a tensor of shape ({batch},) matching the batch",
         )
-    t64 = t.detach().to(torch.float64)
-    if t64.numel() and not bool(torch.isfinite(t64).all()):
-        raise FlowfieldsError(f"{argument}: got {describe(t)} with NaN or Inf, expected finite.")
-    if t64.numel() and (float(t64.min()) < 0.0 or float(t64.max()) > 1.0):
+    if not t.numel():
+        return t, -math.inf
+    lo, hi = torch.stack(torch.aminmax(t.detach())).tolist()  # NaN propagates to both
+    if not (lo >= 0.0 and hi <= 1.0):
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise FlowfieldsError(f"{argument}: got {describe(t)} with NaN or Inf, expected finite")
         raise FlowfieldsError(
-            f"{argument}: got values in [{float(t64.min()):.6g}, {float(t64.max()):.6g}], "
+            f"{argument}: got values in [{lo:.6g}, {hi:.6g}], "
             "expected times in [0, 1] (noise at t = 0, data at t = 1)."
         )
-    return t
-
-
-def _bcast(s: Tensor, like: Tensor) -> Tensor:
-    """Reshape a (B,) schedule to (B, 1, ..., 1) to broadcast against ``like`` (B, *dims)."""
-    return s.to(dtype=like.dtype, device=like.device).reshape(-1, *([1] * (like.ndim - 1)))
+    return t, hi
 
 
 class GaussianPath(ABC):
@@ -131,9 +133,13 @@ class GaussianPath(ABC):
     def _schedule64(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """float64 ``(alpha_t, sigma_t, d_alpha_t, d_sigma_t)`` at float64 times ``t``."""
 
-    def _check_derivative_domain(self, t: Tensor) -> None:
-        """Hook for paths whose time derivatives blow up somewhere (VP at t = 1)."""
-        del t  # every time in [0, 1] is fine unless a subclass says otherwise
+    def _check_derivative_domain(self, t_max: float) -> None:
+        """Hook for paths whose time derivatives blow up somewhere (VP at t = 1).
+
+        Args:
+            t_max: the largest time given (already checked to lie in [0, 1]).
+        """
+        del t_max  # every time in [0, 1] is fine unless a subclass says otherwise
 
     # ---- schedules ---------------------------------------------------------------------
     def schedule(self, t: Tensor | float, *, dtype: torch.dtype | None = None) -> Schedule:
@@ -147,18 +153,21 @@ class GaussianPath(ABC):
         Returns:
             :class:`Schedule` with fields shaped like ``t``.
         """
-        t = _as_time(t, None)
-        self._check_derivative_domain(t)
+        t, t_hi = _as_time(t, None)
+        self._check_derivative_domain(t_hi)
         out = dtype or t.dtype
         a, s, da, ds = self._schedule64(t.to(torch.float64))
         return Schedule(*(v.to(out) for v in (a, s, da, ds)))
 
-    def _coeffs(self, t: Tensor, like: Tensor, derivatives: bool) -> tuple[Tensor, ...]:
-        t = _as_time(t, like.shape[0])
+    def _coeffs(self, t: Tensor | float, like: Tensor, derivatives: bool) -> tuple[Tensor, ...]:
+        """``(t, alpha_t, sigma_t, d_alpha_t, d_sigma_t)``, the last four (B, 1, ..., 1)."""
+        t, t_hi = _as_time(t, like.shape[0])
         if derivatives:
-            self._check_derivative_domain(t)
-        a, s, da, ds = self._schedule64(t.to(torch.float64))
-        return t, *(_bcast(v, like) for v in (a, s, da, ds))
+            self._check_derivative_domain(t_hi)
+        coef = torch.stack(self._schedule64(t.to(torch.float64)))  # (4, B), one cast back
+        coef = coef.to(dtype=like.dtype, device=like.device)
+        a, s, da, ds = coef.reshape(4, -1, *([1] * (like.ndim - 1))).unbind(0)
+        return t, a, s, da, ds
 
     def mean_std(self, t: Tensor | float, x_1: Tensor) -> tuple[Tensor, Tensor]:
         """Mean and standard deviation of ``p_t(x | x_1)`` (eq. 10).
@@ -353,10 +362,10 @@ class VPPath(GaussianPath):
         """``T(s) = int_0^s beta(r) dr`` in diffusion time s = 1 - t."""
         return self.beta_min * s + 0.5 * (self.beta_max - self.beta_min) * s * s
 
-    def _check_derivative_domain(self, t: Tensor) -> None:
-        if t.numel() and float(t.max()) >= 1.0:
+    def _check_derivative_domain(self, t_max: float) -> None:
+        if t_max >= 1.0:
             raise FlowfieldsError(
-                f"t: got max {float(t.max()):.6g}, expected t < 1 for the VP path, whose "
+                f"t: got max {t_max:.6g}, expected t < 1 for the VP path, whose "
                 f"sigma_t' is infinite at t = 1; sample_t draws t in [0, {self.t_max}]."
             )
 
