@@ -25,32 +25,39 @@ SCRIPT = textwrap.dedent(
     from flowfields.engine import fit, rank
 
     torch.set_num_threads(1)
-    out, steps, resume = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1"
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 2)).double()
-    if rank() == 1:
-        with torch.no_grad():  # DDP must broadcast rank 0's initial weights
-            for p in net.parameters():
-                p.add_(1.0)
+    out = Path(sys.argv[1])
+
 
     def loss_fn(model, step):
         x = torch.randn(16, 2, dtype=torch.float64)
         return ((model(x) - torch.sin(x)) ** 2).mean()
 
-    res = fit(net, loss_fn, steps=steps, seed=11, ema_decay=0.5, progress=False,
-              optimizer=lambda p: torch.optim.SGD(p, lr=0.1), checkpoint=out / "ckpt.pt",
-              checkpoint_every=2, resume=resume)
-    torch.save({"model": res.model.state_dict(), "ema": res.ema.state_dict(),
-                "losses": res.losses}, out / f"rank{rank()}.pt")
+
+    def train(tag, steps, resume):
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 2)).double()
+        if rank() == 1:
+            with torch.no_grad():  # DDP must broadcast rank 0's initial weights
+                for p in net.parameters():
+                    p.add_(1.0)
+        res = fit(net, loss_fn, steps=steps, seed=11, ema_decay=0.5, progress=False,
+                  optimizer=lambda p: torch.optim.SGD(p, lr=0.1),
+                  checkpoint=out / tag / "ckpt.pt", checkpoint_every=2, resume=resume)
+        torch.save({"model": res.model.state_dict(), "ema": res.ema.state_dict(),
+                    "losses": res.losses}, out / f"{tag}-rank{rank()}.pt")
+
+
+    train("full", 6, False)
+    train("part", 4, False)  # an interrupted run ...
+    train("part", 6, True)  # ... resumed from its checkpoint at step 4
     dist.destroy_process_group()
     """
 )
 
 
-def torchrun(tmp_path: Path, out: Path, steps: int, resume: bool) -> None:
+def torchrun(tmp_path: Path) -> None:
     script = tmp_path / "ddp_train.py"
     script.write_text(SCRIPT)
-    out.mkdir(exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [
         sys.executable,
@@ -59,11 +66,9 @@ def torchrun(tmp_path: Path, out: Path, steps: int, resume: bool) -> None:
         "--standalone",
         "--nproc_per_node=2",
         str(script),
-        str(out),
-        str(steps),
-        "1" if resume else "0",
+        str(tmp_path),
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
@@ -91,10 +96,9 @@ def reference(steps: int) -> nn.Module:
 
 @pytest.mark.slow
 def test_ddp_two_gloo_ranks_identical_and_averaged(tmp_path):
-    full = tmp_path / "full"
-    torchrun(tmp_path, full, steps=6, resume=False)
-    r0 = torch.load(full / "rank0.pt")
-    r1 = torch.load(full / "rank1.pt")
+    torchrun(tmp_path)
+    r0 = torch.load(tmp_path / "full-rank0.pt")
+    r1 = torch.load(tmp_path / "full-rank1.pt")
     for k in r0["model"]:
         assert torch.equal(r0["model"][k], r1["model"][k]), k
         assert torch.equal(r0["ema"][k], r1["ema"][k]), k
@@ -102,13 +106,9 @@ def test_ddp_two_gloo_ranks_identical_and_averaged(tmp_path):
     ref = reference(6).state_dict()
     for k in ref:
         torch.testing.assert_close(r0["model"][k], ref[k], rtol=0, atol=1e-12)
-
-    # Kill-free interruption: 4 steps, then resume to 6 -> the same weights bit for bit.
-    part = tmp_path / "part"
-    torchrun(tmp_path, part, steps=4, resume=False)
-    torchrun(tmp_path, part, steps=6, resume=True)
-    p0 = torch.load(part / "rank0.pt")
-    p1 = torch.load(part / "rank1.pt")
+    # Interrupted at step 4 and resumed to 6: the same weights bit for bit on both ranks.
+    p0 = torch.load(tmp_path / "part-rank0.pt")
+    p1 = torch.load(tmp_path / "part-rank1.pt")
     for k in r0["model"]:
         assert torch.equal(p0["model"][k], r0["model"][k]), k
         assert torch.equal(p1["model"][k], r0["model"][k]), k

@@ -319,3 +319,31 @@ def test_resolve_device_and_threads():
         torch.set_num_threads(before)
     with pytest.raises(FlowfieldsError, match="threads"):
         set_threads(0)
+
+
+@pytest.mark.gpu
+def test_resume_is_bit_for_bit_on_cuda(tmp_path):
+    def loss_fn(model, step):
+        x = torch.randn(32, 2, device="cuda", dtype=torch.float64)  # CUDA RNG
+        return ((model(x) - torch.sin(x)) ** 2).mean()
+
+    def go(steps, path=None, resume=False):
+        seed_everything(3)
+        net = make_net().cuda()
+        return fit(
+            net,
+            loss_fn,
+            steps=steps,
+            checkpoint=path,
+            resume=resume,
+            checkpoint_every=10,
+            progress=False,
+        )
+
+    full = go(40)
+    path = tmp_path / "ckpt.pt"
+    go(20, path)
+    seed_everything(5)
+    resumed = go(40, path, resume=True)
+    assert resumed.losses == full.losses
+    assert_same(resumed.model, full.model)

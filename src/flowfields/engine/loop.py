@@ -202,7 +202,8 @@ def fit(
     last_good: Path | None = None
     resumed = None
     if resume and ckpt_path is not None:
-        resumed = load_latest_checkpoint(ckpt_path, map_location=device)
+        # CPU first: RNG states must stay CPU tensors; load_state_dict moves the rest.
+        resumed = load_latest_checkpoint(ckpt_path, map_location="cpu")
     if resumed is not None:
         state, read_from = resumed
         try:
@@ -264,7 +265,11 @@ def fit(
             blobs: list[Any] = [None] * n_ranks
             dist.all_gather_object(blobs, buf.getvalue())
             rng_states = [torch.load(io.BytesIO(b), weights_only=False) for b in blobs]
-        if not main or ckpt_path is None:
+        if ckpt_path is None:
+            return
+        if not main:
+            dist.barrier()  # wait until rank 0 has written it: every rank then sees one file
+            last_good = ckpt_path
             return
         save_checkpoint(
             {
@@ -283,6 +288,8 @@ def fit(
             ckpt_path,
         )
         last_good = ckpt_path
+        if is_distributed():
+            dist.barrier()
 
     from tqdm.auto import tqdm
 

@@ -378,6 +378,9 @@ def run_experiment(
     Returns:
         ``(result, run_dir)``.
 
+    Under ``torchrun`` (``WORLD_SIZE > 1``) every rank calls this with the same ``out``
+    (required); only rank 0 writes ``run.json``, ``config.json``, ``metrics.json`` and the report.
+
     Raises:
         FlowfieldsError: unknown experiment, bad overrides, nothing to resume, ...
     """
@@ -387,6 +390,13 @@ def run_experiment(
 
     module = get(name)
     n_threads = set_threads(threads)
+    ranks = int(os.environ.get("WORLD_SIZE", "1"))
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    if ranks > 1 and out is None:
+        raise FlowfieldsError(
+            f"--out: got none under torchrun (WORLD_SIZE={ranks}), expected a run directory "
+            "shared by all ranks, e.g. --out runs/NAME/ddp-1."
+        )
     base = None
     if resume:
         run_dir = Path(out) if out is not None else latest_run_dir(name, root)
@@ -419,8 +429,9 @@ def run_experiment(
         "argv": sys.argv,
         "versions": _versions(),
     }
-    write_json(info, run_dir / "run.json")
-    write_json(cfg_dict, run_dir / "config.json")
+    if main_rank:
+        write_json(info, run_dir / "run.json")
+        write_json(cfg_dict, run_dir / "config.json")
     if hasattr(cfg, "seed") and isinstance(cfg.seed, int):
         seed_everything(cfg.seed)
     t0 = time.perf_counter()
@@ -428,12 +439,14 @@ def run_experiment(
         result = module.run(cfg, run_dir, resume=resume, progress=progress)
     except KeyboardInterrupt:
         info["status"] = "interrupted"
-        write_json(info, run_dir / "run.json")
+        if main_rank:
+            write_json(info, run_dir / "run.json")
         raise
     except BaseException as err:
         info["status"] = "failed"
         info["error"] = f"{type(err).__name__}: {err}"
-        write_json(info, run_dir / "run.json")
+        if main_rank:
+            write_json(info, run_dir / "run.json")
         raise
     wall = time.perf_counter() - t0
     if not isinstance(result, Result):
@@ -445,15 +458,16 @@ def run_experiment(
         result.wall_s = wall
     if not result.config:
         result.config = cfg_dict
-    paths = write_run(result, run_dir)
-    write_json(cfg_dict, run_dir / "config.json")  # the loadable config, whatever run() put
-    info.update(
-        status="finished",
-        finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        wall_s=wall,
-        report=str(paths["report"]),
-    )
-    write_json(info, run_dir / "run.json")
+    if main_rank:  # under torchrun only rank 0 writes the run's records
+        paths = write_run(result, run_dir)
+        write_json(cfg_dict, run_dir / "config.json")  # the loadable config, whatever run() put
+        info.update(
+            status="finished",
+            finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            wall_s=wall,
+            report=str(paths["report"]),
+        )
+        write_json(info, run_dir / "run.json")
     return result, run_dir
 
 
