@@ -200,3 +200,25 @@ def test_moons_pinwheel_spirals_moments() -> None:
     exact_sq = (9 * math.pi**2 / 2 + 2 * cross + 1 / 6) / 9 + 0.02
     assert abs(float(sq.mean()) - exact_sq) < 5 * float(sq.std()) / n**0.5
     assert float(spi.mean(0).abs().max()) < 5 * float(spi.std(0).max()) / n**0.5
+
+
+@pytest.mark.parametrize("name", ["checkerboard", "8gaussians", "rings"])
+def test_samples_follow_log_prob_binned_chi_square(name: str) -> None:
+    # sampler and closed-form density agree: counts in a 10 x 10 grid of bins over [-5, 5]^2
+    # against bin probabilities integrated from exp(log_prob) (midpoint rule, 40 x 40 per bin)
+    toy = get_toy(name)
+    n, bins, sub = 50_000, 10, 40
+    x = toy.sample(n, _gen(11), dtype=F64)
+    idx = torch.floor((x + 5.0) / 1.0).long()
+    assert bool(((idx >= 0) & (idx < bins)).all())  # all mass well inside [-5, 5]^2
+    counts = torch.bincount(idx[:, 0] * bins + idx[:, 1], minlength=bins * bins).double()
+    h = 1.0 / sub
+    c = torch.arange(-5.0 + h / 2, 5.0, h, dtype=F64)
+    xs, ys = torch.meshgrid(c, c, indexing="ij")
+    dens = toy.log_prob(torch.stack([xs.reshape(-1), ys.reshape(-1)], -1)).exp() * h * h
+    prob = dens.reshape(bins, sub, bins, sub).sum(dim=(1, 3)).reshape(-1)
+    assert abs(float(prob.sum()) - 1) < 1e-6
+    keep = prob * n >= 5  # the usual validity rule of the chi-square approximation
+    observed, expected = counts[keep].numpy(), (prob[keep] * n).numpy()
+    expected *= observed.sum() / expected.sum()
+    assert scipy.stats.chisquare(observed, expected).pvalue > 1e-4
