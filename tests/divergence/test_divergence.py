@@ -130,6 +130,40 @@ def test_hutchinson_mean_within_4_standard_errors(kind: str) -> None:
     assert abs(mean - exact) < 4 * se, f"{kind}: mean {mean:.4f}, exact {exact:.4f}, se {se:.4f}"
 
 
+def test_hutchinson_gradients_reach_inputs_and_parameters() -> None:
+    """gradcheck of (x, W) -> eps^T J eps, against the same quantity from the full Jacobian."""
+    field = _Field(3, hidden=8)
+    probe = sample_probe(torch.zeros(4, 3, dtype=F64), "gaussian")
+
+    def est(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        params = {"net.0.weight": weight}
+        return divergence_hutchinson(
+            lambda t, y: torch.func.functional_call(field, params, (t, y)), 0.2, x, probe
+        )[1]
+
+    x = torch.randn(4, 3, dtype=F64, requires_grad=True)
+    w = field.net[0].weight.detach().clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(est, (x, w))
+    jac = torch.stack(
+        [torch.autograd.functional.jacobian(lambda y: field(0.2, y[None])[0], xb) for xb in x]
+    )
+    torch.testing.assert_close(
+        est(x, w), torch.einsum("bi,bij,bj->b", probe, jac, probe), rtol=1e-12, atol=1e-12
+    )
+    with torch.no_grad():
+        v_tx, d = divergence_hutchinson(field, 0.2, x, probe)
+    assert not d.requires_grad and not v_tx.requires_grad
+
+
+def test_field_independent_of_x_has_zero_divergence() -> None:
+    x = torch.randn(3, 2, dtype=F64)
+    for mode in ("loop", "reverse"):
+        _, div = divergence_exact(lambda t, y: torch.ones(3, 2, dtype=F64), 0.0, x, mode=mode)
+        assert torch.equal(div, torch.zeros(3, dtype=F64))
+    _, est = divergence_hutchinson(lambda t, y: torch.ones(3, 2, dtype=F64), 0.0, x, x)
+    assert torch.equal(est, torch.zeros(3, dtype=F64))
+
+
 def test_rademacher_estimate_is_exact_for_diagonal_jacobians() -> None:
     d = torch.randn(5, dtype=F64)
     x = torch.randn(9, 5, dtype=F64)

@@ -84,20 +84,52 @@ def test_fixed_step_convergence_order(method: str) -> None:
 
 
 @pytest.mark.parametrize("method", FIXED)
-def test_fixed_step_nfe_is_exact(method: str) -> None:
+@pytest.mark.parametrize("native", [True, False])
+def test_fixed_step_nfe_is_exact(method: str, native: bool) -> None:
+    """NFE = steps * stages, counted by the field itself; native and torchdiffeq paths agree."""
     stages = SOLVERS[method].stages
     x_0 = torch.ones(2, dtype=F64)
+    calls = []
+
+    def v(s: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        return -x * (1 + s)
+
+    # options (even empty of meaning) route the solve through torchdiffeq instead
+    opts = None if native else {"interp": "linear"}
     # 1/7 is not representable: the grid must still have exactly 7 steps.
-    sol = odeint(lambda s, x: -x, x_0, torch.tensor([0.0, 1.0]), method=method, step_size=1 / 7)
-    assert sol.nfe == 7 * stages
+    sol = odeint(v, x_0, torch.tensor([0.0, 1.0]), method=method, step_size=1 / 7, options=opts)
+    assert sol.nfe == len(calls) == 7 * stages
     # output grid of 11 times and step 0.05: 2 steps per interval, 20 in all, backward in time.
     t = torch.linspace(1.0, 0.0, 11, dtype=F64)
-    sol = odeint(lambda s, x: -x, x_0, t, method=method, step_size=0.05)
-    assert sol.nfe == 20 * stages
+    calls.clear()
+    sol = odeint(v, x_0, t, method=method, step_size=0.05, options=opts)
+    assert sol.nfe == len(calls) == 20 * stages
+    assert sol.x.shape == (11, 2)
+    ref = odeint(v, x_0, t, method="dopri5", rtol=1e-10, atol=1e-10).x
+    order = SOLVERS[method].order
+    assert float((sol.x - ref).abs().max()) < 10 * 0.05**order
     # without step_size, one step per interval of t
-    sol = odeint(lambda s, x: -x, x_0, t, method=method)
-    assert sol.nfe == 10 * stages
+    calls.clear()
+    sol = odeint(v, x_0, t, method=method, options=opts)
+    assert sol.nfe == len(calls) == 10 * stages
     assert sol.method == method
+
+
+@pytest.mark.parametrize("method", FIXED)
+def test_native_fixed_step_matches_torchdiffeq(method: str) -> None:
+    a, x_0 = _linear_problem()
+    t = torch.tensor([0.0, 0.3, 1.0], dtype=F64)
+    ours = odeint(lambda s, x: torch.tanh(x @ a.T) * s, x_0, t, method=method, step_size=0.05)
+    tdq = odeint(
+        lambda s, x: torch.tanh(x @ a.T) * s,
+        x_0,
+        t,
+        method=method,
+        step_size=0.05,
+        options={"interp": "linear"},
+    )
+    torch.testing.assert_close(ours.x, tdq.x, rtol=1e-13, atol=1e-13)
 
 
 def test_time_grid_contains_requested_times() -> None:
