@@ -102,3 +102,15 @@ def test_uniform_dequantize_bad_input() -> None:
         uniform_dequantize(torch.tensor([[0.5]]), 17)
     with pytest.raises(FlowfieldsError, match="levels"):
         uniform_dequantize(torch.tensor([[0]]), 1)
+
+
+def test_loaders_return_fresh_copies() -> None:
+    x = load_digits()
+    x.zero_()  # mutating a result must not corrupt the cached data
+    assert int(load_digits().max()) == 16
+
+
+def test_dequantize_on_device(device: torch.device) -> None:
+    x = load_digits()[:8].to(device)
+    d = uniform_dequantize(x, DIGITS_LEVELS, dtype=torch.float32)
+    assert d.x.device == x.device and float(d.x.max()) < 1.0

@@ -222,3 +222,12 @@ def test_samples_follow_log_prob_binned_chi_square(name: str) -> None:
     observed, expected = counts[keep].numpy(), (prob[keep] * n).numpy()
     expected *= observed.sum() / expected.sum()
     assert scipy.stats.chisquare(observed, expected).pvalue > 1e-4
+
+
+@pytest.mark.parametrize("name", TOYS)
+def test_toys_on_device(name: str, device: torch.device) -> None:
+    g = torch.Generator(device=device).manual_seed(0)
+    x = get_toy(name).sample(64, g)
+    assert x.device.type == torch.device(device).type and x.shape == (64, 2)
+    y = get_toy(name).sample(64, device=device)
+    assert y.device.type == torch.device(device).type

