@@ -276,3 +276,20 @@ def test_sample_on_device(name: str, device: torch.device) -> None:
     assert t.device == s.t.device == s.x_t.device == s.u_t.device == x_1.device
     ref = path.sample(x_0.cpu().double(), x_1.cpu().double(), t.cpu().double())
     torch.testing.assert_close(s.u_t.cpu().double(), ref.u_t, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["condot", "vp"])
+def test_matches_peer_library_paths(name: str) -> None:
+    # external reference: Meta's flow_matching (dev dependency, used only as a reference)
+    fm_path = pytest.importorskip("flow_matching.path")
+    scheduler = pytest.importorskip("flow_matching.path.scheduler")
+    if name == "condot":
+        ours, peer = CondOTPath(sigma_min=0.0), fm_path.CondOTProbPath()
+    else:
+        ours, peer = VPPath(0.1, 20.0), fm_path.AffineProbPath(scheduler.VPScheduler(0.1, 20.0))
+    x_0, x_1 = _batch(seed=16)
+    t = _times(ours, x_0.shape[0], seed=17)
+    a = ours.sample(x_0, x_1, t)
+    b = peer.sample(x_0=x_0, x_1=x_1, t=t)
+    torch.testing.assert_close(a.x_t, b.x_t, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(a.u_t, b.dx_t, rtol=1e-8, atol=1e-8)
