@@ -43,22 +43,35 @@ class EMA:
         self.model = copy.deepcopy(model).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
+        self._source: nn.Module | None = None
+        self._pairs: tuple[list, list, list, list] = ([], [], [], [])
+
+    def _pair_up(self, model: nn.Module) -> tuple[list, list, list, list]:
+        # Walking the module tree every step costs more than the averaging itself on small
+        # models: pair the tensors once per source model.
+        if model is not self._source:
+            float_e, float_n, other_e, other_n = [], [], [], []
+            for e, n in zip(self.model.parameters(), model.parameters()):
+                if e.dtype.is_floating_point or e.dtype.is_complex:
+                    float_e.append(e)
+                    float_n.append(n)
+                else:
+                    other_e.append(e)
+                    other_n.append(n)
+            for e, n in zip(self.model.buffers(), model.buffers()):
+                other_e.append(e)
+                other_n.append(n)
+            self._source = model
+            self._pairs = (float_e, float_n, other_e, other_n)
+        return self._pairs
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         """Move the average one step towards ``model``'s current weights."""
-        ema_p = [p for p in self.model.parameters()]
-        new_p = [p.detach() for p in model.parameters()]
-        floats = [
-            (e, n) for e, n in zip(ema_p, new_p) if e.dtype.is_floating_point or e.dtype.is_complex
-        ]
-        if floats:
-            e_list, n_list = zip(*floats)
-            torch._foreach_lerp_(list(e_list), list(n_list), 1.0 - self.decay)
-        for e, n in zip(ema_p, new_p):
-            if not (e.dtype.is_floating_point or e.dtype.is_complex):
-                e.copy_(n)
-        for e, n in zip(self.model.buffers(), model.buffers()):
+        float_e, float_n, other_e, other_n = self._pair_up(model)
+        if float_e:
+            torch._foreach_lerp_(float_e, [n.detach() for n in float_n], 1.0 - self.decay)
+        for e, n in zip(other_e, other_n):
             e.copy_(n)
 
     def state_dict(self) -> dict:
