@@ -347,3 +347,31 @@ def test_resume_is_bit_for_bit_on_cuda(tmp_path):
     resumed = go(40, path, resume=True)
     assert resumed.losses == full.losses
     assert_same(resumed.model, full.model)
+
+
+def test_scheduler_state_resumes(tmp_path):
+    def go(steps, path=None, resume=False):
+        seed_everything(1)
+        return fit(
+            make_net(),
+            loss_all_rngs,
+            steps=steps,
+            lr=0.05,
+            checkpoint=path,
+            resume=resume,
+            checkpoint_every=5,
+            progress=False,
+            scheduler=lambda opt: torch.optim.lr_scheduler.StepLR(opt, 4, gamma=0.5),
+        )
+
+    full = go(20)
+    go(10, tmp_path / "c.pt")
+    resumed = go(20, tmp_path / "c.pt", resume=True)
+    assert resumed.losses == full.losses
+    assert_same(resumed.model, full.model)
+
+
+def test_progress_bar_shows_loss(capsys):
+    fit(make_net(), loss_all_rngs, steps=3, progress=True, desc="toy")
+    err = capsys.readouterr().err
+    assert "toy" in err and "loss=" in err

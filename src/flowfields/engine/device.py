@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from flowfields.errors import FlowfieldsError, check
@@ -20,7 +22,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """Turn ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` into a usable device.
 
     Args:
-        device: ``"auto"`` picks CUDA when available, else CPU.
+        device: ``"auto"`` picks CUDA when available, else CPU. Under ``torchrun``
+            (``WORLD_SIZE > 1``) ``"cuda"`` means this process's GPU, ``cuda:$LOCAL_RANK``.
 
     Returns:
         The ``torch.device``.
@@ -34,7 +37,10 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         check(isinstance(device, str), "device", device, "a string such as 'auto', 'cpu', 'cuda'")
         name = device.strip().lower()
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # Under torchrun each process drives the GPU of its local rank.
+        name = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     try:
         dev = torch.device(name)
     except (RuntimeError, ValueError) as err:

@@ -57,7 +57,10 @@ def _grad_norm(params: list[torch.Tensor], grad_clip: float | None) -> torch.Ten
         return torch.zeros(())
     if grad_clip is not None:
         return torch.nn.utils.clip_grad_norm_(grads, grad_clip)
-    return torch.nn.utils.get_total_norm([p.grad for p in grads])
+    total_norm = getattr(torch.nn.utils, "get_total_norm", None)  # torch >= 2.6
+    if total_norm is None:
+        return torch.nn.utils.clip_grad_norm_(grads, float("inf"))
+    return total_norm([p.grad for p in grads])
 
 
 def _as_eval_value(value: Any) -> Any:

@@ -85,11 +85,7 @@ def _fmt(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
-        if not math.isfinite(value):
-            return str(value)
-        if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
-            return f"{value:.4g}"
-        return f"{value:.4g}" if abs(value) < 1 else f"{value:,.4g}".replace(",", "")
+        return f"{value:.4g}" if math.isfinite(value) else str(value)
     return str(value)
 
 
