@@ -152,6 +152,10 @@ class GaussianPath(ABC):
 
         Returns:
             :class:`Schedule` with fields shaped like ``t``.
+
+        Raises:
+            FlowfieldsError: ``t`` outside [0, 1] or not finite; for :class:`VPPath`, t = 1
+                (where ``sigma_t'`` is infinite).
         """
         t, t_hi = _as_time(t, None)
         self._check_derivative_domain(t_hi)
