@@ -37,7 +37,9 @@ class IndependentPixelHistogram(nn.Module):
         self.levels = int(levels)
         self.alpha = float(alpha)
         D = math.prod(self.event_shape)
-        self.register_buffer("log_probs", torch.full((D, self.levels), -math.log(self.levels)))
+        self.register_buffer(
+            "log_probs", torch.full((D, self.levels), -math.log(self.levels), dtype=torch.float64)
+        )
 
     def fit(self, x_int: Tensor) -> IndependentPixelHistogram:
         """Estimate the per-pixel frequencies from integer data of shape (N, *event_shape)."""
@@ -49,7 +51,7 @@ class IndependentPixelHistogram(nn.Module):
         counts = torch.zeros(flat.shape[1], self.levels, dtype=torch.float64)
         counts.scatter_add_(1, flat.T.cpu(), torch.ones(flat.T.shape, dtype=torch.float64))
         probs = (counts + self.alpha) / (counts.sum(1, keepdim=True) + self.alpha * self.levels)
-        self.log_probs = probs.log().to(self.log_probs.dtype)
+        self.log_probs = probs.log().to(self.log_probs.device)
         return self
 
     def log_prob(self, y: Tensor) -> Tensor:
@@ -62,9 +64,9 @@ class IndependentPixelHistogram(nn.Module):
         flat = y.reshape(y.shape[0], -1)
         inside = ((flat >= 0) & (flat < 1)).all(dim=1)
         idx = (flat * self.levels).floor().long().clamp(0, self.levels - 1)
-        lp = self.log_probs.to(y.dtype).unsqueeze(0).expand(flat.shape[0], -1, -1)
+        lp = self.log_probs.unsqueeze(0).expand(flat.shape[0], -1, -1)
         per = lp.gather(2, idx.unsqueeze(-1)).squeeze(-1) + math.log(self.levels)
-        out = per.sum(dim=1)
+        out = per.sum(dim=1).to(y.dtype)
         return torch.where(inside, out, torch.full_like(out, -math.inf))
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
