@@ -105,3 +105,4 @@ def test_write_summary_with_crash(tmp_path):
     assert "2 runs" in html and "1 of 2 claims held" in html
     assert 'href="a/report.html"' in html and "crashed: RuntimeError" in html and "boom" in html
     assert html.count("data:image/png;base64,") == 1
+    assert "<h2>Some Paper (arXiv:1234.56789)</h2>" in html and "<h2>Runs that crashed</h2>" in html

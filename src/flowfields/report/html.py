@@ -251,7 +251,8 @@ def write_summary(
 ) -> Path:
     """One HTML report over several runs (what ``flowfields reproduce`` writes).
 
-    For each run: the paper, its claims with what was measured and whether each held, the
+    An overview table of the runs, then one section per paper: how many of its claims held,
+    and for each of its runs the claims with what was measured and whether each held, the
     figures, the metrics, and a link to the run directory's own report. An entry may carry an
     exception instead of a result (a run that crashed); it is reported as such.
 
@@ -266,8 +267,9 @@ def write_summary(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     entries = list(results_and_dirs)
-    overview = []
-    sections = []
+    overview: list[str] = []
+    by_paper: dict[str, list[tuple[Result, str, str, Path]]] = {}
+    crashed: list[str] = []
     total_claims = held = 0
     for i, (res, run_dir) in enumerate(entries):
         run_dir = Path(run_dir)
@@ -284,8 +286,8 @@ def write_summary(
                 f'<td class="failed">crashed: {html.escape(type(res).__name__)}</td>'
                 f"<td></td><td>{link}</td></tr>"
             )
-            sections.append(
-                f'<h2 id="{anchor}">{html.escape(name)}</h2><p class="failed">The run crashed: '
+            crashed.append(
+                f'<h3 id="{anchor}">{html.escape(name)}</h3><p class="failed">The run crashed: '
                 f"{html.escape(type(res).__name__)}: {html.escape(str(res))}</p>"
             )
             continue
@@ -297,10 +299,21 @@ def write_summary(
             f"<td>{html.escape(res.paper)}</td><td>{n_held} / {len(res.claims)}</td>"
             f'<td class="num">{res.wall_s:.1f}</td><td>{link}</td></tr>'
         )
+        by_paper.setdefault(res.paper, []).append((res, anchor, link, run_dir))
+    sections: list[str] = []
+    for paper, runs in by_paper.items():
+        claims = [c for res, *_ in runs for c in res.claims]
         sections.append(
-            f'<h2 id="{anchor}">{html.escape(res.name)}</h2><p><em>{html.escape(res.paper)}'
-            f"</em> · run directory {link}</p>" + _run_sections(res, run_dir, level=3)
+            f"<h2>{html.escape(paper or 'unnamed paper')}</h2>"
+            f'<p class="summary">{_claims_line(claims)} over {len(runs)} experiment(s)</p>'
         )
+        for res, anchor, link, run_dir in runs:
+            sections.append(
+                f'<h3 id="{anchor}">{html.escape(res.name)}</h3><p>run directory {link}</p>'
+                + _run_sections(res, run_dir, level=4)
+            )
+    if crashed:
+        sections.append("<h2>Runs that crashed</h2>" + "".join(crashed))
     head = (
         "<tr><th>experiment</th><th>paper</th><th>claims held</th><th>wall-clock (s)</th>"
         "<th>run directory</th></tr>"
