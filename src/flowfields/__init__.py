@@ -2,7 +2,7 @@
 
 Importing the package is cheap: subpackages are imported on first attribute access.
 
-Subpackages (shared numerics): ``integrate``, ``divergence``, ``linalg``, ``manifolds``,
+Subpackages (shared numerics): ``integrate``, ``divergence``, ``linalg``,
 ``paths``, ``nn``, ``data``. One package per paper: ``matching`` (arXiv:2210.02747),
 ``conservation`` (arXiv:2210.01741), ``quantum`` (arXiv:2103.12604), ... Running things:
 ``engine``, ``experiments``, ``report``, ``cli``.
@@ -20,7 +20,6 @@ _SUBPACKAGES = (
     "integrate",
     "divergence",
     "linalg",
-    "manifolds",
     "paths",
     "nn",
     "data",
