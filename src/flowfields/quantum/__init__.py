@@ -25,9 +25,10 @@ from flowfields.quantum.models import (
     v_system_heat,
 )
 from flowfields.quantum.observables import dissipator, expect, heat_current, rectification
-from flowfields.quantum.steady import STEADY_METHODS, steady_state
+from flowfields.quantum.steady import AUTO_DENSE_MAX, STEADY_METHODS, steady_state
 
 __all__ = [
+    "AUTO_DENSE_MAX",
     "STEADY_METHODS",
     "HeatDevice",
     "LightHarvester",

@@ -106,17 +106,34 @@ class Lindbladian:
         return out + (g.to(term.dtype)[..., None, None] * term).sum(-3)
 
     def matrix(self) -> torch.Tensor:
-        """Dense Liouvillian (..., d², d²) in column stacking (differentiable)."""
+        """Dense Liouvillian (..., d², d²) in column stacking (differentiable).
+
+        Assembled as ``-i (I ⊗ H_eff) + i (conj(H_eff) ⊗ I) + Σ_k g_k conj(C_k) ⊗ C_k`` with
+        ``H_eff = H - (i/2) Σ_k g_k C_k^† C_k``; the jump sum is one matrix product over k.
+        """
         H, C, g = self.H, self.C, self.rates
         d = self.dim
+        n = d * d
         eye = torch.eye(d, dtype=H.dtype, device=H.device)
-        L = -1j * (_sprepost(H, eye) - _sprepost(eye, H))
         if C.shape[-3] == 0:
-            return L
+            return -1j * (_sprepost(H, eye) - _sprepost(eye, H))
+        gc = g.to(H.dtype)[..., None, None]
         Cd = C.conj().transpose(-1, -2)
-        CdC = Cd @ C
-        D = _sprepost(C, Cd) - 0.5 * (_sprepost(CdC, eye) + _sprepost(eye, CdC))
-        return L + (g.to(D.dtype)[..., None, None] * D).sum(-3)
+        Heff = H - 0.5j * (gc * (Cd @ C)).sum(-3)
+        K = C.shape[-3]
+        batch = np.broadcast_shapes(H.shape[:-2], C.shape[:-3], g.shape[:-1])
+        left = (gc * C.conj()).reshape(*C.shape[:-3], K, n).transpose(-1, -2)  # (.., n, K)
+        right = C.reshape(*C.shape[:-3], K, n)  # (.., K, n)
+        L = (left @ right).reshape(*left.shape[:-2], d, d, d, d)  # [i, j, a, b]
+        L = L.permute(*range(L.ndim - 4), -4, -2, -3, -1).expand(*batch, d, d, d, d)
+        L = L.contiguous()  # [i, a, j, b]: conj(C)[i, j] C[a, b] = (conj(C) ⊗ C)[i d + a, j d + b]
+        Heff = Heff.expand(*batch, d, d)
+        # I ⊗ H_eff: δ_ij H_eff[a, b]; conj(H_eff) ⊗ I: conj(H_eff)[i, j] δ_ab (in place on views)
+        blocks = torch.diagonal(L, dim1=-4, dim2=-2)  # (.., a, b, i)
+        blocks.add_(-1j * Heff.unsqueeze(-1))
+        inner = torch.diagonal(L, dim1=-3, dim2=-1)  # (.., i, j, a)
+        inner.add_(1j * Heff.conj().unsqueeze(-1))
+        return L.reshape(*batch, n, n)
 
     def scipy(self, index: tuple[int, ...] = ()) -> sp.csr_matrix:
         """Sparse scipy Liouvillian of one batch element (no autograd), column stacking."""

@@ -87,7 +87,7 @@ class HeatDevice:
     hot: tuple[torch.Tensor, torch.Tensor]
     cold: tuple[torch.Tensor, torch.Tensor]
 
-    def currents(self, method: str = "dense") -> tuple[torch.Tensor, torch.Tensor]:
+    def currents(self, method: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
         """Steady-state heat currents ``(J_h, J_c)`` into the system from each bath."""
         rho = steady_state(self.lindbladian, method)
         return heat_current(self.H, *self.hot, rho), heat_current(self.H, *self.cold, rho)
@@ -147,7 +147,7 @@ class LightHarvester:
     trap_rate: torch.Tensor
     recombination_rate: torch.Tensor
 
-    def efficiency(self, method: str = "dense") -> torch.Tensor:
+    def efficiency(self, method: str = "auto") -> torch.Tensor:
         """Steady-state transfer efficiency (see :func:`transfer_efficiency`)."""
         return transfer_efficiency(self, steady_state(self.lindbladian, method))
 
