@@ -278,7 +278,7 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False, progress: bool = Tr
             spent[m] += dt
             steps[m] += 1
             bar.update(dt)
-            if not math.isfinite(float(loss)):
+            if not math.isfinite(loss.item()):
                 from flowfields.errors import NonFiniteLossError
 
                 raise NonFiniteLossError(f"{m}: non-finite loss", step=steps[m])

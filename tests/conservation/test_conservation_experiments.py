@@ -1,0 +1,121 @@
+"""Tiny runs of the three conservation experiments: contract, invariants, resume."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from flowfields.experiments import conservation_fluid, conservation_hodge, conservation_ot
+
+
+def test_ot_tiny_run_respects_benamou_brenier_lower_bound(tmp_path):
+    cfg = conservation_ot.Config(
+        gauss_steps=30,
+        toy_steps=10,
+        toy_components=4,
+        n_t=4,
+        n_x=32,
+        batch=64,
+        eval_n_t=8,
+        eval_n_x=4000,
+        n_ot=200,
+        ode_steps=4,
+    )
+    res = conservation_ot.run(cfg, tmp_path, progress=False)
+    assert res.name == "conservation-ot"
+    assert {c.id for c in res.claims} == {
+        "ot-gauss-1d-within-5pct",
+        "ot-gauss-2d-within-5pct",
+        "ot-toy-8gaussians-vs-exact",
+    }
+    for case in ("gauss-1d", "gauss-2d"):
+        exact = res.metrics[f"{case}/w2sq_closed_form"]
+        fitted = res.metrics[f"{case}/w2sq_fitted_endpoints"]
+        ke = res.metrics[f"{case}/kinetic_energy"]
+        # endpoints start from sample moments: already close to the truth
+        assert abs(fitted - exact) / exact < 0.1
+        # any path between the fitted endpoints costs at least their W2² (Benamou–Brenier);
+        # the Monte Carlo estimate (8 x 4000 samples) is allowed 3% of noise
+        assert ke >= 0.97 * fitted
+    assert res.metrics["toy-8gaussians/exact_ot_cost"] > 0
+    assert all(p.exists() for p in res.figures)
+    model = conservation_ot.load_model(tmp_path, "gauss-2d")
+    x = torch.randn(5, 2)
+    assert torch.isfinite(model.velocity(0.5, x)).all()
+
+
+def test_hodge_tiny_run(tmp_path):
+    cfg = conservation_hodge.Config(dims=[2, 3], steps=15, batch=64, hidden=16, n_eval=256)
+    res = conservation_hodge.run(cfg, tmp_path, progress=False)
+    claims = {c.id: c for c in res.claims}
+    assert claims["hodge-divergence-exact"].holds
+    assert res.metrics["d3/max_abs_div_w_float64"] < 1e-12
+    for d in (2, 3):
+        assert 0 < res.metrics[f"d{d}/rel_err_F"] < 10
+    model = conservation_hodge.load_model(tmp_path, "d3")
+    gp, w = model(torch.randn(4, 3))
+    assert gp.shape == w.shape == (4, 3)
+
+
+def test_known_hodge_field_parts():
+    from flowfields.divergence import divergence_exact
+
+    known = conservation_hodge.KnownField(5)
+    x = torch.randn(64, 5, dtype=torch.float64)
+    _, div = divergence_exact(lambda t, y: known.w(y), 0.0, x)
+    assert div.abs().max() < 1e-13
+    jac = torch.func.vmap(torch.func.jacrev(lambda y: known.grad_phi(y[None])[0]))(x)
+    torch.testing.assert_close(jac, jac.transpose(1, 2))  # a gradient: symmetric Jacobian
+    assert known.w(x).abs().max() > 0.1 and known.grad_phi(x).abs().max() > 0.1
+
+
+def test_taylor_green_solves_navier_stokes():
+    """The reference itself: momentum residual of the exact solution is zero."""
+    nu = 0.3
+    t = torch.rand(32, dtype=torch.float64)
+    x = 2 * math.pi * torch.rand(32, 2, dtype=torch.float64)
+
+    def u_of(s, y):
+        return conservation_fluid.taylor_green(s, y, nu)[0]
+
+    _, du_dt = torch.func.jvp(lambda s: u_of(s, x), (t,), (torch.ones_like(t),))
+    cols, lap = [], 0
+    for j in range(2):
+        e = torch.zeros_like(x)
+        e[:, j] = 1
+        first, second = torch.func.jvp(
+            lambda y, e=e: torch.func.jvp(lambda z: u_of(t, z), (y,), (e,))[1], (x,), (e,)
+        )
+        cols.append(first)
+        lap = lap + second
+    p_of = lambda y: conservation_fluid.taylor_green(t, y, nu)[1]  # noqa: E731
+    grad_p = torch.func.vjp(p_of, x)[1](torch.ones(32, dtype=torch.float64))[0]
+    u = u_of(t, x)
+    advect = u[:, :1] * cols[0] + u[:, 1:] * cols[1]
+    res = du_dt + advect + grad_p - nu * lap
+    assert res.abs().max() < 1e-12
+    assert (cols[0][:, 0] + cols[1][:, 1]).abs().max() < 1e-12
+
+
+def test_fluid_tiny_run_and_resume(tmp_path):
+    cfg = conservation_fluid.Config(
+        budget_s=1.0, eval_every_s=0.5, batch=32, ic_batch=32, hidden=16, depth=2, grid=8
+    )
+    res = conservation_fluid.run(cfg, tmp_path, progress=False)
+    assert res.metrics["ncl/mean_abs_div"] < 1e-5
+    assert res.metrics["pinn/mean_abs_div"] > 1e-4
+    assert {c.id for c in res.claims} == {"fluid-ncl-beats-pinn", "fluid-ncl-divergence-zero"}
+    steps = res.metrics["ncl/steps"]
+    again = conservation_fluid.run(cfg, tmp_path, resume=True, progress=False)
+    assert again.metrics["ncl/steps"] == steps  # budget already spent: nothing more to train
+    model = conservation_fluid.load_model(tmp_path, "ncl")
+    assert model.velocity(torch.zeros(3), torch.rand(3, 2)).shape == (3, 2)
+
+
+def test_fluid_model_rejects_unknown_method():
+    from flowfields.errors import FlowfieldsError
+
+    with pytest.raises(FlowfieldsError, match="method"):
+        conservation_fluid.FluidModel("spectral")
