@@ -6,6 +6,8 @@ Examples::
     flowfields run flow-matching-2d --quick --set toy=moons --set steps=500
     flowfields run flow-matching-2d --resume            # continue the latest run
     flowfields reproduce --quick                        # all experiments, one HTML report
+    torchrun --standalone --nproc_per_node=2 -m flowfields run NAME --out runs/NAME/ddp
+                                                        # DistributedDataParallel training
 
 Errors caused by bad input print the message (no traceback) and exit with status 2.
 """
@@ -13,6 +15,7 @@ Errors caused by bad input print the message (no traceback) and exit with status
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -112,6 +115,8 @@ def _list() -> int:
 
 
 def _print_result(result, run_dir) -> None:
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
+        return
     held = sum(bool(c.holds) for c in result.claims)
     print(f"{result.name}: {held} of {len(result.claims)} claims held ({result.wall_s:.1f} s)")
     for c in result.claims:

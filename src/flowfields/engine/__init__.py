@@ -3,6 +3,21 @@
 Main entry point: :func:`fit`. Helpers: :func:`seed_everything`, :func:`resolve_device`,
 :func:`set_threads`, checkpoint I/O (:func:`save_checkpoint`, :func:`load_checkpoint`,
 :func:`load_weights`) and the :class:`EMA` of a model's weights.
+
+Example:
+    >>> from flowfields.engine import fit
+    >>> def loss_fn(model, step):          # draws its batch from torch's global RNG
+    ...     x = torch.randn(512, 2)
+    ...     return ((model(x) - x.sin()) ** 2).mean()
+    >>> res = fit(net, loss_fn, steps=2000, checkpoint="run/train.pt", resume=True)
+    >>> res.ema, res.losses[-1], res.wall_s
+
+The same code runs data-parallel under ``torchrun`` (gloo on CPU, nccl on GPU)::
+
+    torchrun --standalone --nproc_per_node=2 -m flowfields run NAME --out runs/NAME/ddp
+
+For bit-for-bit resume, draw randomness from the global RNGs (torch, NumPy, ``random``),
+not from private ``torch.Generator`` objects, which the engine cannot see.
 """
 
 from flowfields.engine.checkpoint import (
