@@ -6,6 +6,7 @@ equation is differentiated by the implicit function theorem -- one adjoint linea
 algorithm found it -- which turns inverse design of open quantum devices into gradient ascent.
 """
 
+from flowfields.quantum.design import AscentResult, Box, GridResult, grid_search, projected_ascent
 from flowfields.quantum.liouvillian import (
     Lindbladian,
     as_operator,
@@ -30,6 +31,9 @@ from flowfields.quantum.steady import AUTO_DENSE_MAX, STEADY_METHODS, steady_sta
 __all__ = [
     "AUTO_DENSE_MAX",
     "STEADY_METHODS",
+    "AscentResult",
+    "Box",
+    "GridResult",
     "HeatDevice",
     "LightHarvester",
     "Lindbladian",
@@ -37,11 +41,13 @@ __all__ = [
     "bose_einstein",
     "dissipator",
     "expect",
+    "grid_search",
     "heat_current",
     "kerr_cavity",
     "light_harvesting",
     "lindbladian",
     "liouvillian",
+    "projected_ascent",
     "qubit_chain",
     "rectification",
     "steady_state",
