@@ -189,6 +189,8 @@ def test_bases_for_paths():
     torch.testing.assert_close(base.log_prob(x), ref)
     cnf = CNF(lambda t, x: 0.0 * x, dim=2, base=base)
     xs = cnf.sample(3000, method="euler", steps=1)
+    z = cnf.sample_base(3000, torch.Generator().manual_seed(0))
+    assert z.shape == (3000, 2) and abs(z.std().item() - 7.0) < 0.4
     assert abs(xs.std().item() - 7.0) < 0.4
     torch.testing.assert_close(cnf.log_prob(x.float(), method="euler", steps=2), ref.float())
 
@@ -203,6 +205,7 @@ def test_bases_for_paths():
         (lambda c: c.log_prob(torch.zeros(4, 2), estimator="hutchinson", probe="x"), "probe"),
         (lambda c: c.log_prob(torch.zeros(4, 2), method="rk45"), "method"),
         (lambda c: c.sample(0), "n"),
+        (lambda c: c.sample_base(0), "n"),
         (lambda c: c.sample(4, method="euler", steps=0), "steps"),
         (lambda c: c.sample(4, x_0=torch.zeros(3, 2)), "x_0"),
     ],

@@ -203,6 +203,17 @@ class CNF(nn.Module):
 
         return flat
 
+    def sample_base(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """Draw ``n`` points from the base density (t = 0), shape (n, *event_shape), in the
+        model's dtype and device (e.g. to reuse the same base points across solvers)."""
+        check(
+            isinstance(n, int) and not isinstance(n, bool) and n > 0,
+            "n",
+            n,
+            "a positive integer number of samples",
+        )
+        return self._base_sample(n, generator)
+
     def _base_sample(self, n: int, generator: torch.Generator | None) -> Tensor:
         dtype, device = self._like()
         if isinstance(self.base, torch.distributions.Distribution):
