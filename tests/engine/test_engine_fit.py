@@ -375,3 +375,18 @@ def test_progress_bar_shows_loss(capsys):
     fit(make_net(), loss_all_rngs, steps=3, progress=True, desc="toy")
     err = capsys.readouterr().err
     assert "toy" in err and "loss=" in err
+
+
+def test_crash_between_renames_resumes_from_previous(tmp_path):
+    # save_checkpoint moves ckpt.pt to ckpt.prev.pt, then the new file into place; a crash in
+    # between leaves only the previous checkpoint (and a temporary file), which resume uses.
+    full = run(50)
+    path = tmp_path / "ckpt.pt"
+    run(30, path)
+    prev = previous_path(path)
+    path.unlink()
+    (tmp_path / ".ckpt.pt.tmp-123").write_bytes(b"partial")
+    assert load_checkpoint(prev)["step"] == 20
+    resumed = run(50, path, resume=True)
+    assert resumed.losses == full.losses
+    assert_same(resumed.model, full.model)
