@@ -205,14 +205,14 @@ def time_grid(t: Tensor, step_size: float) -> Tensor:
         step_size: the largest step allowed, > 0.
 
     Returns:
-        The grid, float64, shape ``(1 + sum_i n_i,)``, containing ``t`` exactly.
+        The grid, float64 on the CPU, shape ``(1 + sum_i n_i,)``, containing ``t`` exactly.
     """
-    t64 = t.detach().to(torch.float64)
+    t64 = t.detach().to(device="cpu", dtype=torch.float64)
     pieces = []
     span = (t64[1:] - t64[:-1]).abs().tolist()
     for i, s in enumerate(span):
         n = max(1, math.ceil(s / step_size * (1.0 - 1e-10)))
-        frac = torch.arange(n, dtype=torch.float64, device=t64.device) / n
+        frac = torch.arange(n, dtype=torch.float64) / n
         pieces.append(t64[i] + (t64[i + 1] - t64[i]) * frac)
     pieces.append(t64[-1:])
     return torch.cat(pieces)
@@ -317,7 +317,9 @@ def odeint(
         "positive floats",
     )
     opts: dict[str, Any] = dict(options or {})
-    t64 = t.to(device=parts[0].device, dtype=torch.float64)
+    device = parts[0].device
+    # float64 time grids, except on devices without float64 (Apple MPS)
+    t64 = t.to(device=device, dtype=torch.float32 if device.type == "mps" else torch.float64)
     if not info.adaptive:
         if step_size is not None:
             check(
@@ -483,18 +485,24 @@ def _fixed_step_solve(
     device = ref.device
     times = grid.tolist()
     wanted = t_out.tolist()
+    n_stages = len(c)
+    # All stage times at once, formed in float64 and moved in one transfer (no per-stage
+    # host-to-device copies on GPUs); each is handed to v as a 0-d tensor.
+    stage_times = torch.tensor(
+        [times[i] + ci * (times[i + 1] - times[i]) for i in range(len(times) - 1) for ci in c],
+        dtype=torch.float64,
+    ).to(device=device, dtype=dtype)
+    stage_t = stage_times.unbind(0)
     out = [x_0]
     j = 1
     x = x_0
     for i in range(len(times) - 1):
-        t0 = times[i]
-        h = times[i + 1] - t0
+        h = times[i + 1] - times[i]
         ks: list[State] = []
-        for stage in range(len(c)):
+        for stage in range(n_stages):
             x_stage = x if stage == 0 else _combine(x, ks, a[stage], h)
-            t_stage = torch.tensor(t0 + c[stage] * h, dtype=dtype, device=device)
             counter.forward += 1
-            ks.append(v(t_stage, x_stage))
+            ks.append(v(stage_t[i * n_stages + stage], x_stage))
         x = _combine(x, ks, b, h)
         if j < len(wanted) and times[i + 1] == wanted[j]:
             out.append(x)

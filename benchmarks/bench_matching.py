@@ -1,0 +1,373 @@
+"""Flow Matching side by side with the peer library ``flow_matching`` (and torchdiffeq directly).
+
+Run:  .venv/bin/python -m benchmarks.bench_matching [--quick] [--out PATH]
+
+Both sides call the SAME network (a :class:`flowfields.nn.MLPField`; the peer reaches it through
+a ``flow_matching.utils.ModelWrapper``), on the same data and thread count, interleaved in one
+process by :func:`benchmarks.timing.compare`. Rows:
+
+- training step (path sample + loss + backward + Adam step), CondOT and VP paths;
+- sampling at fixed NFE (Euler / midpoint, 8 and 32 steps), also against torchdiffeq called
+  directly (the cost of our front door);
+- log-likelihood, exact divergence and Hutchinson, at d = 2, 16, 64 (midpoint, 8 steps);
+- NFE of dopri5 vs tolerance for OT vs VP models trained here for a few hundred steps;
+- 1 vs 2 torch threads for our side.
+
+Only the peer's public API is called; none of its code is used in flowfields.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torchdiffeq
+
+from benchmarks.timing import Comparison, compare, machine, markdown_table
+from flowfields.data import get_toy
+from flowfields.matching import CNF, cfm_loss
+from flowfields.nn import MLPField
+from flowfields.paths import CondOTPath, VPPath
+
+__all__ = ["Settings", "main", "run"]
+
+RESULTS = Path(__file__).parent / "results" / "matching.md"
+
+
+@dataclass
+class Settings:
+    """Sizes of the benchmark (``quick`` for a smoke run of about a minute)."""
+
+    rounds: int = 15
+    batch_train: int = 256
+    batch_sample: int = 512
+    batch_loglik: int = 256
+    hidden: int = 256
+    depth: int = 4
+    train_steps_nfe: int = 600
+    nfe_samples: int = 1000
+    dims: tuple[int, ...] = (2, 16, 64)
+
+    @classmethod
+    def quick(cls) -> Settings:
+        return cls(
+            rounds=5,
+            batch_sample=256,
+            batch_loglik=128,
+            hidden=128,
+            depth=3,
+            train_steps_nfe=300,
+            nfe_samples=500,
+        )
+
+
+def _peer():
+    from flow_matching.path import AffineProbPath
+    from flow_matching.path.scheduler import CondOTScheduler, VPScheduler
+    from flow_matching.solver import ODESolver
+    from flow_matching.utils import ModelWrapper
+
+    class Wrapped(ModelWrapper):
+        """The peer's model interface ``model(x, t)`` over our field ``v(t, x)``."""
+
+        def __init__(self, field: torch.nn.Module) -> None:
+            super().__init__(field)
+            self.calls = 0
+
+        def forward(self, x: torch.Tensor, t: torch.Tensor, **extras) -> torch.Tensor:
+            self.calls += 1
+            return self.model(t, x)
+
+    return AffineProbPath, CondOTScheduler, VPScheduler, ODESolver, Wrapped
+
+
+def _field(dim: int, s: Settings, seed: int = 0) -> MLPField:
+    torch.manual_seed(seed)
+    return MLPField(dim, hidden=s.hidden, depth=s.depth)
+
+
+def _std_normal_log_prob(x: torch.Tensor) -> torch.Tensor:
+    return -0.5 * (x**2).sum(dim=1) - 0.5 * x.shape[1] * math.log(2 * math.pi)
+
+
+# --------------------------------------------------------------------------- rows
+def bench_training(s: Settings) -> list[Comparison]:
+    AffineProbPath, CondOTScheduler, VPScheduler, _, _ = _peer()
+    data = get_toy("checkerboard").sample(50 * s.batch_train, torch.Generator().manual_seed(0))
+    rows = []
+    for name, ours_path, peer_path, t_max in (
+        ("condot", CondOTPath(), AffineProbPath(CondOTScheduler()), 1.0),
+        ("vp", VPPath(), AffineProbPath(VPScheduler(beta_min=0.1, beta_max=20.0)), 1 - 1e-5),
+    ):
+        f_ours, f_peer = _field(2, s), _field(2, s)
+        opt_ours = torch.optim.Adam(f_ours.parameters(), lr=1e-3)
+        opt_peer = torch.optim.Adam(f_peer.parameters(), lr=1e-3)
+
+        def batch(state: dict = {"i": 0}) -> torch.Tensor:  # noqa: B006 - a cycling cursor
+            i = state["i"] = (state["i"] + 1) % 50
+            return data[i * s.batch_train : (i + 1) * s.batch_train]
+
+        def ours(f=f_ours, opt=opt_ours, path=ours_path) -> None:
+            loss = cfm_loss(f, path, batch())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        def peer(f=f_peer, opt=opt_peer, path=peer_path, t_max=t_max) -> None:
+            x_1 = batch()
+            x_0 = torch.randn_like(x_1)
+            t = torch.rand(len(x_1)) * t_max
+            ps = path.sample(x_0=x_0, x_1=x_1, t=t)
+            loss = (f(ps.t, ps.x_t) - ps.dx_t).pow(2).sum(dim=1).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        rows.append(compare(f"train step {name} (B={s.batch_train})", ours, peer, rounds=s.rounds))
+    return rows
+
+
+def bench_sampling(s: Settings) -> tuple[list[Comparison], list[Comparison]]:
+    _, _, _, ODESolver, Wrapped = _peer()
+    field = _field(2, s)
+    cnf = CNF(field, dim=2)
+    solver = ODESolver(velocity_model=Wrapped(field))
+    x_0 = torch.randn(s.batch_sample, 2)
+    grid01 = torch.tensor([0.0, 1.0])
+    vs_peer, vs_tdq = [], []
+    for method in ("euler", "midpoint"):
+        for steps in (8, 32):
+            nfe = steps * (1 if method == "euler" else 2)
+            label = f"sample {method} {steps} steps (NFE {nfe}, B={s.batch_sample})"
+
+            def ours(method=method, steps=steps) -> torch.Tensor:
+                return cnf.sample(len(x_0), method=method, steps=steps, x_0=x_0)
+
+            def peer(method=method, steps=steps) -> torch.Tensor:
+                with torch.no_grad():
+                    return solver.sample(
+                        x_init=x_0, step_size=1.0 / steps, method=method, time_grid=grid01
+                    )
+
+            def direct(method=method, steps=steps) -> torch.Tensor:
+                with torch.no_grad():
+                    return torchdiffeq.odeint(
+                        field, x_0, grid01, method=method, options={"step_size": 1.0 / steps}
+                    )[-1]
+
+            diff = float((ours() - peer()).abs().max())
+            assert diff < 1e-4, f"{label}: ours and peer disagree by {diff}"
+            vs_peer.append(compare(label, ours, peer, rounds=s.rounds))
+            vs_tdq.append(compare(label, ours, direct, rounds=s.rounds))
+    return vs_peer, vs_tdq
+
+
+def bench_loglik(s: Settings) -> tuple[list[Comparison], list[str]]:
+    _, _, _, ODESolver, Wrapped = _peer()
+    rows, checks = [], []
+    steps = 8
+    for d in s.dims:
+        field = _field(d, s)
+        cnf = CNF(field, dim=d)
+        solver = ODESolver(velocity_model=Wrapped(field))
+        x = torch.randn(s.batch_loglik, d)
+        for estimator in ("exact", "hutchinson"):
+            exact = estimator == "exact"
+            label = f"log-lik {estimator} d={d} (midpoint {steps} steps, B={s.batch_loglik})"
+
+            def ours(estimator=estimator, cnf=cnf, x=x) -> torch.Tensor:
+                with torch.no_grad():
+                    return cnf.log_prob(x, estimator=estimator, method="midpoint", steps=steps)
+
+            def peer(exact=exact, solver=solver, x=x) -> torch.Tensor:
+                _, log_p = solver.compute_likelihood(
+                    x_1=x,
+                    log_p0=_std_normal_log_prob,
+                    step_size=1.0 / steps,
+                    method="midpoint",
+                    exact_divergence=exact,
+                )
+                return log_p
+
+            if exact:
+                diff = float((ours() - peer()).abs().max())
+                checks.append(f"d={d}: max |log p ours - log p peer| = {diff:.2e} (exact)")
+                assert diff < 1e-3, f"{label}: ours and peer disagree by {diff}"
+            rows.append(compare(label, ours, peer, rounds=s.rounds))
+    return rows, checks
+
+
+def bench_nfe_vs_tol(s: Settings) -> list[str]:
+    _, _, _, ODESolver, Wrapped = _peer()
+    data_gen = torch.Generator().manual_seed(1)
+    toy = get_toy("checkerboard")
+    lines = [
+        "| rtol = atol | OT NFE ours | OT NFE peer | VP NFE ours | VP NFE peer |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    models = {}
+    train_s = {}
+    for name, path in (("ot", CondOTPath()), ("vp", VPPath())):
+        field = _field(2, s, seed=1)
+        opt = torch.optim.Adam(field.parameters(), lr=1e-3)
+        t0 = time.perf_counter()
+        for _ in range(s.train_steps_nfe):
+            loss = cfm_loss(field, path, toy.sample(s.batch_train, data_gen))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        train_s[name] = time.perf_counter() - t0
+        models[name] = field
+    x_0 = torch.randn(s.nfe_samples, 2, generator=torch.Generator().manual_seed(2))
+    for tol in (1e-3, 1e-4, 1e-5, 1e-6, 1e-7):
+        cells = []
+        for name in ("ot", "vp"):
+            field = models[name]
+            ours = CNF(field, dim=2).sample(
+                len(x_0), method="dopri5", rtol=tol, atol=tol, x_0=x_0, return_nfe=True
+            )
+            wrapped = Wrapped(field)
+            with torch.no_grad():
+                ODESolver(velocity_model=wrapped).sample(
+                    x_init=x_0,
+                    step_size=None,
+                    method="dopri5",
+                    atol=tol,
+                    rtol=tol,
+                    time_grid=torch.tensor([0.0, 1.0]),
+                )
+            cells += [str(ours.nfe), str(wrapped.calls)]
+        lines.append(f"| {tol:.0e} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append(
+        f"Models: MLPField(2, hidden={s.hidden}, depth={s.depth}) trained {s.train_steps_nfe} "
+        f"steps (batch {s.batch_train}, Adam 1e-3) on checkerboard with each path "
+        f"(OT {train_s['ot']:.1f} s, VP {train_s['vp']:.1f} s); {s.nfe_samples} samples. "
+        "Ours steps onto t = 1 exactly (torchdiffeq's step_t), which can add one step."
+    )
+    return lines
+
+
+def bench_threads(s: Settings) -> list[Comparison]:
+    """Our side at 1 vs 2 torch threads (ratio = 1 thread / 2 threads; < 1: one is faster)."""
+    field = _field(2, s)
+    cnf = CNF(field, dim=2)
+    data = get_toy("checkerboard").sample(s.batch_train, torch.Generator().manual_seed(0))
+    opt = torch.optim.Adam(field.parameters(), lr=1e-3)
+    x_0 = torch.randn(s.batch_sample, 2)
+    f16 = _field(16, s)
+    cnf16 = CNF(f16, dim=16)
+    x16 = torch.randn(s.batch_loglik, 16)
+
+    def train() -> None:
+        loss = cfm_loss(field, CondOTPath(), data)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def sample() -> None:
+        cnf.sample(len(x_0), method="midpoint", steps=16, x_0=x_0)
+
+    def loglik() -> None:
+        with torch.no_grad():
+            cnf16.log_prob(x16, method="midpoint", steps=8)
+
+    def at(n: int, fn):
+        def call() -> None:
+            torch.set_num_threads(n)
+            fn()
+
+        return call
+
+    rows = []
+    for label, fn in (
+        ("train step condot d=2", train),
+        ("sample midpoint 16 steps d=2", sample),
+        ("log-lik exact d=16", loglik),
+    ):
+        rows.append(compare(label, at(1, fn), at(2, fn), rounds=s.rounds))
+    torch.set_num_threads(1)
+    return rows
+
+
+# --------------------------------------------------------------------------- driver
+def run(s: Settings, command: str) -> str:
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    header = [
+        "# Flow Matching benchmarks: flowfields vs flow_matching (peer) and torchdiffeq",
+        "",
+        f"Command: `{command}`  ",
+        f"Machine: {machine()}  ",
+        f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        "",
+        f"Network: MLPField(d, hidden={s.hidden}, depth={s.depth}), float32, one torch thread "
+        "unless stated; both sides call the same module. Times are medians over "
+        f"{s.rounds} interleaved rounds; the ratio column is the median of per-round ratios "
+        "ours/peer with its interquartile range (below 1: we are faster). The machine is "
+        "shared with other work, so absolute times are noisy; the interleaved ratios are the "
+        "numbers to read.",
+        "",
+    ]
+    train = bench_training(s)
+    sample_peer, sample_tdq = bench_sampling(s)
+    loglik, checks = bench_loglik(s)
+    nfe = bench_nfe_vs_tol(s)
+    threads = bench_threads(s)
+    body = [
+        "## Training step (path sample + loss + backward + Adam step), d = 2",
+        "",
+        markdown_table(train, "flow_matching"),
+        "",
+        "## Sampling at fixed NFE, d = 2",
+        "",
+        markdown_table(sample_peer, "flow_matching"),
+        "",
+        "Same rows against torchdiffeq.odeint called directly (the cost of our front door: "
+        "validation, NFE counting, exact output grid):",
+        "",
+        markdown_table(sample_tdq, "torchdiffeq"),
+        "",
+        "## Log-likelihood (t = 1 -> 0, augmented dynamics), under torch.no_grad on our side",
+        "",
+        markdown_table(loglik, "flow_matching"),
+        "",
+        "Agreement checks (same field, same solver): " + "; ".join(checks) + ".",
+        "",
+        "## dopri5 NFE to sample vs tolerance, CondOT (OT) vs VP",
+        "",
+        *nfe,
+        "",
+        "## Threads: our side at 1 torch thread vs 2 (ratio 1 thread / 2 threads)",
+        "",
+        markdown_table(threads, "2 threads")
+        .replace("ours (ms)", "1 thread (ms)")
+        .replace("ours/2 threads", "1 thread / 2 threads"),
+        "",
+        f"Total benchmark wall-clock: {time.perf_counter() - t0:.0f} s.",
+        "",
+    ]
+    return "\n".join(header + body)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, few rounds")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="markdown file to write")
+    args = parser.parse_args(argv)
+    s = Settings.quick() if args.quick else Settings()
+    command = ".venv/bin/python -m benchmarks.bench_matching" + (" --quick" if args.quick else "")
+    text = run(s, command)
+    print(text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
