@@ -14,6 +14,7 @@ def test_ot_tiny_run_respects_benamou_brenier_lower_bound(tmp_path):
     cfg = conservation_ot.Config(
         gauss_steps=30,
         toy_steps=10,
+        toys=["8gaussians"],
         toy_components=4,
         n_t=4,
         n_x=32,
