@@ -39,6 +39,9 @@ def test_tiny_run_metrics_claims_and_load(tmp_path):
         assert math.isfinite(m[f"{key}/bpd"]) and m[f"{key}/bpd"] > 0
         assert m[f"{key}/bpd"] <= m[f"{key}/bpd_k1"] + 1e-12  # IW bound is never looser
     assert m["condot/nfe_dopri5"] > 0 and m["estimator"] == "exact"
+    # early stopping picked one of the two curve points (validation images, not test ones)
+    assert m["condot/selected_step"] in (2, 4) and m["n_train"] + m["n_val"] == 1438
+    assert (tmp_path / "best_condot.pt").is_file()
     assert [c.id for c in res.claims] == [
         "fm-beats-histogram",
         "fm-beats-gaussian",
@@ -49,6 +52,7 @@ def test_tiny_run_metrics_claims_and_load(tmp_path):
     # the histogram baseline's bits/dim is the discrete model's exact value (hand computed)
     x = load_digits()
     train, test = split_train_test(x, test_fraction=cfg.test_fraction, seed=cfg.seed)
+    train, _ = split_train_test(train, test_fraction=cfg.val_fraction, seed=cfg.seed + 1)
     flat_tr = train.reshape(train.shape[0], 64).long()
     flat_te = test[: cfg.n_eval].reshape(cfg.n_eval, 64).long()
     logp = torch.zeros(cfg.n_eval, dtype=torch.float64)

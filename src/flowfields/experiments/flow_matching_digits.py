@@ -54,8 +54,12 @@ class Config:
         estimator: divergence for bits/dim, ``"exact"`` or ``"hutchinson"`` ("auto": exact up
             to 64 dims).
         bpd_rtol: dopri5 tolerance (rtol = atol) of the likelihood solves.
-        curve_points, n_curve: bits/dim (K = 1, looser tolerance) along training on
-            ``n_curve`` fixed held-out images.
+        val_fraction: fraction of the training images held out for validation (model
+            selection); the test images are never used for it.
+        curve_points, n_curve: bits/dim (K = 1, tolerance 1e-3) along training on ``n_curve``
+            validation images.
+        select_best: keep the EMA weights with the best validation bits/dim among the curve
+            points (early stopping: 1,438 digits are easily overfitted by a large MLP).
         checkpoint_every: steps between training checkpoints.
         seed, device: set by the CLI.
     """
@@ -75,8 +79,10 @@ class Config:
     K: int = 8
     estimator: str = "auto"
     bpd_rtol: float = 1e-5
-    curve_points: int = 10
-    n_curve: int = 100
+    val_fraction: float = 0.1
+    curve_points: int = 20
+    n_curve: int = 144
+    select_best: bool = True
     checkpoint_every: int = 1000
     seed: int = 0
     device: str = "cpu"
@@ -95,7 +101,7 @@ class Config:
             n_eval=100,
             K=2,
             bpd_rtol=1e-4,
-            curve_points=4,
+            curve_points=8,
             n_curve=32,
         )
 
@@ -179,6 +185,7 @@ def _check_config(cfg: Config) -> None:
         cfg.estimator,
         "'auto', 'exact' or 'hutchinson'",
     )
+    check(0 < cfg.val_fraction < 1, "val_fraction", cfg.val_fraction, "a float in (0, 1)")
     for name in ("steps", "batch_size", "K", "curve_points", "n_curve"):
         value = getattr(cfg, name)
         check(isinstance(value, int) and value >= 1, name, value, "a positive integer")
@@ -201,6 +208,7 @@ def _train_variant(
     resume: bool,
     progress: bool,
 ) -> tuple[nn.Module, list[dict[str, float]], float, int]:
+    """Train one path; return the selected model, its curve, train seconds and its step."""
     from flowfields.engine import fit, seed_everything
     from flowfields.matching import bits_per_dim, cfm_loss
     from flowfields.paths import get_path
@@ -216,6 +224,10 @@ def _train_variant(
         return cfm_loss(model, path, _dequant_batch(train[idx], levels, device))
 
     clock = TrainClock()
+    best_path = out_dir / f"best_{variant}.pt"
+    best = {"bpd": math.inf}
+    if resume and best_path.is_file():
+        best["bpd"] = float(torch.load(best_path, map_location="cpu", weights_only=False)["bpd"])
 
     def eval_fn(model: nn.Module, step: int, ema: nn.Module | None) -> dict:
         train_s = clock.pause()
@@ -234,6 +246,11 @@ def _train_variant(
                     rtol=1e-3,
                     atol=1e-3,
                 ).bpd
+            if cfg.select_best and bpd < best["bpd"]:
+                best["bpd"] = bpd
+                tmp = best_path.with_suffix(".tmp")
+                torch.save({"bpd": bpd, "step": step, "state": net.state_dict()}, tmp)
+                tmp.replace(best_path)
         finally:
             clock.resume()
         return {"nll": bpd, "train_s": train_s}
@@ -255,8 +272,13 @@ def _train_variant(
     curve = stitch_clock(result.evals)
     train_s = curve[-1]["train_s"] if curve else clock.pause()
     model = result.ema if result.ema is not None else result.model
+    best_step = result.steps
+    if cfg.select_best and best_path.is_file():
+        snap = torch.load(best_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(snap["state"])
+        best_step = int(snap["step"])
     model.eval()
-    return model, curve, train_s, result.steps
+    return model, curve, train_s, best_step
 
 
 def run(cfg: Config, out_dir: Path, *, resume: bool = False, progress: bool = True) -> Result:
@@ -279,14 +301,18 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False, progress: bool = Tr
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     train, test, levels = _load(cfg)
+    from flowfields.data import split_train_test
+
+    train, val = split_train_test(train, test_fraction=cfg.val_fraction, seed=cfg.seed + 1)
     test_eval = test if cfg.n_eval is None else test[: cfg.n_eval]
-    curve_x = test[: cfg.n_curve]
+    curve_x = val[: cfg.n_curve]
     shape = _shape(cfg)
     est = _estimator(cfg)
     metrics: dict[str, float | int | str] = {
         "dataset": cfg.dataset,
         "levels": levels,
         "n_train": int(train.shape[0]),
+        "n_val": int(val.shape[0]),
         "n_eval": int(test_eval.shape[0]),
         "estimator": est,
     }
@@ -318,13 +344,14 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False, progress: bool = Tr
     curves: dict[str, list[dict[str, float]]] = {}
     samples: dict[str, Tensor] = {}
     for variant in cfg.variants:
-        model, curve, train_s, steps = _train_variant(
+        model, curve, train_s, best_step = _train_variant(
             cfg, variant, train, curve_x, levels, out_dir, resume, progress
         )
         models[variant], curves[variant] = model, curve
         cnf = _cnf(cfg, model)
         p = f"{variant}/"
-        metrics[p + "train_s"], metrics[p + "steps"] = train_s, steps
+        metrics[p + "train_s"], metrics[p + "steps"] = train_s, cfg.steps
+        metrics[p + "selected_step"] = best_step
         b = bpd_of(cnf, estimator=est, rtol=cfg.bpd_rtol, atol=cfg.bpd_rtol)
         per_example[variant] = b.per_example
         metrics[p + "bpd"], metrics[p + "bpd_se"], metrics[p + "bpd_k1"] = b.bpd, b.stderr, b.bpd_k1
@@ -468,7 +495,7 @@ def _curve_figure(
     for key, style in (("histogram", ":"), ("gaussian", "--")):
         ax.axhline(float(m[f"{key}/bpd"]), color="k", ls=style, lw=1, label=key)
     ax.set_xlabel("training wall-clock (s, evaluation excluded)")
-    ax.set_ylabel(f"bits/dim ({cfg.n_curve} held-out images, K = 1)")
+    ax.set_ylabel(f"bits/dim ({cfg.n_curve} validation images, K = 1)")
     ax.legend(fontsize=8)
     ax.set_title(f"{cfg.dataset}: bits/dim during training", fontsize=10)
     return save_figure(fig, out_dir / "bpd_vs_wallclock.png")
