@@ -151,6 +151,8 @@ def test_spacetime_model_continuity_both_constructions(dtype):
         rho, j = model(t, x)
         res = continuity_residual(model.rho_flux, t, x)
         assert rho.abs().max() > 1e-4
+        scalar_t = continuity_residual(model.rho_flux, 0.25, x)  # a scalar time works too
+        assert scalar_t.abs().max() < 1e-5
         assert res.abs().max() < (1e-12 if dtype == torch.float64 else 1e-5) * (
             rho.abs().max() + j.abs().max()
         )

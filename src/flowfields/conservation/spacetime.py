@@ -449,7 +449,7 @@ def continuity_residual(rho_flux: RhoFlux, t: Tensor | float, x: Tensor) -> Tens
     """
     check_shape(x, "x", ndim=2)
     check_finite(x, "x")
-    t = _time_vector(t, x)
+    t = _time_vector(t, x).contiguous()  # a real (B,) tensor: the jvp writes one tangent per row
     d = x.shape[1]
     (_, drho_dt) = jvp(lambda s: rho_flux(s, x)[0], (t,), (torch.ones_like(t),))
     basis = torch.eye(d, dtype=x.dtype, device=x.device).unsqueeze(1).expand(d, x.shape[0], d)
