@@ -80,6 +80,12 @@ def test_tiny_run_metrics_claims_resume_and_load(tmp_path):
         assert again.metrics[f"{v}/nll_nats"] == res.metrics[f"{v}/nll_nats"]
         assert again.metrics[f"{v}/train_s"] == pytest.approx(res.metrics[f"{v}/train_s"])
 
+    # resume=True with a larger budget continues each variant from its checkpoint
+    more = exp.run(tiny(steps=9, variants=("condot",)), tmp_path, resume=True, progress=False)
+    assert more.metrics["condot/steps"] == 9
+    assert more.metrics["condot/train_s"] > res.metrics["condot/train_s"]
+    assert more.metrics["condot/nll_nats"] != res.metrics["condot/nll_nats"]
+
 
 def test_other_toys_and_bad_config(tmp_path):
     res = exp.run(tiny(data="moons", variants=("condot",)), tmp_path, progress=False)
