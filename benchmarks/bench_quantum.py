@@ -254,6 +254,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer rounds, no d=64 rows")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    # one BLAS thread for numpy/scipy too (QuTiP's solvers): on a shared 2-core machine, BLAS
+    # thread pools oversubscribe and slow QuTiP down by up to 10x, which would flatter us.
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
     dims = [4, 16] if args.quick else [4, 16, 64]
     rounds = 5 if args.quick else 11
     Ps = [4, 16, 64, 256]
@@ -266,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
 
 Command: `{cmd}` ({time.perf_counter() - t0:.0f} s). Machine: {machine()}. Shared 2-core
 machine with other jobs running: absolute times are noisy, the interleaved ratios less so.
+One torch thread and one BLAS thread (threadpoolctl) for both.
 Ours is `steady_state(lindbladian(H, c_ops, rates))` with `method="auto"` (dense LU for
 d² <= 256, SuperLU above), from the operators to ρ_ss; QuTiP's is `steadystate(H, c_ops, ...)`
 from Qobj operators. "best" is QuTiP's fastest of {", ".join(QUTIP_CANDIDATES)} in one trial.

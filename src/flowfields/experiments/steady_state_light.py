@@ -156,8 +156,11 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False, progress: bool = Tr
     ref = grads["dense"]
     # at a box corner the gradient can vanish; compare relative to the largest entry and 1e-12
     scale = max(float(ref.abs().max()), 1e-12)
-    spread = max(float((grads[m] - ref).abs().max()) for m in STEADY_METHODS) / scale
+    diffs = {m: float((grads[m] - ref).abs().max()) / scale for m in STEADY_METHODS}
+    spread = max(diffs.values())
     metrics["methods/max_grad_diff_rel"] = spread
+    metrics["methods/linear_solvers_grad_diff_rel"] = max(diffs["sparse"], diffs["krylov"])
+    metrics["methods/evolve_grad_diff_rel"] = diffs["evolve"]
     claims.append(
         Claim(
             id="same-grad-all-methods",
@@ -165,7 +168,13 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False, progress: bool = Tr
             measured=spread,
             threshold="<= 1e-8 (relative), dense vs sparse / krylov / evolve",
             holds=spread <= 1e-8,
-            note="evolve converges to ||Lρ||₁ <= 1e-13 ||L||₁, which bounds its agreement.",
+            note=(
+                "dense, sparse and krylov agree to "
+                f"{metrics['methods/linear_solvers_grad_diff_rel']:.1e}; evolve to "
+                f"{diffs['evolve']:.1e}: time integration carries absolute errors ~1e-16 on "
+                "ρ_gg ≈ 1, i.e. relative errors up to ~1e-8 on the ~1e-9 excited populations "
+                "of weak-light pumping, which the efficiency and its gradient inherit."
+            ),
         )
     )
 
