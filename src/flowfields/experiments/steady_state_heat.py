@@ -224,6 +224,7 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False, progress: bool = Tr
 
     # sensitivity scan: J_h and dJ_h/dε₂ (implicit) vs central finite differences
     eps2 = torch.linspace(0.5, 2.0, cfg.scan_points, dtype=torch.float64)
+    e_np = eps2.numpy()
     J_scan, dJ, dJ_fd, dP = [], [], [], []
     h = 1e-6
     for e in eps2:
@@ -308,7 +309,7 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False, progress: bool = Tr
             best = torch.tensor(vals).cummax(0).values * scale
             per = 2 * (1 if task == "current" else 2)
             x = torch.arange(1, len(vals) + 1) * per
-            ax.plot(x, best, alpha=0.8)
+            ax.plot(x.numpy(), best.numpy(), alpha=0.8)
         ax.axhline(
             grid.best_value * scale, color="k", ls="--", label=f"grid best ({grid.solves} solves)"
         )
@@ -322,11 +323,11 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False, progress: bool = Tr
     grid, ga, box = outcomes["current"]
     fig, ax = plt.subplots(figsize=(5, 4))
     k = int(grid.best_u[2] * (cfg.grid_points - 1) + 0.5)
-    sl = grid.values[:, :, k].T * 0.01
+    sl = (grid.values[:, :, k].T * 0.01).numpy()
     im = ax.imshow(sl, origin="lower", extent=(0, 1, 0, 1), aspect="auto", cmap="viridis")
     fig.colorbar(im, ax=ax, label="J_h")
     for tr in ga.trajectories:
-        ax.plot(tr[:, 0], tr[:, 1], "w.-", ms=3, lw=0.8)
+        ax.plot(tr[:, 0].numpy(), tr[:, 1].numpy(), "w.-", ms=3, lw=0.8)
     ax.set_xlabel("ε₂ (0.5 → 2)")
     ax.set_ylabel("log Δ (1e-3 → 0.3)")
     ax.set_title("J_h at the grid's best γ_φ, with ascent paths")
@@ -334,15 +335,15 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False, progress: bool = Tr
     figures.append(save_figure(fig, out_dir / "current_landscape.png"))
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    axes[0].plot(eps2, J_scan)
+    axes[0].plot(e_np, J_scan)
     axes[0].set_xlabel("ε₂")
     axes[0].set_ylabel("J_h")
     axes[0].set_title("heat current (Δ = 0.05)")
-    axes[1].plot(eps2, dJ, label="implicit dJ_h/dε₂")
-    axes[1].plot(eps2[::4], dJ_fd[::4], "o", ms=4, mfc="none", label="finite differences")
+    axes[1].plot(e_np, dJ, label="implicit dJ_h/dε₂")
+    axes[1].plot(e_np[::4], dJ_fd[::4], "o", ms=4, mfc="none", label="finite differences")
     dP_t = torch.tensor(dP, dtype=torch.float64)
-    axes[1].plot(eps2, dP_t[:, 0] * 0.01, ":", label="0.01 dρ₁₁/dε₂")
-    axes[1].plot(eps2, dP_t[:, 1] * 0.01, ":", label="0.01 dρ₂₂/dε₂")
+    axes[1].plot(e_np, dP_t[:, 0].numpy() * 0.01, ":", label="0.01 dρ₁₁/dε₂")
+    axes[1].plot(e_np, dP_t[:, 1].numpy() * 0.01, ":", label="0.01 dρ₂₂/dε₂")
     axes[1].set_xlabel("ε₂")
     axes[1].legend(fontsize=8)
     axes[1].set_title("sensitivity of the steady state")

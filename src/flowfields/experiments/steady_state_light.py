@@ -219,11 +219,13 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False, progress: bool = Tr
     G = EFF_BOX.to_params(
         torch.stack(torch.meshgrid(grid.axes[0], grid.axes[1], indexing="ij"), -1)
     )
-    cs = ax.contourf(G["Gamma"], G["gamma_d"], grid.values, levels=30, cmap="PuBu_r")
+    cs = ax.contourf(
+        G["Gamma"].numpy(), G["gamma_d"].numpy(), grid.values.numpy(), levels=30, cmap="PuBu_r"
+    )
     fig.colorbar(cs, ax=ax, label="η")
     for tr in ga.trajectories:
         p = EFF_BOX.to_params(tr)
-        ax.plot(p["Gamma"], p["gamma_d"], "k.-", ms=3, lw=0.8)
+        ax.plot(p["Gamma"].numpy(), p["gamma_d"].numpy(), "k.-", ms=3, lw=0.8)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("Γ (ps⁻¹)")
@@ -234,14 +236,16 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False, progress: bool = Tr
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for i, n in enumerate(names):
-        axes[0].plot(rs, d_imp_t[:, i].abs(), label=f"|d{n}/dr|")
-        axes[0].plot(rs[::5], d_fd_t[::5, i].abs(), "o", ms=3, mfc="none", color=f"C{i}")
+        axes[0].plot(rs.numpy(), d_imp_t[:, i].abs().numpy(), label=f"|d{n}/dr|")
+        axes[0].plot(
+            rs[::5].numpy(), d_fd_t[::5, i].abs().numpy(), "o", ms=3, mfc="none", color=f"C{i}"
+        )
     axes[0].set_xscale("log")
     axes[0].set_yscale("log")
     axes[0].set_xlabel("r (ps⁻¹)")
     axes[0].set_title("sensitivity of ρ_ss to the pumping rate (o: FD)")
     axes[0].legend(fontsize=8)
-    axes[1].plot(rs, etas)
+    axes[1].plot(rs.numpy(), etas)
     axes[1].set_xscale("log")
     axes[1].set_xlabel("r (ps⁻¹)")
     axes[1].set_ylabel("η")
