@@ -125,3 +125,27 @@ def test_bad_method_and_shape() -> None:
         steady_state(kerr_cavity(3), "newton")
     with pytest.raises(FlowfieldsError, match="L"):
         steady_state(torch.zeros(5, 5, dtype=torch.complex128))
+
+
+def test_real_hermitian_coordinates_match_explicit_unitary() -> None:
+    from flowfields.quantum.steady import _S, _pair_indices, _real_coordinates
+
+    d = 5
+    n = d * d
+    A = kerr_cavity(d).matrix()
+    P, Q = _pair_indices(d)
+    M = torch.zeros(n, n, dtype=torch.complex128)
+    for k in range(d):
+        M[k * d + k, k * d + k] = 1
+    for p, q in zip(P.tolist(), Q.tolist()):
+        M[p, p], M[p, q], M[q, q], M[q, p] = _S, _S, 1j * _S, -1j * _S
+    assert torch.allclose(M @ M.mH, torch.eye(n, dtype=torch.complex128), atol=1e-15)
+    ref = M @ A @ M.mH
+    assert float(ref.imag.abs().max()) <= 1e-14  # a Lindbladian is real in this basis
+    assert torch.allclose(_real_coordinates(A, d), ref.real, atol=1e-14)
+
+
+def test_auto_method_matches_explicit_methods() -> None:
+    small, large = kerr_cavity(6), kerr_cavity(20)  # d² = 36 (dense) and 400 (sparse)
+    assert torch.allclose(steady_state(small), steady_state(small, "sparse"), atol=1e-12)
+    assert torch.allclose(steady_state(large), steady_state(large, "dense"), atol=1e-11)
