@@ -163,3 +163,18 @@ def test_bad_input_raises(construction):
         CLASSES[construction](0)
     with pytest.raises(FlowfieldsError, match="periodic"):
         CLASSES[construction](3, periodic=[True, False])
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_vector_field_hessian_jets_and_reverse_pass_agree(dim, dtype, monkeypatch):
+    from flowfields.nn import divfree
+
+    model = DivFreeVectorField(
+        dim, hidden=16, depth=2, time_dependent=True, periodic=[True] + [False] * (dim - 1)
+    ).to(dtype)
+    x = torch.randn(6, dim, dtype=dtype)
+    t = torch.rand(6, dtype=dtype)
+    monkeypatch.setattr(divfree, "_HESSIAN_JETS_MAX_DIM", 100)
+    forward_only = model(t, x)
+    monkeypatch.setattr(divfree, "_HESSIAN_JETS_MAX_DIM", 0)
+    torch.testing.assert_close(forward_only, model(t, x))
