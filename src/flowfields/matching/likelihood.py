@@ -121,8 +121,8 @@ def bits_per_dim(
             broadcastable to one example's shape).
         batch_size: examples per call to ``model.log_prob``.
         generator: torch generator for the dequantization noise.
-        dtype: floating dtype fed to the model (default: the model's parameter dtype, else
-            the default dtype).
+        dtype: floating dtype fed to the model (default: the dtype of the model's first
+            parameter, else of its first floating buffer, else torch's default dtype).
         **log_prob_kwargs: passed to ``model.log_prob`` (e.g. ``estimator="hutchinson"``).
 
     Returns:
@@ -135,8 +135,11 @@ def bits_per_dim(
     check(isinstance(K, int) and not isinstance(K, bool) and K >= 1, "K", K, "an integer >= 1")
     check(isinstance(batch_size, int) and batch_size >= 1, "batch_size", batch_size, "int >= 1")
     if dtype is None:
-        params = getattr(model, "parameters", None)
-        ref = next(iter(params()), None) if callable(params) else None
+        ref = None
+        if isinstance(model, torch.nn.Module):
+            ref = next(iter(model.parameters()), None)
+            if ref is None:
+                ref = next((b for b in model.buffers() if b.is_floating_point()), None)
         dtype = ref.dtype if ref is not None else torch.get_default_dtype()
     event = tuple(x_int.shape[1:])
     D = math.prod(event)
