@@ -95,7 +95,7 @@ class Config:
 
     @classmethod
     def full(cls) -> Config:
-        """25³ grid (15,625 + 31,250 solves) and 8 starts x 100 steps: ~15 min on one CPU core."""
+        """25³ grid (15,625 + 31,250 solves) and 8 starts x 100 steps: ~4 min on one CPU core."""
         return cls(grid_points=25, ga_starts=8, ga_steps=100, scan_points=101, timing_reps=50)
 
 

@@ -203,12 +203,14 @@ def _dense_solvers(
 ) -> tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]:
     """Dense LU of the augmented matrices of (B, n, n) ``Ld``: (fwd, adj) acting on (B, n).
 
+    ``Ld`` must be a fresh matrix (no autograd): its row 0 is overwritten.
+
     A Lindbladian preserves Hermiticity, so in an orthonormal basis of Hermitian matrices the
     augmented matrix is real (``A = M^H A_r M``, ``M`` unitary and sparse): the LU is done in
     real arithmetic (about 4x fewer flops than complex). Only for Lindbladians (the imaginary
     part of ``M A M^H`` is dropped: it vanishes for Hermiticity-preserving generators).
     """
-    A = Ld.clone() if Ld.is_contiguous() else Ld.contiguous()
+    A = Ld if Ld.is_contiguous() else Ld.contiguous()  # a fresh matrix: overwritten in place
     A[..., 0, :] = _trace_row(d, Ld.dtype, Ld.device)  # no autograd here: plain in-place copy
     P, Q = _pair_indices(d)
     Ar = _real_coordinates(A, d)
