@@ -64,6 +64,18 @@ def test_exact_divergence_equals_brute_force_trace(mode: str, dim: int) -> None:
     torch.testing.assert_close(div, _brute_force_divergence(field, t, x), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("mode", ["reverse", "forward"])
+def test_chunked_exact_divergence_matches_unchunked(mode: str) -> None:
+    field = _Field(5)
+    x = torch.randn(6, 5, dtype=F64)
+    _, full = divergence_exact(field, 0.4, x, mode=mode)
+    _, chunked = divergence_exact(field, 0.4, x, mode=mode, chunk_size=2)
+    torch.testing.assert_close(chunked, full, rtol=1e-13, atol=1e-13)
+    dyn = AugmentedDynamics(field, mode=mode, chunk_size=2)
+    _, minus_div = dyn(torch.tensor(0.4, dtype=F64), (x, torch.zeros(6, dtype=F64)))
+    torch.testing.assert_close(minus_div, -full, rtol=1e-13, atol=1e-13)
+
+
 def test_exact_divergence_of_linear_field_is_trace() -> None:
     a = torch.randn(4, 4, dtype=F64)
     x = torch.randn(3, 4, dtype=F64)

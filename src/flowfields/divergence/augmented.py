@@ -53,6 +53,8 @@ class AugmentedDynamics(nn.Module):
         probe_kind: "rademacher" or "gaussian".
         generator: torch.Generator for drawn probes.
         mode: exact-divergence mode (see :func:`divergence_exact`).
+        chunk_size: basis directions per vmapped batch in the exact "reverse"/"forward"
+            modes (bounds memory for large ``D``, e.g. images).
 
     Example:
         >>> dyn = AugmentedDynamics(v, estimator="exact")
@@ -69,6 +71,7 @@ class AugmentedDynamics(nn.Module):
         probe_kind: Literal["rademacher", "gaussian"] = "rademacher",
         generator: torch.Generator | None = None,
         mode: Literal["auto", "reverse", "forward", "loop"] = "auto",
+        chunk_size: int | None = None,
     ) -> None:
         super().__init__()
         check(callable(v), "v", v, "a callable v(t, x)")
@@ -90,6 +93,7 @@ class AugmentedDynamics(nn.Module):
         self.probe_kind = probe_kind
         self.generator = generator
         self.mode = mode
+        self.chunk_size = chunk_size
         self._user_probe = probe is not None
 
     def reset_probe(self, probe: Tensor | None = None) -> None:
@@ -114,7 +118,7 @@ class AugmentedDynamics(nn.Module):
             )
         x, log_p = state
         if self.estimator == "exact":
-            v_tx, div = divergence_exact(self.v, t, x, mode=self.mode)
+            v_tx, div = divergence_exact(self.v, t, x, mode=self.mode, chunk_size=self.chunk_size)
         else:
             if self.probe is None:
                 self.probe = sample_probe(x, self.probe_kind, self.generator)
