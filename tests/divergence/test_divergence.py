@@ -15,6 +15,8 @@ from flowfields.divergence import (
     AugmentedDynamics,
     divergence_exact,
     divergence_hutchinson,
+    divergence_hutchpp,
+    sample_hutchpp_probes,
     sample_probe,
 )
 from flowfields.errors import FlowfieldsError
@@ -307,3 +309,48 @@ def test_cnf_log_prob_on_device_and_dtype(device: torch.device, dtype: torch.dty
         assert z.device == x_1.device and z.dtype == dtype
         log_p1 = -0.5 * (z**2).sum(1) - math.log(2 * math.pi) - dlog
         np.testing.assert_allclose(log_p1.double().cpu().numpy(), ref, rtol=10 * tol, atol=10 * tol)
+
+
+def test_hutchpp_is_exact_once_the_sketch_spans_the_space() -> None:
+    field = _Field(4)
+    x = torch.randn(5, 4, dtype=F64)
+    _, exact = divergence_exact(field, 0.3, x)
+    _, est = divergence_hutchpp(field, 0.3, x, sample_hutchpp_probes(x, 4))
+    torch.testing.assert_close(est, exact, rtol=1e-10, atol=1e-10)
+
+
+def test_hutchpp_unbiased_and_lower_variance_on_a_decaying_spectrum() -> None:
+    """Linear field with symmetric A of spectrum 10, 3, 1, 0.3, 0.1, 0.03 (fast decay).
+
+    Mean of N = 3000 Hutch++ estimates (k = 2, 6 products) within 4 SE of tr(A) (two-sided
+    false-alarm 6.3e-5); its variance is below that of Hutchinson averaged over the same 6
+    products (the sketch takes most of the top of the spectrum exactly). Measured: 6x lower;
+    the test asks for 2x, far outside the sampling error of a variance with N = 3000
+    (relative SE about 2.6%)."""
+    gen = torch.Generator().manual_seed(5)
+    u, _ = torch.linalg.qr(torch.randn(6, 6, generator=gen, dtype=F64))
+    a = u @ torch.diag(torch.tensor([10, 3, 1, 0.3, 0.1, 0.03], dtype=F64)) @ u.T
+    n = 3000
+    x = torch.randn(n, 6, generator=gen, dtype=F64)
+    field = lambda t, y: y @ a.T  # noqa: E731
+    _, pp = divergence_hutchpp(field, 0.0, x, sample_hutchpp_probes(x, 2, generator=gen))
+    trace = float(torch.trace(a))
+    assert abs(float(pp.mean()) - trace) < 4 * float(pp.std()) / math.sqrt(n)
+    hutch = torch.stack(
+        [divergence_hutchinson(field, 0.0, x, sample_probe(x, generator=gen))[1] for _ in range(6)]
+    ).mean(0)
+    assert float(pp.var()) * 2 < float(hutch.var())
+
+
+def test_hutchpp_gradcheck_and_augmented_linear_flow() -> None:
+    field = _Field(3, hidden=6)
+    x = torch.randn(2, 3, dtype=F64, requires_grad=True)
+    probes = sample_hutchpp_probes(x.detach(), 1, "gaussian")
+    assert torch.autograd.gradcheck(lambda y: divergence_hutchpp(field, 0.1, y, probes)[1], (x,))
+    a = torch.randn(3, 3, dtype=F64)
+    dyn = AugmentedDynamics(lambda t, y: y @ a.T, estimator="hutch++", hutchpp_k=3)
+    sol = odeint(dyn, (x.detach(), torch.zeros(2, dtype=F64)), torch.tensor([0.0, 0.8]))
+    expected = torch.full((2,), -0.8 * float(torch.trace(a)), dtype=F64)
+    torch.testing.assert_close(sol.x_final[1], expected, rtol=1e-8, atol=1e-8)
+    with pytest.raises(FlowfieldsError, match="probes"):
+        divergence_hutchpp(field, 0.1, x, (torch.ones(2, 3), torch.ones(2, 3)))

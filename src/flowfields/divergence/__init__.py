@@ -2,6 +2,7 @@
 
 - :func:`divergence_exact`: exact, through batched Jacobian products (torch.func).
 - :func:`divergence_hutchinson` with :func:`sample_probe`: Hutchinson's unbiased estimate.
+- :func:`divergence_hutchpp` with :func:`sample_hutchpp_probes`: Hutch++ (lower variance).
 - :class:`AugmentedDynamics`: ``(t, (x, log_p)) -> (v, -div v)`` for
   :func:`flowfields.integrate.odeint`.
 """
@@ -14,6 +15,8 @@ from flowfields.divergence.estimators import (
     PROBE_KINDS,
     divergence_exact,
     divergence_hutchinson,
+    divergence_hutchpp,
+    sample_hutchpp_probes,
     sample_probe,
 )
 
@@ -24,5 +27,7 @@ __all__ = [
     "AugmentedDynamics",
     "divergence_exact",
     "divergence_hutchinson",
+    "divergence_hutchpp",
+    "sample_hutchpp_probes",
     "sample_probe",
 ]

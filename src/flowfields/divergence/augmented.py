@@ -13,7 +13,7 @@ A CNF's ``log_prob`` (flowfields convention: noise at t = 0, data at t = 1) inte
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -22,6 +22,8 @@ from flowfields.divergence.estimators import (
     PROBE_KINDS,
     divergence_exact,
     divergence_hutchinson,
+    divergence_hutchpp,
+    sample_hutchpp_probes,
     sample_probe,
 )
 from flowfields.errors import FlowfieldsError, check
@@ -29,7 +31,7 @@ from flowfields.errors import FlowfieldsError, check
 __all__ = ["ESTIMATORS", "AugmentedDynamics"]
 
 #: Divergence estimators AugmentedDynamics offers.
-ESTIMATORS: tuple[str, ...] = ("exact", "hutchinson")
+ESTIMATORS: tuple[str, ...] = ("exact", "hutchinson", "hutch++")
 
 
 class AugmentedDynamics(nn.Module):
@@ -45,16 +47,19 @@ class AugmentedDynamics(nn.Module):
 
     Args:
         v: vector field ``v(t, x)``, ``(B, D) -> (B, D)``.
-        estimator: "exact" (``D`` products, see :func:`divergence_exact`) or "hutchinson"
-            (one product with a probe held fixed over the solve).
-        probe: the Hutchinson probe, shape ``(B, D)``. If None, one is drawn (of kind
-            ``probe_kind``, from ``generator``) at the first evaluation and kept until
-            :meth:`reset_probe`; call that before each new solve.
+        estimator: "exact" (``D`` products, see :func:`divergence_exact`), "hutchinson"
+            (one product with a probe held fixed over the solve) or "hutch++" (``3k``
+            products, see :func:`divergence_hutchpp`, probes held fixed).
+        probe: the Hutchinson probe, shape ``(B, D)`` (for "hutch++": the pair ``(S, G)``
+            of shape ``(B, D, k)`` each). If None, one is drawn (of kind ``probe_kind``,
+            from ``generator``) at the first evaluation and kept until :meth:`reset_probe`;
+            call that before each new solve.
         probe_kind: "rademacher" or "gaussian".
         generator: torch.Generator for drawn probes.
         mode: exact-divergence mode (see :func:`divergence_exact`).
         chunk_size: basis directions per vmapped batch in the exact "reverse"/"forward"
             modes (bounds memory for large ``D``, e.g. images).
+        hutchpp_k: sketch size ``k`` of drawn Hutch++ probes.
 
     Example:
         >>> dyn = AugmentedDynamics(v, estimator="exact")
@@ -65,19 +70,27 @@ class AugmentedDynamics(nn.Module):
     def __init__(
         self,
         v: Callable[[Tensor, Tensor], Tensor],
-        estimator: Literal["exact", "hutchinson"] = "exact",
-        probe: Tensor | None = None,
+        estimator: Literal["exact", "hutchinson", "hutch++"] = "exact",
+        probe: Tensor | tuple[Tensor, Tensor] | None = None,
         *,
         probe_kind: Literal["rademacher", "gaussian"] = "rademacher",
         generator: torch.Generator | None = None,
         mode: Literal["auto", "reverse", "forward", "loop"] = "auto",
         chunk_size: int | None = None,
+        hutchpp_k: int = 2,
     ) -> None:
         super().__init__()
         check(callable(v), "v", v, "a callable v(t, x)")
         check(estimator in ESTIMATORS, "estimator", estimator, f"one of: {', '.join(ESTIMATORS)}")
         check(probe_kind in PROBE_KINDS, "probe_kind", probe_kind, f"one of {PROBE_KINDS}")
-        if probe is not None:
+        if probe is not None and estimator == "hutch++":
+            check(
+                isinstance(probe, (tuple, list)) and len(probe) == 2,
+                "probe",
+                probe,
+                "a pair (S, G) of tensors of shape (batch, dim, k) for Hutch++",
+            )
+        elif probe is not None:
             check(
                 isinstance(probe, Tensor) and probe.ndim == 2,
                 "probe",
@@ -94,12 +107,21 @@ class AugmentedDynamics(nn.Module):
         self.generator = generator
         self.mode = mode
         self.chunk_size = chunk_size
+        self.hutchpp_k = hutchpp_k
         self._user_probe = probe is not None
 
-    def reset_probe(self, probe: Tensor | None = None) -> None:
+    def reset_probe(self, probe: Tensor | tuple[Tensor, Tensor] | None = None) -> None:
         """Forget the current probe (a new one is drawn at the next call) or set ``probe``."""
         self.probe = probe
         self._user_probe = probe is not None
+
+    @staticmethod
+    def _check_probe_batch(shape: Any, x: Tensor) -> None:
+        if tuple(shape) != tuple(x.shape):
+            raise FlowfieldsError(
+                f"probe: got leading shape {tuple(shape)}, expected {tuple(x.shape)} "
+                "(the state's shape). Call reset_probe() before solving a new batch."
+            )
 
     def forward(self, t: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
         """Evaluate the augmented field.
@@ -119,13 +141,16 @@ class AugmentedDynamics(nn.Module):
         x, log_p = state
         if self.estimator == "exact":
             v_tx, div = divergence_exact(self.v, t, x, mode=self.mode, chunk_size=self.chunk_size)
-        else:
+        elif self.estimator == "hutchinson":
             if self.probe is None:
                 self.probe = sample_probe(x, self.probe_kind, self.generator)
-            elif self.probe.shape != x.shape:
-                raise FlowfieldsError(
-                    f"probe: got shape {tuple(self.probe.shape)}, expected {tuple(x.shape)} "
-                    "(the state's shape). Call reset_probe() before solving a new batch."
-                )
+            self._check_probe_batch(self.probe.shape[:2], x)
             v_tx, div = divergence_hutchinson(self.v, t, x, self.probe)
+        else:
+            if self.probe is None:
+                self.probe = sample_hutchpp_probes(
+                    x, self.hutchpp_k, self.probe_kind, self.generator
+                )
+            self._check_probe_batch(self.probe[0].shape[:2], x)
+            v_tx, div = divergence_hutchpp(self.v, t, x, self.probe)
         return v_tx, (-div).to(log_p.dtype)
