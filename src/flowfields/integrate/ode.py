@@ -345,7 +345,8 @@ def odeint(
             opts.setdefault("first_step", float(step_size))
         # Step onto every requested time (torchdiffeq otherwise reports low-order interpolants,
         # even at the final time when the last step overshoots it).
-        opts.setdefault("step_t", t64)
+        if "step_t" not in opts and "jump_t" not in opts:
+            opts["step_t"] = t64
 
     counter = _Counter()
     y0 = tuple(parts) if is_tuple else parts[0]
