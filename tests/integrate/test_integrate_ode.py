@@ -263,6 +263,8 @@ def test_gradcheck_through_odeint() -> None:
         ({"x_0": (torch.ones(2), torch.ones(2, dtype=F64))}, "dtype"),
         ({"x_0": "abc"}, "x_0"),
         ({"rtol": -1.0}, "rtol"),
+        ({"options": {"jump_t": "abc"}}, "jump_t"),
+        ({"options": {"step_t": [0.5, float("nan")]}}, "step_t"),
     ],
 )
 def test_bad_input_raises_flowfields_error(kwargs: dict, fragment: str) -> None:
@@ -273,3 +275,46 @@ def test_bad_input_raises_flowfields_error(kwargs: dict, fragment: str) -> None:
         odeint(lambda s, x: x, x_0, t, **args)
     if "method" in kwargs and kwargs["method"] not in SOLVERS:
         assert "dopri5" in str(info.value) and "euler" in str(info.value)
+
+
+@pytest.mark.parametrize("backward", [False, True])
+def test_adaptive_jump_t_on_a_requested_time_steps_onto_every_requested_time(
+    backward: bool,
+) -> None:
+    """``options={"jump_t": ...}`` with a jump at a requested time: solved, exact, on-grid.
+
+    x' = a(t) x with a = -1 before t = 0.5 and +2 after, so x(t) = x_0 e^{-t} up to 0.5 and
+    x_0 e^{-0.5} e^{2 (t - 0.5)} after it. The jump sits on a requested time, which torchdiffeq
+    refuses when it is also in ``step_t``; every other requested time must still be a solver
+    step, not an interpolant. Backward in time, a list ``jump_t`` must still be honoured.
+    """
+    t = torch.tensor([0.0, 0.25, 0.5, 0.8, 1.0], dtype=F64)
+    if backward:
+        t = t.flip(0)
+    x_0 = torch.tensor([1.0, -0.5], dtype=F64)
+    called: list[float] = []
+
+    def v(s: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        called.append(float(s))
+        return (-1.0 if float(s) < 0.5 else 2.0) * x
+
+    def exact(s: float, s0: float) -> float:
+        # log x(s) - log x(0) for the piecewise-constant rate, then shift to start at s0
+        def log_growth(u: float) -> float:
+            return -u if u <= 0.5 else -0.5 + 2.0 * (u - 0.5)
+
+        return math.exp(log_growth(s) - log_growth(s0))
+
+    sol = odeint(v, x_0, t, method="dopri5", rtol=1e-10, atol=1e-10, options={"jump_t": [0.5]})
+    s0 = float(t[0])
+    expected = torch.stack([x_0 * exact(float(s), s0) for s in t])
+    torch.testing.assert_close(sol.x, expected, rtol=1e-8, atol=1e-10)
+    assert sol.nfe == len(called)
+    # torchdiffeq evaluates a step's last stage a float64 ulp inside the step; an interpolated
+    # output time is evaluated neither there nor at the time itself.
+    for s in t[1:].tolist():
+        near = {s, math.nextafter(s, -math.inf), math.nextafter(s, math.inf)}
+        assert near & set(called), f"requested time {s} was interpolated, not stepped onto"
+    # The jump is honoured in both directions: the field is evaluated on both sides of 0.5
+    # within one ulp (torchdiffeq ignores a list of jump times that it does not negate).
+    assert math.nextafter(0.5, -math.inf) in called and math.nextafter(0.5, math.inf) in called

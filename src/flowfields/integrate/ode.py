@@ -11,10 +11,11 @@ float64 while the state keeps its own dtype, and counts the evaluations of the v
 actually made (NFE), including the adjoint's backward solve when ``adjoint=True``.
 
 Every requested output time is a solver step, not an interpolant: adaptive methods are told
-to step onto them (torchdiffeq's ``step_t`` option), and fixed-step methods hit them exactly:
-each interval ``[t_i, t_{i+1}]`` is split into ``ceil(|t_{i+1} - t_i| / step_size)`` equal
-steps (no interpolation, no ragged last step), so the NFE of a fixed-step solve is
-``steps * SOLVERS[method].stages``.
+to step onto them (torchdiffeq's ``step_t`` option, less any times the caller passes as
+discontinuities in ``jump_t``, which are stepped onto as well), and fixed-step methods hit
+them exactly: each interval ``[t_i, t_{i+1}]`` is split into
+``ceil(|t_{i+1} - t_i| / step_size)`` equal steps (no interpolation, no ragged last step), so
+the NFE of a fixed-step solve is ``steps * SOLVERS[method].stages``.
 
 Example:
     >>> import torch
@@ -344,9 +345,19 @@ def odeint(
         if step_size is not None:
             opts.setdefault("first_step", float(step_size))
         # Step onto every requested time (torchdiffeq otherwise reports low-order interpolants,
-        # even at the final time when the last step overshoots it).
-        if "step_t" not in opts and "jump_t" not in opts:
-            opts["step_t"] = t64
+        # even at the final time when the last step overshoots it). Times the caller lists in
+        # ``jump_t`` are stepped onto anyway, and torchdiffeq refuses a time in both lists.
+        # Both become tensors: torchdiffeq negates them for decreasing ``t`` only when they
+        # are tensors, and silently ignores a list of times that it did not negate.
+        for key in ("step_t", "jump_t"):
+            if key in opts:
+                opts[key] = _as_option_times(opts[key], key, t64)
+        if "step_t" not in opts:
+            step_t = t64
+            if "jump_t" in opts:
+                step_t = t64[~torch.isin(t64, opts["jump_t"])]
+            if step_t.numel() > 0:
+                opts["step_t"] = step_t
 
     counter = _Counter()
     y0 = tuple(parts) if is_tuple else parts[0]
@@ -387,6 +398,18 @@ def odeint(
         method=method,
         _counter=counter,
     )
+
+
+def _as_option_times(value: Any, key: str, t64: Tensor) -> Tensor:
+    """``options[key]`` (``step_t`` or ``jump_t``) as a finite 1-D tensor like ``t64``."""
+    try:
+        times = torch.as_tensor(value, dtype=t64.dtype, device=t64.device).reshape(-1)
+    except (TypeError, ValueError, RuntimeError):
+        raise FlowfieldsError(
+            f"options[{key!r}]: got {describe(value)}, expected a 1-D tensor or list of times."
+        ) from None
+    check(bool(torch.isfinite(times).all()), f"options[{key!r}]", value, "finite times")
+    return times
 
 
 def _make_grid_constructor(grid: Tensor, t64: Tensor) -> Callable[..., Tensor]:
