@@ -120,3 +120,26 @@ def test_fluid_model_rejects_unknown_method():
 
     with pytest.raises(FlowfieldsError, match="method"):
         conservation_fluid.FluidModel("spectral")
+
+
+def test_fluid_methods_train_on_identical_collocation_points(tmp_path, monkeypatch):
+    """Fair comparison: step k of the NCL and step k of the PINN see the same batch."""
+    seen: dict[str, list[torch.Tensor]] = {"ncl": [], "pinn": []}
+    original = conservation_fluid._loss
+
+    def recording(model, cfg, points):
+        seen[model.method].append(
+            torch.cat([points["t"], points["x"].flatten(), points["x0"].flatten()])
+        )
+        return original(model, cfg, points)
+
+    monkeypatch.setattr(conservation_fluid, "_loss", recording)
+    cfg = conservation_fluid.Config(
+        budget_s=0.6, eval_every_s=10.0, batch=16, ic_batch=8, hidden=8, depth=1, grid=4
+    )
+    conservation_fluid.run(cfg, tmp_path, progress=False)
+    n = min(len(seen["ncl"]), len(seen["pinn"]))
+    assert n >= 2
+    for a, b in zip(seen["ncl"][:n], seen["pinn"][:n], strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert (seen["ncl"][0] - seen["ncl"][1]).abs().max() > 0  # fresh points every step

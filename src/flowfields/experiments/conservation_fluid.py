@@ -14,8 +14,11 @@ condition ``u(0, ·) = u_0``:
 - **PINN**: ``u`` a plain MLP on the same periodic features, with a penalty ``λ (div u)²``.
 
 They train interleaved step by step on the same wall-clock budget (each method's own step
-times are summed), and are evaluated on a grid: relative L2 velocity error against the exact
-solution, and the divergence each leaves. The time to reach given error levels is reported too.
+times are summed), with the same width, optimizer and learning rate, and the same collocation
+points: step k of either method draws its points from its own generator seeded alike, so both
+see the identical sequence of batches. They are evaluated on a grid: relative L2 velocity error
+against the exact solution, and the divergence each leaves. The time to reach given error
+levels is reported too.
 """
 
 from __future__ import annotations
@@ -38,7 +41,10 @@ __all__ = [
     "PAPER",
     "Config",
     "FluidModel",
+    "collocation_points",
+    "evaluate",
     "load_model",
+    "momentum_residual",
     "run",
     "taylor_green",
 ]
@@ -192,15 +198,20 @@ class Config:
         return cls(budget_s=600.0, batch=1024, ic_batch=512, hidden=128, eval_every_s=30.0)
 
 
+def _device(model: FluidModel) -> torch.device:
+    return next(model.parameters()).device
+
+
 def evaluate(model: FluidModel, cfg: Config) -> dict[str, float]:
     """Relative L2 velocity error and mean |div u| over the grid at cfg.eval_times."""
-    g = torch.arange(cfg.grid, dtype=torch.float32) * (2 * math.pi / cfg.grid)
+    dev = _device(model)
+    g = torch.arange(cfg.grid, dtype=torch.float32, device=dev) * (2 * math.pi / cfg.grid)
     xx, yy = torch.meshgrid(g, g, indexing="ij")
     pts = torch.stack([xx.flatten(), yy.flatten()], -1)
     num = den = div_sum = 0.0
     for t in cfg.eval_times:
-        tt = torch.full((pts.shape[0],), float(t))
-        basis = torch.eye(2).unsqueeze(1).expand(2, pts.shape[0], 2)
+        tt = torch.full((pts.shape[0],), float(t), device=dev)
+        basis = torch.eye(2, device=dev).unsqueeze(1).expand(2, pts.shape[0], 2)
         with torch.no_grad():
             u = model.velocity(tt, pts)
             du = vmap(lambda e, tt=tt: jvp(lambda y: model.velocity(tt, y), (pts,), (e,))[1])(basis)
@@ -211,13 +222,25 @@ def evaluate(model: FluidModel, cfg: Config) -> dict[str, float]:
     return {"rel_l2": math.sqrt(num / den), "mean_abs_div": div_sum / len(cfg.eval_times)}
 
 
-def _loss(model: FluidModel, cfg: Config) -> Tensor:
-    t = cfg.t_max * torch.rand(cfg.batch)
-    x = 2 * math.pi * torch.rand(cfg.batch, 2)
+def collocation_points(
+    cfg: Config, generator: torch.Generator, device: torch.device | str = "cpu"
+) -> dict[str, Tensor]:
+    """One training batch: times t (batch,), points x (batch, 2), initial points x0 (ic_batch, 2).
+
+    Drawn on the CPU from ``generator`` (then moved), so two generators seeded alike give both
+    methods the identical sequence of batches on any device.
+    """
+    t = cfg.t_max * torch.rand(cfg.batch, generator=generator)
+    x = 2 * math.pi * torch.rand(cfg.batch, 2, generator=generator)
+    x0 = 2 * math.pi * torch.rand(cfg.ic_batch, 2, generator=generator)
+    return {"t": t.to(device), "x": x.to(device), "x0": x0.to(device)}
+
+
+def _loss(model: FluidModel, cfg: Config, points: dict[str, Tensor]) -> Tensor:
+    t, x, x0 = points["t"], points["x"], points["x0"]
     out = momentum_residual(model, t, x, cfg.nu)
     loss = (out["residual"] ** 2).sum(-1).mean()
-    x0 = 2 * math.pi * torch.rand(cfg.ic_batch, 2)
-    t0 = torch.zeros(cfg.ic_batch)
+    t0 = torch.zeros_like(x0[:, 0])
     u0, _ = taylor_green(t0, x0, cfg.nu)
     loss = loss + cfg.ic_weight * ((model.velocity(t0, x0) - u0) ** 2).sum(-1).mean()
     if model.method == "pinn":
@@ -244,6 +267,8 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False, progress: bool = Tr
         m: FluidModel(m, cfg.hidden, cfg.depth, cfg.n_frequencies).to(cfg.device) for m in METHODS
     }
     opts = {m: torch.optim.Adam(models[m].parameters(), lr=cfg.lr) for m in METHODS}
+    # same seed for both: step k of the NCL and step k of the PINN see the same points
+    gens = {m: torch.Generator().manual_seed(cfg.seed + 7919) for m in METHODS}
     spent = dict.fromkeys(METHODS, 0.0)
     steps = dict.fromkeys(METHODS, 0)
     curves: dict[str, list[tuple[float, int, float, float]]] = {m: [] for m in METHODS}
@@ -253,6 +278,8 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False, progress: bool = Tr
             models[m].load_state_dict(state["models"][m])
             opts[m].load_state_dict(state["optimizers"][m])
         spent, steps = state["spent"], state["steps"]
+        for m in METHODS:
+            gens[m].set_state(state["generators"][m])
         curves = {m: [tuple(c) for c in state["curves"][m]] for m in METHODS}
     next_eval = dict.fromkeys(METHODS, 0.0)
     for m in METHODS:
@@ -271,7 +298,7 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False, progress: bool = Tr
                 next_eval[m] = spent[m] + cfg.eval_every_s
             t0 = time.perf_counter()
             opts[m].zero_grad(set_to_none=True)
-            loss = _loss(models[m], cfg)
+            loss = _loss(models[m], cfg, collocation_points(cfg, gens[m], cfg.device))
             loss.backward()
             opts[m].step()
             dt = time.perf_counter() - t0
@@ -283,13 +310,13 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False, progress: bool = Tr
 
                 raise NonFiniteLossError(f"{m}: non-finite loss", step=steps[m])
         if time.perf_counter() - last_save > 30.0:
-            _save(ckpt_path, cfg, models, opts, spent, steps, curves)
+            _save(ckpt_path, cfg, models, opts, gens, spent, steps, curves)
             last_save = time.perf_counter()
     bar.close()
     final = {m: evaluate(models[m], cfg) for m in METHODS}
     for m in METHODS:
         curves[m].append((spent[m], steps[m], final[m]["rel_l2"], final[m]["mean_abs_div"]))
-    _save(ckpt_path, cfg, models, opts, spent, steps, curves)
+    _save(ckpt_path, cfg, models, opts, gens, spent, steps, curves)
 
     metrics: dict[str, float | int | str] = {}
     rows = []
@@ -321,7 +348,8 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False, progress: bool = Tr
             measured=ratio,
             threshold="ncl/pinn velocity error < 1",
             holds=ratio < 1.0,
-            note=f"{cfg.budget_s:.0f} s each on this machine, interleaved; NCL "
+            note=f"{cfg.budget_s:.0f} s each on this machine, interleaved; same width "
+            f"({cfg.hidden}x{cfg.depth}), Adam lr {cfg.lr:g}, identical collocation points; NCL "
             f"{steps['ncl']} steps, PINN {steps['pinn']} steps; ν = {cfg.nu}, t in "
             f"[0, {cfg.t_max}]. Timings are noisy on a shared machine.",
         ),
@@ -357,6 +385,7 @@ def _save(
     cfg: Config,
     models: dict[str, FluidModel],
     opts: dict[str, Any],
+    gens: dict[str, torch.Generator],
     spent: dict[str, float],
     steps: dict[str, int],
     curves: dict[str, list[Any]],
@@ -367,6 +396,7 @@ def _save(
             "config": asdict(cfg),
             "models": {m: models[m].state_dict() for m in METHODS},
             "optimizers": {m: opts[m].state_dict() for m in METHODS},
+            "generators": {m: gens[m].get_state() for m in METHODS},
             "spent": spent,
             "steps": steps,
             "curves": curves,
@@ -413,7 +443,9 @@ def _plot_fields(models: dict[str, FluidModel], cfg: Config, path: Path, plt: An
     fig, axes = plt.subplots(1, 3, figsize=(12, 4))
     panels = [(ref, "exact")]
     with torch.no_grad():
-        panels += [(models[m].velocity(t, pts), m) for m in METHODS]
+        for m in METHODS:
+            dev = _device(models[m])
+            panels.append((models[m].velocity(t.to(dev), pts.to(dev)).cpu(), m))
     for ax, (u, title) in zip(axes, panels, strict=True):
         err = (u - ref).norm(dim=-1).reshape(n, n)
         ax.imshow(err.T.numpy(), origin="lower", extent=[0, 2 * math.pi, 0, 2 * math.pi])
