@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m benchmarks.run_all [--quick] [NAME ...]
+    python -m benchmarks.run_all [--quick] [--assemble-only] [NAME ...]
 
 Each ``benchmarks/bench_<name>.py`` writes ``benchmarks/results/<name>.md``; this script runs
 them one after another (never in parallel: they time things) and concatenates the results,
@@ -47,9 +47,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("names", nargs="*", default=list(BENCHES))
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--assemble-only",
+        action="store_true",
+        help="only rebuild BENCHMARKS.md from the existing benchmarks/results/*.md",
+    )
     args = parser.parse_args(argv)
     failed = []
-    for name in args.names:
+    for name in [] if args.assemble_only else args.names:
         cmd = [sys.executable, "-m", f"benchmarks.bench_{name}"]
         cmd += ["--quick"] if args.quick else []
         print("$", " ".join(cmd), flush=True)
