@@ -33,13 +33,21 @@ the command that produced it and the machine it ran on. Regenerate everything wi
 """
 
 
+def _as_section(text: str) -> str:
+    """A result file's text with its headings demoted so that its title is level 2."""
+    lines = text.strip().splitlines()
+    if lines and lines[0].startswith("# "):
+        lines = ["#" + line if line.startswith("#") else line for line in lines]
+    return "\n".join(lines) + "\n"
+
+
 def assemble() -> str:
     """BENCHMARKS.md text from the per-benchmark result files present."""
     parts = [HEADER]
     for name in BENCHES:
         path = RESULTS / f"{name}.md"
         if path.exists():
-            parts.append(path.read_text().strip() + "\n")
+            parts.append(_as_section(path.read_text()))
     return "\n".join(parts)
 
 
