@@ -158,7 +158,8 @@ def test_spacetime_model_continuity_both_constructions(dtype):
         )
 
 
-def test_mass_constant_on_torus_not_on_the_plane():
+@pytest.mark.parametrize("construction", ["matrix", "vector"])
+def test_mass_constant_on_torus_not_on_the_plane(construction):
     """Periodic space-time model: ∫_torus ρ dx constant in t; the non-periodic one leaks."""
     torch.manual_seed(3)
     n = 48
@@ -174,10 +175,11 @@ def test_mass_constant_on_torus_not_on_the_plane():
             out.append(rho.mean().item() * (2 * math.pi) ** 2)  # spectrally accurate on a torus
         return out
 
-    torus = SpaceTimeDivFree(2, hidden=32, depth=2, periodic=True).double()
+    kw = dict(construction=construction, hidden=32, depth=2)
+    torus = SpaceTimeDivFree(2, periodic=True, **kw).double()
     m = masses(torus)
     assert max(m) - min(m) < 1e-9 * (1 + abs(m[0]))
-    plane = SpaceTimeDivFree(2, hidden=32, depth=2).double()
+    plane = SpaceTimeDivFree(2, **kw).double()
     m = masses(plane)
     assert max(m) - min(m) > 1e-3
 
@@ -250,3 +252,42 @@ def test_positive_model_velocity_is_a_cnf_reproducing_rho():
     assert model.correction is not None  # the learned div(ρA) flux is part of v here
     assert (ref - model.log_rho(0.0, x)).abs().max() > 0.1  # ρ really moves between 0 and 1
     torch.testing.assert_close(log_p, ref, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("d", [1, 3])
+def test_newtonian_potential_laplacian_integrates_to_one_in_1d_and_3d(d):
+    """Trapezoid quadrature of div ∇Φ_σ (autograd) over a box of ±8σ: total mass 1."""
+    sigma = 0.5
+    n = 321 if d == 1 else 41
+    g = torch.linspace(-4.0, 4.0, n, dtype=torch.float64)
+    pts = torch.stack(torch.meshgrid(*([g] * d), indexing="ij"), -1).reshape(-1, d)
+    lap = _laplacian_of_gradient(lambda z: gaussian_newtonian_grad(z, sigma), pts)
+    lap = lap.reshape(*([n] * d))
+    h = (g[1] - g[0]).item()
+    for _ in range(d):
+        lap = torch.trapezoid(lap, dx=h)
+    assert abs(lap.item() - 1.0) < 1e-6
+
+
+def test_more_bad_input_raises():
+    bad = torch.randn(4, 2, dtype=torch.float64)
+    bad[2, 1] = float("nan")
+    model = SpaceTimeDivFree(2, hidden=8, depth=1).double()
+    with pytest.raises(FlowfieldsError, match="x"):
+        continuity_residual(model.rho_flux, 0.5, bad)
+    with pytest.raises(FlowfieldsError, match="non-finite"):
+        model.rho_flux(0.5, bad)
+    with pytest.raises(FlowfieldsError, match="t"):
+        continuity_residual(model.rho_flux, torch.rand(3), torch.randn(4, 2))
+    hodge = HodgeDecomposition(2, hidden=8, depth=1).double()
+    with pytest.raises(FlowfieldsError, match="non-finite"):
+        hodge(bad)
+    with pytest.raises(FlowfieldsError, match="x"):
+        hodge(torch.randn(4, 3, dtype=torch.float64))
+    with pytest.raises(FlowfieldsError, match="field"):
+        hodge.loss(torch.randn(4, 2, dtype=torch.float64), torch.randn(4, 3))
+    flow = PositiveDensityFlux(2, n_components=2)
+    with pytest.raises(FlowfieldsError, match="x_0"):
+        flow.init_endpoints(torch.randn(8, 3), torch.randn(8, 2))
+    with pytest.raises(FlowfieldsError, match="x_1"):
+        flow.init_endpoints(torch.randn(8, 2), torch.full((8, 2), float("inf")))

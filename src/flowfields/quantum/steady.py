@@ -32,6 +32,9 @@ non-equilibrium steady states" (arXiv:2103.12604).
 
 from __future__ import annotations
 
+import functools
+import math
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -134,6 +137,12 @@ def _as_lindbladian_or_matrix(L: Any) -> Lindbladian | torch.Tensor:
 
 _S = 0.5**0.5
 
+#: Scratch buffers of the dense path are reused (per thread) up to this many float64 entries
+#: per buffer (4 MiB): fresh buffers of a few hundred KiB cost a page fault per 4 KiB on every
+#: call, which measured more than the LU itself at d = 16.
+_WORKSPACE_MAX = 1 << 19
+_local = threading.local()
+
 
 def _pair_indices(d: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Vec indices ``P`` of ρ[i, j] and ``Q`` of ρ[j, i] for all i < j (column stacking)."""
@@ -141,45 +150,108 @@ def _pair_indices(d: int) -> tuple[torch.Tensor, torch.Tensor]:
     return j * d + i, i * d + j
 
 
-def _real_coordinates(A: torch.Tensor, d: int) -> torch.Tensor:
-    """Real part of ``M A M^H`` for the unitary ``M`` taking vec(ρ) to coordinates in the
-    orthonormal basis {E_kk, (E_ij + E_ji)/√2, i(E_ij - E_ji)/√2} of Hermitian matrices.
+@functools.lru_cache(maxsize=16)
+def _basis_tables(
+    d: int, dtype: torch.dtype, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Constants of :func:`_real_generator` for dimension d (cached, read-only).
 
-    ``M = D₁ + D₂ T`` with ``T`` the transpose permutation (vec ρ -> vec ρ^T) and diagonal
-    ``D₁``, ``D₂`` whose entries are real or imaginary, so the product is formed from the real
-    and imaginary parts with strided copies and real multiply-adds (complex elementwise
-    arithmetic is several times slower on CPU).
+    Returns ``(cZr, cZtr, cZi, cZti)``, each (d, d, d, d) indexed ``[i, a, j, b]`` like the
+    Liouvillian's row ``i d + a`` and column ``j d + b``, and the vec indices ``(P, Q)``.
     """
-    n = d * d
+    idx = torch.arange(d, device=device)
+    i, a = idx[:, None], idx[None, :]
+    q = (i < a).to(dtype)  # Q positions: x = √2 Im of the upper element (own vec entry: -√2 Im)
+    nq = 1.0 - q
+    u = torch.where(i == a, 1.0, 2**0.5).to(dtype)  # row scale
+    v = torch.where(i == a, 0.5, _S).to(dtype)  # column scale
+    qr, nqr, ur = (t[:, :, None, None] for t in (q, nq, u))
+    qc, nqc, vc = (t[None, None, :, :] for t in (q, nq, v))
+    uv = ur * vc
+    tables = (
+        uv * (nqr * nqc + qr * qc),
+        uv * (nqr * nqc - qr * qc),
+        uv * (nqr * qc - qr * nqc),
+        -uv * (nqr * qc + qr * nqc),
+    )
     P, Q = _pair_indices(d)
-    f64 = A.real.dtype
-    a1 = torch.ones(n, dtype=f64, device=A.device)
-    a2 = torch.zeros(n, dtype=f64, device=A.device)
-    b1 = torch.zeros(n, dtype=f64, device=A.device)
-    b2 = torch.zeros(n, dtype=f64, device=A.device)
-    a1[P], a2[P] = _S, _S
-    a1[Q] = 0.0
-    b1[Q], b2[Q] = -_S, _S
-    lead = A.shape[:-2]
+    return (*(t.contiguous() for t in tables), P.to(device), Q.to(device))
 
-    def rows_T(X: torch.Tensor) -> torch.Tensor:
-        return X.reshape(*lead, d, d, n).transpose(-3, -2).reshape(*lead, n, n)
 
-    def cols_T(X: torch.Tensor) -> torch.Tensor:
-        return X.reshape(*lead, n, d, d).transpose(-2, -1).reshape(*lead, n, n)
+def _buffer(name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device):
+    """A reusable scratch tensor of this thread (fresh when larger than ``_WORKSPACE_MAX``)."""
+    numel = math.prod(shape)
+    if numel > _WORKSPACE_MAX or device.type != "cpu":
+        return torch.empty(shape, dtype=dtype, device=device)
+    cache = _local.__dict__.setdefault("buffers", {})
+    key = (name, dtype)
+    buf = cache.get(key)
+    if buf is None or buf.numel() < numel:
+        buf = cache[key] = torch.empty(numel, dtype=dtype, device=device)
+    return buf[:numel].view(shape)
 
-    # in-place multiply-adds: each fresh n x n buffer costs page faults on CPU
-    Are, Aim = A.real.contiguous(), A.imag.contiguous()
-    ATre, ATim = rows_T(Are), rows_T(Aim)
-    a1c, a2c, b1c, b2c = a1[:, None], a2[:, None], b1[:, None], b2[:, None]
-    # rows: Y = D₁ A + D₂ A_T with D₁ = a1 - i b1, D₂ = a2 - i b2
-    Yim = Aim.mul(a1c).addcmul_(ATim, a2c).addcmul_(Are, b1c, value=-1.0)
-    Yim.addcmul_(ATre, b2c, value=-1.0)
-    Yre = Are.mul_(a1c).addcmul_(ATre, a2c).addcmul_(Aim, b1c).addcmul_(ATim, b2c)
-    # columns: Re(Y D₁^* + Y_T D₂^*)
-    YTre, YTim = cols_T(Yre), cols_T(Yim)
-    out = Yre.mul_(a1).addcmul_(YTre, a2).addcmul_(Yim, b1, value=-1.0)
-    return out.addcmul_(YTim, b2, value=-1.0)
+
+def _real_generator(Lb: Lindbladian, shape: tuple[int, ...], *, scratch: bool) -> torch.Tensor:
+    """Augmented Lindbladian in the orthonormal Hermitian basis, as a real (B, d², d²) matrix.
+
+    The basis is {E_kk, (E_ij + E_ji)/√2, i(E_ij - E_ji)/√2} (i < j), laid out on the vec grid:
+    coordinate ``x[c]`` at vec index ``c`` of ρ[k, k] is ρ_kk, at that of an upper element ρ[i, j]
+    it is √2 Re ρ_ij, at that of the lower ρ[j, i] it is √2 Im ρ_ij. ``A_r = Re(M A M^H)`` with
+    ``M`` the unitary change of basis; a Lindbladian preserves Hermiticity, so ``M A M^H`` is real
+    and nothing is dropped. Row 0 (ρ_00) is the trace row (``Tr ρ = Σ_k x_kk``).
+
+    Assembled from ``(H, C, g)`` in real arithmetic without forming the complex ``d² x d²``
+    Liouvillian: with ``X[i, j, a, b] = Σ_k g_k conj(C_k)[i, j] C_k[a, b]`` (two real matrix
+    products of inner size 2K) plus the ``H_eff`` terms on two diagonals, the complex
+    Liouvillian is ``Z[i, a, j, b] = X[i, j, a, b]`` and its column-transposed copy
+    ``Zt[i, a, j, b] = X[i, b, a, j]`` (strided views of ``X``), and ``A_r`` is a fixed
+    elementwise combination of their real and imaginary parts (:func:`_basis_tables`).
+
+    Args:
+        Lb: the Lindbladian (read without autograd).
+        shape: its broadcast batch shape.
+        scratch: when True the result may live in this thread's reusable buffer (the caller
+            must be done with it before the next call); else a fresh tensor.
+    """
+    H, C, g = Lb.H.detach(), Lb.C.detach(), Lb.rates.detach()
+    d = H.shape[-1]
+    n = d * d
+    K = C.shape[-3]
+    B = math.prod(shape)
+    cdt = H.dtype
+    rdt = H.real.dtype
+    dev = H.device
+    H = H.expand(*shape, d, d).reshape(B, d, d)
+    C = C.expand(*shape, K, d, d).reshape(B, K, d, d)
+    g = g.to(rdt).expand(*shape, K).reshape(B, K)
+    Heff = H - 0.5j * torch.einsum("bk,bkji,bkjl->bil", g.to(cdt), C.conj(), C)
+    Xr = _buffer("Xr", (B, n, n), rdt, dev)
+    Xi = _buffer("Xi", (B, n, n), rdt, dev)
+    if K:
+        Cr, Ci = C.real.reshape(B, K, n), C.imag.reshape(B, K, n)
+        gCr, gCi = g[..., None] * Cr, g[..., None] * Ci
+        torch.matmul(torch.cat([gCr, gCi], 1).mT, torch.cat([Cr, Ci], 1), out=Xr)
+        torch.matmul(torch.cat([gCr, -gCi], 1).mT, torch.cat([Ci, Cr], 1), out=Xi)
+    else:
+        Xr.zero_()
+        Xi.zero_()
+    Xr4, Xi4 = Xr.view(B, d, d, d, d), Xi.view(B, d, d, d, d)
+    hr, hi = Heff.real[..., None], Heff.imag[..., None]
+    # -i (I ⊗ H_eff): δ_ij H_eff[a, b];  i (conj(H_eff) ⊗ I): conj(H_eff)[i, j] δ_ab
+    torch.diagonal(Xr4, dim1=1, dim2=2).add_(hi)
+    torch.diagonal(Xi4, dim1=1, dim2=2).sub_(hr)
+    torch.diagonal(Xr4, dim1=3, dim2=4).add_(hi)
+    torch.diagonal(Xi4, dim1=3, dim2=4).add_(hr)
+    cZr, cZtr, cZi, cZti, _, _ = _basis_tables(d, rdt, dev)
+    out = _buffer("Ar", (B, n, n), rdt, dev) if scratch else torch.empty(B, n, n, dtype=rdt)
+    out4 = out.view(B, d, d, d, d)
+    torch.mul(Xr4.permute(0, 1, 3, 2, 4), cZr, out=out4)
+    out4.addcmul_(Xr4.permute(0, 1, 3, 4, 2), cZtr)
+    out4.addcmul_(Xi4.permute(0, 1, 3, 2, 4), cZi)
+    out4.addcmul_(Xi4.permute(0, 1, 3, 4, 2), cZti)
+    out[:, 0, :] = 0.0
+    out[:, 0, :: d + 1] = 1.0  # trace row
+    return out
 
 
 def _M(v: torch.Tensor, P: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
@@ -199,25 +271,31 @@ def _MH(u: torch.Tensor, P: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
 
 
 def _dense_solvers(
-    Ld: torch.Tensor, d: int, singular_tol: float
+    Lb: Lindbladian, shape: tuple[int, ...], singular_tol: float, *, keep: bool
 ) -> tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]:
-    """Dense LU of the augmented matrices of (B, n, n) ``Ld``: (fwd, adj) acting on (B, n).
-
-    ``Ld`` must be a fresh matrix (no autograd): its row 0 is overwritten.
+    """Dense LU of the augmented real generators of ``Lb``: (fwd, adj) acting on (B, n).
 
     A Lindbladian preserves Hermiticity, so in an orthonormal basis of Hermitian matrices the
-    augmented matrix is real (``A = M^H A_r M``, ``M`` unitary and sparse): the LU is done in
-    real arithmetic (about 4x fewer flops than complex). Only for Lindbladians (the imaginary
-    part of ``M A M^H`` is dropped: it vanishes for Hermiticity-preserving generators).
+    augmented matrix is real (``A = M^H A_r M``, ``M`` unitary and sparse, see
+    :func:`_real_generator`): the LU is done in real arithmetic (about 4x fewer flops than
+    complex). ``keep``: the factors must outlive later calls (a backward may follow); else they
+    live in this thread's scratch buffers and ``fwd`` must be called before the next call.
     """
-    A = Ld if Ld.is_contiguous() else Ld.contiguous()  # a fresh matrix: overwritten in place
-    A[..., 0, :] = _trace_row(d, Ld.dtype, Ld.device)  # no autograd here: plain in-place copy
-    P, Q = _pair_indices(d)
-    Ar = _real_coordinates(A, d)
-    LU, piv, _ = torch.linalg.lu_factor_ex(Ar)
+    d = Lb.dim
+    n = d * d
+    Ar = _real_generator(Lb, shape, scratch=True)
+    if keep:
+        LU, piv, _ = torch.linalg.lu_factor_ex(Ar)
+    else:
+        B = Ar.shape[0]
+        LU = _buffer("LU", (B, n, n), Ar.dtype, Ar.device)
+        piv = _buffer("piv", (B, n), torch.int32, Ar.device)
+        info = _buffer("info", (B,), torch.int32, Ar.device)
+        torch.linalg.lu_factor_ex(Ar, out=(LU, piv, info))
     diags = torch.diagonal(LU, dim1=-2, dim2=-1).abs().cpu().numpy()
     for i, dg in enumerate(diags):
         _pivot_check(dg, singular_tol, "steady_state" if len(diags) == 1 else f"steady_state[{i}]")
+    *_, P, Q = _basis_tables(d, Ar.dtype, Ar.device)
 
     def lu_solve(r: torch.Tensor, adjoint: bool) -> torch.Tensor:
         u = _M(r, P, Q)
@@ -381,9 +459,11 @@ def steady_state(
     b = torch.zeros(*shape, n, dtype=dtype, device=L.H.device)
     b[..., 0] = 1.0
     if method == "dense":
+        keep = torch.is_grad_enabled() and any(
+            t.requires_grad for t in (L.H, L.C, L.rates)
+        )
         with torch.no_grad():
-            Ld = L.matrix()
-        fwd, adj = _dense_solvers(Ld.expand(*shape, n, n).reshape(-1, n, n), d, singular_tol)
+            fwd, adj = _dense_solvers(L, shape, singular_tol, keep=keep)
     else:
         idx = list(np.ndindex(*shape)) if shape else [()]
         fwd, adj = _batch_solvers([L.scipy(i) for i in idx], d, method, opts)
