@@ -195,7 +195,7 @@ def test_gradient_and_hodge_model(dtype):
     gref = torch.autograd.grad(model.phi(xr).sum(), xr)[0]
     torch.testing.assert_close(grad_phi, gref)
     loss = model.loss(x, grad_phi.detach() + w.detach())
-    assert loss.item() < 1e-20
+    assert loss.item() < (1e-20 if dtype == torch.float64 else 1e-10)
     loss = model.loss(x, torch.zeros_like(x))
     loss.backward()
     assert all(p.grad is not None for p in model.parameters())

@@ -88,7 +88,8 @@ def test_periodic_field_is_periodic_and_divergence_free(construction, dtype):
     xr = x.clone().requires_grad_()
     jac = _jacobian(model(xr), xr)
     div = torch.diagonal(jac, dim1=1, dim2=2).sum(-1)
-    assert div.abs().max() < 1e-10 * torch.linalg.matrix_norm(jac).max()
+    tol = 1e-10 if dtype == torch.float64 else 1e-5
+    assert div.abs().max() < tol * torch.linalg.matrix_norm(jac).max()
 
 
 def test_periodic_features_mask():
@@ -128,11 +129,11 @@ def test_core_divergence_and_cnf_see_zero_divergence(dtype):
     x = torch.randn(16, 3, dtype=dtype)
     for mode in ("reverse", "forward"):
         _, div = divergence_exact(field, 0.4, x, mode=mode)
-        assert div.abs().max() < 1e-12
+        assert div.abs().max() < (1e-12 if dtype == torch.float64 else 1e-6)
     cnf = CNF(field, dim=3)
     out = cnf.log_prob(x, method="rk4", steps=4, return_nfe=True)
     # volume preserving: log p_1(x) = log p_0(x_0) exactly
-    assert out.delta_log_p.abs().max() < 1e-12
+    assert out.delta_log_p.abs().max() < (1e-12 if dtype == torch.float64 else 1e-5)
     assert (out.x_0 - x).abs().max() > 1e-4
 
 

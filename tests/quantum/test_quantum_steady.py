@@ -127,22 +127,64 @@ def test_bad_method_and_shape() -> None:
         steady_state(torch.zeros(5, 5, dtype=torch.complex128))
 
 
-def test_real_hermitian_coordinates_match_explicit_unitary() -> None:
-    from flowfields.quantum.steady import _S, _pair_indices, _real_coordinates
+def _hermitian_basis_unitary(d: int) -> torch.Tensor:
+    from flowfields.quantum.steady import _S, _pair_indices
 
-    d = 5
     n = d * d
-    A = kerr_cavity(d).matrix()
     P, Q = _pair_indices(d)
     M = torch.zeros(n, n, dtype=torch.complex128)
     for k in range(d):
         M[k * d + k, k * d + k] = 1
     for p, q in zip(P.tolist(), Q.tolist()):
         M[p, p], M[p, q], M[q, q], M[q, p] = _S, _S, 1j * _S, -1j * _S
-    assert torch.allclose(M @ M.mH, torch.eye(n, dtype=torch.complex128), atol=1e-15)
+    return M
+
+
+@pytest.mark.parametrize("name", ["kerr5", "chain2", "vsystem", "no_jumps", "batched"])
+def test_real_generator_matches_explicit_unitary(name: str) -> None:
+    # the dense path's real matrix is Re(M A M^H), A = L with row 0 replaced by the trace row
+    from flowfields.quantum.steady import _real_generator
+
+    g = torch.Generator().manual_seed(7)
+    if name == "kerr5":
+        Lb = kerr_cavity(5)
+    elif name == "chain2":
+        Lb = qubit_chain(2)
+    elif name == "vsystem":
+        Lb = v_system_heat(delta=0.1).lindbladian
+    else:
+        d = 4
+        Hs = torch.randn(3, d, d, dtype=torch.complex128, generator=g)
+        Hs = (Hs + Hs.mH) / 2
+        if name == "no_jumps":
+            Lb = lindbladian(Hs[0])
+        else:  # random complex jumps, batch of Hamiltonians broadcast against one set of jumps
+            C = torch.randn(2, d, d, dtype=torch.complex128, generator=g)
+            Lb = lindbladian(Hs, C, torch.tensor([0.3, 1.7], dtype=torch.float64))
+    d = Lb.dim
+    M = _hermitian_basis_unitary(d)
+    assert torch.allclose(M @ M.mH, torch.eye(d * d, dtype=torch.complex128), atol=1e-15)
+    A = Lb.matrix().clone()
+    A[..., 0, :] = vec(torch.eye(d, dtype=torch.complex128))
     ref = M @ A @ M.mH
-    assert float(ref.imag.abs().max()) <= 1e-14  # a Lindbladian is real in this basis
-    assert torch.allclose(_real_coordinates(A, d), ref.real, atol=1e-14)
+    assert float(ref.imag.abs().max()) <= 1e-13  # a Lindbladian is real in this basis
+    ours = _real_generator(Lb, Lb.batch_shape).reshape(ref.shape).clone()
+    assert torch.allclose(ours, ref.real, atol=1e-13, rtol=0)
+
+
+def test_dense_gradient_survives_later_solves() -> None:
+    # the dense path reuses scratch buffers between calls: a factorisation kept for a backward
+    # must not be overwritten by a later forward-only solve of another system
+    kappa = torch.tensor([0.8], dtype=torch.float64, requires_grad=True)
+    base = kerr_cavity(4)
+    n = base.C[0].mH @ base.C[0]
+    ref_val = expect(n, steady_state(lindbladian(base.H, base.C, kappa)))
+    (ref,) = torch.autograd.grad(ref_val, kappa)
+    val = expect(n, steady_state(lindbladian(base.H, base.C, kappa)))
+    other = steady_state(kerr_cavity(4, detuning=1.7, drive=0.9))  # same size, no grad
+    assert not torch.allclose(other, steady_state(base), atol=1e-3)
+    (g,) = torch.autograd.grad(val, kappa)
+    assert torch.equal(g, ref)
 
 
 def test_auto_method_matches_explicit_methods() -> None:

@@ -191,7 +191,7 @@ def _buffer(name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch
     return buf[:numel].view(shape)
 
 
-def _real_generator(Lb: Lindbladian, shape: tuple[int, ...], *, scratch: bool) -> torch.Tensor:
+def _real_generator(Lb: Lindbladian, shape: tuple[int, ...]) -> torch.Tensor:
     """Augmented Lindbladian in the orthonormal Hermitian basis, as a real (B, d², d²) matrix.
 
     The basis is {E_kk, (E_ij + E_ji)/√2, i(E_ij - E_ji)/√2} (i < j), laid out on the vec grid:
@@ -210,8 +210,10 @@ def _real_generator(Lb: Lindbladian, shape: tuple[int, ...], *, scratch: bool) -
     Args:
         Lb: the Lindbladian (read without autograd).
         shape: its broadcast batch shape.
-        scratch: when True the result may live in this thread's reusable buffer (the caller
-            must be done with it before the next call); else a fresh tensor.
+
+    Returns:
+        (B, d², d²) real tensor, B = prod(shape), in this thread's reusable scratch buffer when
+        small: the caller must be done with it before the next call.
     """
     H, C, g = Lb.H.detach(), Lb.C.detach(), Lb.rates.detach()
     d = H.shape[-1]
@@ -243,7 +245,7 @@ def _real_generator(Lb: Lindbladian, shape: tuple[int, ...], *, scratch: bool) -
     torch.diagonal(Xr4, dim1=3, dim2=4).add_(hi)
     torch.diagonal(Xi4, dim1=3, dim2=4).add_(hr)
     cZr, cZtr, cZi, cZti, _, _ = _basis_tables(d, rdt, dev)
-    out = _buffer("Ar", (B, n, n), rdt, dev) if scratch else torch.empty(B, n, n, dtype=rdt)
+    out = _buffer("Ar", (B, n, n), rdt, dev)
     out4 = out.view(B, d, d, d, d)
     torch.mul(Xr4.permute(0, 1, 3, 2, 4), cZr, out=out4)
     out4.addcmul_(Xr4.permute(0, 1, 3, 4, 2), cZtr)
@@ -283,7 +285,7 @@ def _dense_solvers(
     """
     d = Lb.dim
     n = d * d
-    Ar = _real_generator(Lb, shape, scratch=True)
+    Ar = _real_generator(Lb, shape)
     if keep:
         LU, piv, _ = torch.linalg.lu_factor_ex(Ar)
     else:
