@@ -143,3 +143,28 @@ def test_fluid_methods_train_on_identical_collocation_points(tmp_path, monkeypat
     for a, b in zip(seen["ncl"][:n], seen["pinn"][:n], strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert (seen["ncl"][0] - seen["ncl"][1]).abs().max() > 0  # fresh points every step
+
+
+def test_mccann_path_error_of_a_geometric_scale_path():
+    """Linear mean, geometric σ (zero network): closed-form distance from McCann's path."""
+    from flowfields.conservation import PositiveDensityFlux
+
+    m0, s0, m1, s1 = [-1.0, 0.5], 0.5, [1.5, -1.0], 2.0
+    model = PositiveDensityFlux(2, n_components=1, correction=False).double()
+    with torch.no_grad():
+        model.mean_0.copy_(torch.tensor([m0]))
+        model.mean_1.copy_(torch.tensor([m1]))
+        model.log_std_0.fill_(math.log(s0))
+        model.log_std_1.fill_(math.log(s1))
+        model.time_net[-1].weight.zero_()
+        model.time_net[-1].bias.zero_()
+    mean_err, std_err = conservation_ot.mccann_path_error(model, m0, s0, m1, s1, n_t=101)
+    assert mean_err < 1e-12
+    t = torch.linspace(0, 1, 101, dtype=torch.float64)
+    gap = (s0 ** (1 - t) * s1**t - ((1 - t) * s0 + t * s1)).abs().max().item()
+    assert gap > 0.1  # the geometric path really differs
+    assert std_err == pytest.approx(gap / s1, rel=1e-12)
+    with torch.no_grad():
+        model.mean_1.add_(0.1)  # a wrong endpoint: off by 0.1 * √2 at t = 1
+    mean_err, _ = conservation_ot.mccann_path_error(model, m0, s0, m1, s1, n_t=101)
+    assert mean_err == pytest.approx(0.1 * math.sqrt(2) / math.hypot(2.5, 1.5), rel=1e-12)
