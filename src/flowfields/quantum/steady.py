@@ -7,8 +7,12 @@ other diagonal rows; replacing it by the trace row ``w = vec(I)^T`` gives the sq
 
 Forward methods (``method=``):
 
-- ``"dense"``: LU of the dense augmented matrix (torch, batched), in real arithmetic: in an
-  orthonormal basis of Hermitian matrices a Lindbladian is a real matrix.
+- ``"dense"``: LU of the dense augmented matrix, in real arithmetic: in an orthonormal basis of
+  Hermitian matrices a Lindbladian is a real matrix, assembled there directly from
+  ``(H, C, g)`` (real matrix products and one elementwise combination, no complex d² x d²
+  intermediate) in reused per-thread scratch buffers, and factorised in place by LAPACK getrf
+  on CPU (torch's batched LU on other devices). A dense Liouvillian *matrix* input is solved
+  by complex LU (:func:`flowfields.linalg.solve`).
 - ``"sparse"``: SuperLU of the sparse augmented matrix (scipy, COLAMD ordering).
 - ``"krylov"``: GMRES (or BiCGStab) preconditioned by an incomplete LU (scipy) -- large systems.
 - ``"evolve"``: time integration ``ρ(t) = exp(L t) ρ(0)`` to long times (``scipy.linalg.expm``
@@ -163,8 +167,9 @@ def _basis_tables(
     i, a = idx[:, None], idx[None, :]
     q = (i < a).to(dtype)  # Q positions: x = √2 Im of the upper element (own vec entry: -√2 Im)
     nq = 1.0 - q
-    u = torch.where(i == a, 1.0, 2**0.5).to(dtype)  # row scale
-    v = torch.where(i == a, 0.5, _S).to(dtype)  # column scale
+    diag = (i == a).to(dtype)
+    u = diag + (1.0 - diag) * 2**0.5  # row scale (float64 arithmetic: no float32 scalars)
+    v = 0.5 * diag + (1.0 - diag) * _S  # column scale
     qr, nqr, ur = (t[:, :, None, None] for t in (q, nq, u))
     qc, nqc, vc = (t[None, None, :, :] for t in (q, nq, v))
     uv = ur * vc
@@ -284,25 +289,22 @@ def _dense_solvers(
     live in this thread's scratch buffers and ``fwd`` must be called before the next call.
     """
     d = Lb.dim
-    n = d * d
     Ar = _real_generator(Lb, shape)
-    if keep:
-        LU, piv, _ = torch.linalg.lu_factor_ex(Ar)
-    else:
-        B = Ar.shape[0]
-        LU = _buffer("LU", (B, n, n), Ar.dtype, Ar.device)
-        piv = _buffer("piv", (B, n), torch.int32, Ar.device)
-        info = _buffer("info", (B,), torch.int32, Ar.device)
-        torch.linalg.lu_factor_ex(Ar, out=(LU, piv, info))
-    diags = torch.diagonal(LU, dim1=-2, dim2=-1).abs().cpu().numpy()
-    for i, dg in enumerate(diags):
-        _pivot_check(dg, singular_tol, "steady_state" if len(diags) == 1 else f"steady_state[{i}]")
+    what = ["steady_state"] if Ar.shape[0] == 1 else [f"steady_state[{i}]" for i in range(len(Ar))]
     *_, P, Q = _basis_tables(d, Ar.dtype, Ar.device)
+    if Ar.device.type == "cpu":
+        solve = _lapack_lu(Ar, singular_tol, what, keep=keep)
+    else:
+        LU, piv, _ = torch.linalg.lu_factor_ex(Ar)
+        for i, dg in enumerate(torch.diagonal(LU, dim1=-2, dim2=-1).abs().cpu().numpy()):
+            _pivot_check(dg, singular_tol, what[i])
+
+        def solve(cols: torch.Tensor, adjoint: bool) -> torch.Tensor:
+            return torch.linalg.lu_solve(LU, piv, cols, adjoint=adjoint)
 
     def lu_solve(r: torch.Tensor, adjoint: bool) -> torch.Tensor:
         u = _M(r, P, Q)
-        cols = torch.stack([u.real, u.imag], dim=-1)  # (B, n, 2)
-        y = torch.linalg.lu_solve(LU, piv, cols, adjoint=adjoint)
+        y = solve(torch.stack([u.real, u.imag], dim=-1), adjoint)  # (B, n, 2) real
         return _MH(torch.complex(y[..., 0], y[..., 1]), P, Q)
 
     def fwd(b: torch.Tensor) -> torch.Tensor:
@@ -312,6 +314,35 @@ def _dense_solvers(
         return lu_solve(g, True)
 
     return fwd, adj
+
+
+def _lapack_lu(
+    Ar: torch.Tensor, singular_tol: float, what: list[str], *, keep: bool
+) -> Callable[[torch.Tensor, bool], torch.Tensor]:
+    """LAPACK LU (getrf) of each CPU matrix ``Ar[b]``; returns ``solve(cols, adjoint)``.
+
+    The row-major ``Ar[b]`` is ``Ar[b]^T`` in column-major order, so getrf factorises the
+    transpose in place (no copy, no fresh buffer unless ``keep``) and getrs solves with
+    ``trans=1`` for ``Ar x = r`` and ``trans=0`` for the adjoint ``Ar^T y = r`` (real matrix).
+    """
+    a = Ar.numpy()
+    if keep:  # the factors outlive the scratch buffer
+        a = a.copy()
+    getrf, getrs = sla.get_lapack_funcs(("getrf", "getrs"), (a,))
+    factors = []
+    for i in range(a.shape[0]):
+        lu, piv, _ = getrf(a[i].T, overwrite_a=1)
+        _pivot_check(np.diagonal(lu), singular_tol, what[i])
+        factors.append((lu, piv))
+
+    def solve(cols: torch.Tensor, adjoint: bool) -> torch.Tensor:
+        rhs = cols.numpy()
+        out = np.empty_like(rhs)
+        for i, (lu, piv) in enumerate(factors):
+            out[i], _ = getrs(lu, piv, rhs[i], trans=0 if adjoint else 1)
+        return torch.from_numpy(out)
+
+    return solve
 
 
 def _batch_solvers(
@@ -461,9 +492,7 @@ def steady_state(
     b = torch.zeros(*shape, n, dtype=dtype, device=L.H.device)
     b[..., 0] = 1.0
     if method == "dense":
-        keep = torch.is_grad_enabled() and any(
-            t.requires_grad for t in (L.H, L.C, L.rates)
-        )
+        keep = torch.is_grad_enabled() and any(t.requires_grad for t in (L.H, L.C, L.rates))
         with torch.no_grad():
             fwd, adj = _dense_solvers(L, shape, singular_tol, keep=keep)
     else:
