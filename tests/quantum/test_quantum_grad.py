@@ -118,3 +118,25 @@ def test_batched_gradients_match_dense(method: str) -> None:
     (g_ref,) = torch.autograd.grad(f("dense"), det, retain_graph=True)
     (g,) = torch.autograd.grad(f(method), det)
     assert torch.allclose(g, g_ref, atol=1e-9)
+
+
+@pytest.mark.parametrize("method", STEADY_METHODS)
+def test_backward_saves_only_the_solution_and_the_generator(method: str) -> None:
+    # nothing from the forward algorithm's iterations is kept for the backward: autograd saves
+    # the steady state x and the generator's parts (H, C, rates), whatever the method
+    base = kerr_cavity(6)
+    kappa = torch.tensor([0.7], dtype=torch.float64, requires_grad=True)
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        Lb = lindbladian(base.H, base.C, kappa)
+        rho = steady_state(Lb, method)
+    allowed = sum(t.untyped_storage().nbytes() for t in (rho, Lb.H, Lb.C, Lb.rates))
+    assert 0 < sum(storages.values()) <= allowed
+    a = base.C[0]
+    expect(a.mH @ a, rho).backward()  # and the gradient is still there
+    assert kappa.grad is not None and float(kappa.grad.abs()) > 0

@@ -101,3 +101,21 @@ def test_bad_input_raises_actionable_errors() -> None:
         lindbladian("not an operator")
     with pytest.raises(FlowfieldsError, match="T"):
         v_system_heat(T_h=-1.0)
+    # mismatched batch dimensions: H batch 2, jump operators batch 3
+    Hb = torch.eye(3, dtype=torch.complex128).expand(2, 3, 3)
+    with pytest.raises(FlowfieldsError, match=r"batch shapes \(2,\), \(3,\)"):
+        lindbladian(Hb, torch.zeros(3, 1, 3, 3, dtype=torch.complex128), torch.ones(1))
+
+
+def test_bad_input_messages_are_actionable() -> None:
+    # each message names the argument, shows what was given and says what was expected
+    cases = [
+        (lambda: lindbladian(torch.zeros(3, 4)), "H", "(3, 4)"),
+        (lambda: lindbladian(torch.tensor([[0.0, 1.0], [0.0, 0.0]])), "H", "Hermitian"),
+        (lambda: lindbladian(torch.eye(2), [torch.eye(2)], [-0.5]), "rates", "-0.5"),
+    ]
+    for make, arg, detail in cases:
+        with pytest.raises(FlowfieldsError) as info:
+            make()
+        msg = str(info.value)
+        assert msg.startswith(arg) and detail in msg and "expected" in msg, msg

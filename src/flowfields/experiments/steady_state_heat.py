@@ -205,8 +205,13 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False, progress: bool = Tr
                     "with far fewer steady-state solves."
                 ),
                 measured=(
-                    f"GA best {ga.best_value * scale:.6g} (reached the grid's best after "
-                    f"{ga.solves_to_target} solves; {ga.solves} in its whole budget) vs grid "
+                    f"GA best {ga.best_value * scale:.6g} ("
+                    + (
+                        f"reached the grid's best after {ga.solves_to_target} solves; "
+                        if ga.solves_to_target > 0
+                        else "never reached the grid's best; "
+                    )
+                    + f"{ga.solves} in its whole budget) vs grid "
                     f"{grid.best_value * scale:.6g} in {grid.solves} solves"
                 ),
                 threshold=(

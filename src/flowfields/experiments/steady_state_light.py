@@ -134,8 +134,13 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False, progress: bool = Tr
                 "efficiency with far fewer steady-state solves."
             ),
             measured=(
-                f"GA best {ga.best_value:.6f} (reached the grid's best after "
-                f"{ga.solves_to_target} solves; {ga.solves} in its whole budget) vs grid "
+                f"GA best {ga.best_value:.6f} ("
+                + (
+                    f"reached the grid's best after {ga.solves_to_target} solves; "
+                    if ga.solves_to_target > 0
+                    else "never reached the grid's best; "
+                )
+                + f"{ga.solves} in its whole budget) vs grid "
                 f"{grid.best_value:.6f} in {grid.solves} solves"
             ),
             threshold=(
