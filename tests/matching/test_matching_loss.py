@@ -130,6 +130,11 @@ def test_defaults_draw_noise_and_times():
     "kwargs, match",
     [
         ({"x_1": torch.tensor([[float("nan"), 0.0]])}, "x_1"),
+        ({"x_1": torch.tensor([[float("inf"), 0.0], [1.0, 2.0]])}, "non-finite"),
+        ({"x_1": torch.tensor([[float("inf"), float("-inf")]])}, "non-finite"),
+        ({"x_0": torch.tensor([[0.0, float("nan")]] * 4)}, "x_0"),
+        ({"t": torch.full((4,), -0.5), "path": "vp"}, r"\[0, 1\]"),
+        ({"t": torch.tensor([0.1, float("nan"), 0.2, 0.3])}, "t"),
         ({"x_1": torch.zeros(4)}, "x_1"),
         ({"x_0": torch.zeros(3, 2)}, "x_0"),
         ({"t": torch.zeros(3)}, "t"),
@@ -143,3 +148,41 @@ def test_bad_input_raises(kwargs, match):
     args.update(kwargs)
     with pytest.raises(FlowfieldsError, match=match):
         cfm_loss(**args)
+
+
+def test_finite_data_whose_sum_overflows_is_accepted():
+    """The finite-data check sums first; an overflowing sum of finite values is not NaN data."""
+    big = torch.finfo(torch.float32).max
+    x_1 = torch.tensor([[big, big], [big, big]])
+    loss = cfm_loss(lambda t, x: x, "condot", x_1, x_0=torch.zeros(2, 2), t=torch.zeros(2))
+    assert isinstance(loss, torch.Tensor)
+
+
+class _AffinePath:
+    """A path that is not a GaussianPath: cfm_loss must check t itself."""
+
+    def sample_t(self, n, generator=None):
+        return torch.rand(n, generator=generator)
+
+    def sample(self, x_0, x_1, t):
+        from flowfields.paths import PathSample
+
+        tt = t[:, None]
+        return PathSample(t=t, x_t=(1 - tt) * x_0 + tt * x_1, u_t=x_1 - x_0)
+
+
+@pytest.mark.parametrize("bad", [1.5, -0.1, float("nan")])
+def test_custom_path_times_outside_unit_interval_raise(bad):
+    t = torch.tensor([0.2, bad, 0.5])
+    with pytest.raises(FlowfieldsError, match=r"t: .*\[0, 1\]"):
+        cfm_loss(lambda s, x: x, _AffinePath(), torch.zeros(3, 2), t=t)
+    # in range: the custom path is used as given (u_t = x_1 - x_0)
+    x_1, x_0 = torch.ones(3, 2), torch.zeros(3, 2)
+    loss = cfm_loss(
+        lambda s, x: torch.ones_like(x),
+        _AffinePath(),
+        x_1,
+        x_0=x_0,
+        t=t.clamp(0, 1).nan_to_num(0.3),
+    )
+    assert loss.item() == 0.0
