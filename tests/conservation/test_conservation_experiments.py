@@ -109,6 +109,9 @@ def test_fluid_tiny_run_and_resume(tmp_path):
     assert res.metrics["pinn/mean_abs_div"] > 1e-4
     assert {c.id for c in res.claims} == {"fluid-ncl-beats-pinn", "fluid-ncl-divergence-zero"}
     steps = res.metrics["ncl/steps"]
+    assert 0 <= res.metrics["pinn/steps_compared"] <= steps
+    ratio = res.metrics["ncl/rel_l2_velocity"] / res.metrics["pinn/rel_l2_at_ncl_steps"]
+    assert res.metrics["ncl_over_pinn_rel_l2_equal_steps"] == pytest.approx(ratio)
     again = conservation_fluid.run(cfg, tmp_path, resume=True, progress=False)
     assert again.metrics["ncl/steps"] == steps  # budget already spent: nothing more to train
     model = conservation_fluid.load_model(tmp_path, "ncl")
