@@ -106,3 +106,16 @@ def test_stitch_clock_makes_resumed_segments_cumulative():
     evals += [(6, {"nll": 3.5, "train_s": 0.5}), (8, {"nll": 3.4, "train_s": 1.5})]
     out = exp.stitch_clock(evals)
     assert [c["train_s"] for c in out] == [1.0, 2.0, 2.5, 3.5]
+
+
+def test_time_max_frequency_reaches_every_variant_and_is_checked(tmp_path):
+    cfg = tiny(variants=("condot", "vp"), time_max_frequency=25.0, curve_points=1)
+    exp.run(cfg, tmp_path, progress=False)
+    for variant in ("condot", "vp"):
+        freqs = exp.load_model(tmp_path, variant).vector_field.time_embedding.frequencies
+        assert float(freqs.max()) == pytest.approx(25.0, rel=1e-6)
+        assert float(freqs.min()) == pytest.approx(1.0, rel=1e-6)
+    assert exp.Config().time_max_frequency == 100.0
+    for bad in (0.5, float("nan"), "20"):
+        with pytest.raises(FlowfieldsError, match="time_max_frequency"):
+            exp.run(tiny(time_max_frequency=bad), tmp_path / "x", progress=False)

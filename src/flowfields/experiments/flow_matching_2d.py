@@ -48,6 +48,9 @@ class Config:
         mlcnf_steps: steps of the ML-CNF baseline (None: ``steps``, the equal budget).
         mlcnf_rtol: dopri5 tolerance (rtol = atol) of the ML-CNF's training solves.
         hidden, depth: the MLP vector field (the same network for every variant).
+        time_max_frequency: highest angular frequency of the field's sinusoidal time
+            embedding (:class:`flowfields.nn.TimeEmbedding`), the same for every variant;
+            lower values make the field smoother in t (fewer adaptive solver steps).
         ema_decay: EMA of the weights used for evaluation (None: raw weights).
         sigma_min: CondOT's sigma_min; ve_sigma_max: VE's sigma_max (its t = 0 noise scale).
         n_test: fresh test points for the NLL (exact divergence, dopri5 at ``nll_rtol``).
@@ -69,6 +72,7 @@ class Config:
     mlcnf_rtol: float = 1e-5
     hidden: int = 256
     depth: int = 4
+    time_max_frequency: float = 100.0
     ema_decay: float | None = 0.999
     sigma_min: float = 1e-4
     ve_sigma_max: float = 10.0
@@ -159,7 +163,7 @@ def _ema_or_model(fit_result: Any) -> torch.nn.Module:
 def _build_field(cfg: Config) -> torch.nn.Module:
     from flowfields.nn import MLPField
 
-    return MLPField(2, hidden=cfg.hidden, depth=cfg.depth)
+    return MLPField(2, hidden=cfg.hidden, depth=cfg.depth, max_frequency=cfg.time_max_frequency)
 
 
 def _path(cfg: Config, variant: str) -> Any:
@@ -200,6 +204,12 @@ def _check_config(cfg: Config) -> None:
         "None or a positive integer",
     )
     check(all(k >= 1 for k in cfg.sample_steps), "sample_steps", cfg.sample_steps, "ints >= 1")
+    check(
+        isinstance(cfg.time_max_frequency, (int, float)) and 1.0 <= cfg.time_max_frequency < 1e6,
+        "time_max_frequency",
+        cfg.time_max_frequency,
+        "a float >= 1 (the embedding's lowest frequency) and below 1e6",
+    )
 
 
 def _nll(cnf: Any, x: Tensor, rtol: float) -> tuple[float, float, int, Tensor]:
