@@ -286,7 +286,14 @@ def test_more_bad_input_raises():
         hodge(torch.randn(4, 3, dtype=torch.float64))
     with pytest.raises(FlowfieldsError, match="field"):
         hodge.loss(torch.randn(4, 2, dtype=torch.float64), torch.randn(4, 3))
+    nan_t = torch.tensor([0.1, float("nan"), 0.3, 0.4], dtype=torch.float64)
+    with pytest.raises(FlowfieldsError, match=r"t: .*non-finite"):
+        model.rho_flux(nan_t, torch.randn(4, 2, dtype=torch.float64))
+    with pytest.raises(FlowfieldsError, match=r"t: .*non-finite"):
+        continuity_residual(model.rho_flux, nan_t, torch.randn(4, 2, dtype=torch.float64))
     flow = PositiveDensityFlux(2, n_components=2)
+    with pytest.raises(FlowfieldsError, match=r"t: .*non-finite"):
+        flow.velocity(float("inf"), torch.randn(4, 2))
     with pytest.raises(FlowfieldsError, match="x_0"):
         flow.init_endpoints(torch.randn(8, 3), torch.randn(8, 2))
     with pytest.raises(FlowfieldsError, match="x_1"):

@@ -48,13 +48,19 @@ def _time_vector(t: Tensor | float, x: Tensor) -> Tensor:
         t,
         f"a scalar or a tensor of shape ({x.shape[0]},)",
     )
+    _check_finite_plain(t, "t")
     return t.reshape(-1).expand(x.shape[0])
+
+
+def _check_finite_plain(value: Tensor, name: str) -> None:
+    """check_finite, skipped under torch.func transforms (no data-dependent checks there)."""
+    if not torch._C._functorch.is_functorch_wrapped_tensor(value):
+        check_finite(value, name)
 
 
 def _check_points(x: Tensor, dim: int) -> None:
     check_shape(x, "x", ndim=2, last=dim)
-    if not torch._C._functorch.is_functorch_wrapped_tensor(x):
-        check_finite(x, "x")
+    _check_finite_plain(x, "x")
 
 
 class SpaceTimeDivFree(nn.Module):
@@ -283,6 +289,7 @@ class PositiveDensityFlux(nn.Module):
                 t,
                 f"a scalar or a tensor of shape ({x.shape[0]},)",
             )
+        _check_finite_plain(t, "t")
         t = t.reshape(-1)
         log_w = torch.log_softmax(self.weight_logits, -1).to(ref.dtype)
         plain = not (torch._C._functorch.is_functorch_wrapped_tensor(t) or t.requires_grad)
