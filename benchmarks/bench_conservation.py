@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -169,19 +170,27 @@ def main(argv: list[str] | None = None) -> int:
         for r in rows:
             cells = [f"{r[c]:.3g}" if isinstance(r[c], float) else str(r[c]) for c in cols]
             fluid_md += "| " + " | ".join(cells) + " |\n"
+        met = res.metrics
         fluid_md += (
-            f"\nBudget {cfg.budget_s:.0f} s of training per method (interleaved step by step), "
+            f"\nBudget {cfg.budget_s:.0f} s of training per method (interleaved step by step, "
+            f"identical collocation points, same width, Adam lr {cfg.lr:g}), "
             f"ν = {cfg.nu}, t in [0, {cfg.t_max}], batch {cfg.batch}, width {cfg.hidden}. "
+            f"At equal steps the PINN had rel_l2 {met['pinn/rel_l2_at_ncl_steps']:.3g} after "
+            f"{met['pinn/steps_compared']} steps (NCL {met['ncl/rel_l2_velocity']:.3g} after "
+            f"{met['ncl/steps']}). "
             f"`s_to_X`: training seconds until the relative L2 velocity error first measured "
             f"<= X (evaluated every {cfg.eval_every_s:.0f} s)."
         )
 
     cmd = "python -m benchmarks.bench_conservation" + (" --quick" if args.quick else "")
+    load = " / ".join(f"{v:.1f}" for v in os.getloadavg())
     text = f"""# Neural conservation laws: cost and time-to-accuracy
 
 Command: `.venv/bin/{cmd}` ({time.perf_counter() - start:.0f} s)
-Machine: {machine()}. The machine is shared (2 cores, several jobs): absolute times are noisy;
-ratios are taken interleaved, round by round (median and IQR over {rounds} rounds).
+Machine: {machine()}.
+Load average at the end (1 / 5 / 15 min): {load}. The machine is shared (2 cores, several
+jobs): absolute times are noisy; ratios are taken interleaved, round by round (median and IQR
+over {rounds} rounds).
 
 ## Cost vs a plain MLP (batch {BATCH}, width {WIDTH}, depth {DEPTH})
 
