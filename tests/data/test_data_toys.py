@@ -74,6 +74,14 @@ def test_bad_input() -> None:
         Checkerboard().log_prob(torch.zeros(3, 3))
     with pytest.raises(FlowfieldsError, match="std"):
         EightGaussians(std=0.0)
+    for name in TOYS:
+        toy = get_toy(name)
+        if toy.has_log_prob:
+            with pytest.raises(FlowfieldsError, match="non-finite"):
+                toy.log_prob(torch.tensor([[0.5, float("nan")], [0.0, 0.0]]))
+    # the support mask (used on diverged samples) counts NaN / Inf as off the support
+    mask = Checkerboard().in_support(torch.tensor([[-3.0, -3.0], [float("nan"), -3.0]]))
+    assert mask.tolist() == [True, False]
 
 
 # ---- checkerboard ----------------------------------------------------------------------------

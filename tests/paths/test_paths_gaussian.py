@@ -293,3 +293,22 @@ def test_matches_peer_library_paths(name: str) -> None:
     b = peer.sample(x_0=x_0, x_1=x_1, t=t)
     torch.testing.assert_close(a.x_t, b.x_t, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(a.u_t, b.dx_t, rtol=1e-8, atol=1e-8)
+
+
+@pytest.mark.parametrize("name", PATHS)
+@pytest.mark.parametrize("method", ["sample", "flow", "target"])
+def test_non_finite_data_raises_naming_the_argument(name: str, method: str) -> None:
+    path = get_path(name)
+    x_0, x_1 = _batch(8, 2)
+    t = torch.full((8,), 0.5, dtype=F64)
+    call = getattr(path, method)
+    for which, bad in (("x_0", math.nan), ("x_1", math.inf), ("x_1", -math.inf)):
+        a, b = x_0.clone(), x_1.clone()
+        (a if which == "x_0" else b)[3, 1] = bad
+        first = "x" if method == "target" and which == "x_0" else which
+        with pytest.raises(FlowfieldsError, match=rf"{first}: .*1 non-finite"):
+            call(a, b, t)
+    # finite data whose sum overflows is still accepted
+    big = torch.full((8, 2), torch.finfo(F64).max, dtype=F64)
+    out = path.sample(big, big, t)
+    assert out.x_t.shape == (8, 2)

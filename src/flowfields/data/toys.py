@@ -29,7 +29,7 @@ from functools import cached_property
 import torch
 from torch import Tensor
 
-from flowfields.errors import FlowfieldsError, check, check_shape
+from flowfields.errors import FlowfieldsError, check, check_finite, check_shape
 
 __all__ = [
     "TOYS",
@@ -100,9 +100,11 @@ class Toy2D(ABC):
         return None
 
     @staticmethod
-    def _check_x(x: Tensor) -> None:
+    def _check_x(x: Tensor, finite: bool = False) -> None:
         check_shape(x, "x", ndim=2, last=2)
         check(x.is_floating_point(), "x", x, "a floating-point tensor of shape (n, 2)")
+        if finite:  # log_prob; in_support counts NaN / Inf points as off the support
+            check_finite(x, "x")
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
@@ -144,7 +146,7 @@ class Checkerboard(Toy2D):
         return inside & (cell.sum(dim=-1).remainder(2) == 0)
 
     def log_prob(self, x: Tensor) -> Tensor:
-        self._check_x(x)
+        self._check_x(x, finite=True)
         value = torch.full(x.shape[:1], -math.log(32.0), dtype=x.dtype, device=x.device)
         return torch.where(self.in_support(x), value, torch.full_like(value, -math.inf))
 
@@ -183,7 +185,7 @@ class EightGaussians(Toy2D):
         return self.centers(device=device)[k] + self.std * _randn(n, generator, device, 2)
 
     def log_prob(self, x: Tensor) -> Tensor:
-        self._check_x(x)
+        self._check_x(x, finite=True)
         c = self.centers(dtype=x.dtype, device=x.device)
         sq = ((x[:, None, :] - c[None, :, :]) ** 2).sum(-1)  # (n, 8)
         log_norm = -math.log(2.0 * math.pi * self.std**2)
@@ -236,7 +238,7 @@ class Rings(Toy2D):
         )
 
     def log_prob(self, x: Tensor) -> Tensor:
-        self._check_x(x)
+        self._check_x(x, finite=True)
         return self._log_prob_radius(torch.linalg.vector_norm(x, dim=-1))
 
     @cached_property

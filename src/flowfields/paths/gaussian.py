@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from flowfields.errors import FlowfieldsError, check, describe
+from flowfields.errors import FlowfieldsError, check, check_finite, describe
 
 __all__ = [
     "PATHS",
@@ -280,6 +280,10 @@ class GaussianPath(ABC):
                 f"{names[0]}: got shape {tuple(x_0.shape)}, expected the shape of {names[1]} "
                 f"{tuple(x_1.shape)}."
             )
+        # NaN / Inf data: two reductions, the entry-by-entry check only when one fails
+        if not math.isfinite(float(x_0.detach().sum()) + float(x_1.detach().sum())):
+            check_finite(x_0, names[0])
+            check_finite(x_1, names[1])
         return x_0, x_1
 
     def __repr__(self) -> str:
