@@ -318,3 +318,29 @@ def test_adaptive_jump_t_on_a_requested_time_steps_onto_every_requested_time(
     # The jump is honoured in both directions: the field is evaluated on both sides of 0.5
     # within one ulp (torchdiffeq ignores a list of jump times that it does not negate).
     assert math.nextafter(0.5, -math.inf) in called and math.nextafter(0.5, math.inf) in called
+
+
+@pytest.mark.parametrize("adjoint", [False, True])
+def test_jump_t_gradients_match_closed_form(adjoint: bool) -> None:
+    """x' = -a x before t = 0.5 and 2 a x after: x(1) = x_0 e^{a / 2}, d/da = x(1) / 2."""
+    a = torch.tensor(0.7, dtype=F64, requires_grad=True)
+    x_0 = torch.tensor([1.0, -2.0], dtype=F64, requires_grad=True)
+
+    def v(s: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return (-a if float(s.detach()) < 0.5 else 2.0 * a) * x
+
+    t = torch.tensor([0.0, 0.5, 1.0], dtype=F64)
+    sol = odeint(
+        v,
+        x_0,
+        t,
+        rtol=1e-10,
+        atol=1e-10,
+        options={"jump_t": [0.5]},
+        adjoint=adjoint,
+        adjoint_params=[a] if adjoint else None,
+    )
+    g_a, g_x = torch.autograd.grad(sol.x[-1].sum(), [a, x_0])
+    e = math.exp(0.35)
+    torch.testing.assert_close(g_a, torch.tensor(0.5 * e * -1.0, dtype=F64), rtol=1e-7, atol=0)
+    torch.testing.assert_close(g_x, torch.full((2,), e, dtype=F64), rtol=1e-7, atol=0)
