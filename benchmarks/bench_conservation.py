@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         met = res.metrics
         fluid_md += (
             f"\nBudget {cfg.budget_s:.0f} s of training per method (interleaved step by step, "
-            f"identical collocation points, same width, Adam lr {cfg.lr:g}), "
+            f"identical collocation points, same width, Adam lr {cfg.lr:g}, {cfg.lr_schedule}), "
             f"ν = {cfg.nu}, t in [0, {cfg.t_max}], batch {cfg.batch}, width {cfg.hidden}. "
             f"At equal steps the PINN had rel_l2 {met['pinn/rel_l2_at_ncl_steps']:.3g} after "
             f"{met['pinn/steps_compared']} steps (NCL {met['ncl/rel_l2_velocity']:.3g} after "

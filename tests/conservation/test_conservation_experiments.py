@@ -137,6 +137,14 @@ def test_fluid_methods_train_on_identical_collocation_points(tmp_path, monkeypat
         return original(model, cfg, points)
 
     monkeypatch.setattr(conservation_fluid, "_loss", recording)
+    rates: list[float] = []
+    original_lr = conservation_fluid.learning_rate
+
+    def recording_lr(cfg, spent_s):
+        rates.append(original_lr(cfg, spent_s))
+        return rates[-1]
+
+    monkeypatch.setattr(conservation_fluid, "learning_rate", recording_lr)
     cfg = conservation_fluid.Config(
         budget_s=0.6, eval_every_s=10.0, batch=16, ic_batch=8, hidden=8, depth=1, grid=4
     )
@@ -146,6 +154,8 @@ def test_fluid_methods_train_on_identical_collocation_points(tmp_path, monkeypat
     for a, b in zip(seen["ncl"][:n], seen["pinn"][:n], strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert (seen["ncl"][0] - seen["ncl"][1]).abs().max() > 0  # fresh points every step
+    assert len(rates) == len(seen["ncl"]) + len(seen["pinn"])  # the schedule sets every step
+    assert rates[0] == cfg.lr and min(rates) < cfg.lr
 
 
 def test_mccann_path_error_of_a_geometric_scale_path():
@@ -171,3 +181,20 @@ def test_mccann_path_error_of_a_geometric_scale_path():
         model.mean_1.add_(0.1)  # a wrong endpoint: off by 0.1 * √2 at t = 1
     mean_err, _ = conservation_ot.mccann_path_error(model, m0, s0, m1, s1, n_t=101)
     assert mean_err == pytest.approx(0.1 * math.sqrt(2) / math.hypot(2.5, 1.5), rel=1e-12)
+
+
+def test_fluid_learning_rate_rule_and_bad_schedule(tmp_path):
+    from flowfields.errors import FlowfieldsError
+
+    cfg = conservation_fluid.Config(budget_s=10.0, lr=2e-3, lr_floor=0.05)
+    lr = conservation_fluid.learning_rate
+    assert lr(cfg, 0.0) == pytest.approx(2e-3)
+    assert lr(cfg, 5.0) == pytest.approx(2e-3 * (0.05 + 0.95 * 0.5))
+    assert lr(cfg, 10.0) == pytest.approx(2e-3 * 0.05)
+    assert lr(cfg, 99.0) == pytest.approx(2e-3 * 0.05)  # past the budget: stays at the floor
+    assert lr(cfg, 2.0) > lr(cfg, 7.0)
+    cfg.lr_schedule = "constant"
+    assert lr(cfg, 7.0) == 2e-3
+    cfg.lr_schedule = "step"
+    with pytest.raises(FlowfieldsError, match="lr_schedule"):
+        conservation_fluid.run(cfg, tmp_path, progress=False)

@@ -14,7 +14,8 @@ condition ``u(0, ·) = u_0``:
 - **PINN**: ``u`` a plain MLP on the same periodic features, with a penalty ``λ (div u)²``.
 
 They train interleaved step by step on the same wall-clock budget (each method's own step
-times are summed), with the same width, optimizer and learning rate, and the same collocation
+times are summed), with the same width, optimizer and learning-rate rule (a cosine decay over
+each method's own spent fraction of the budget), and the same collocation
 points: step k of either method draws its points from its own generator seeded alike, so both
 see the identical sequence of batches. They are evaluated on a grid: relative L2 velocity error
 against the exact solution, and the divergence each leaves. The time to reach given error
@@ -43,6 +44,7 @@ __all__ = [
     "FluidModel",
     "collocation_points",
     "evaluate",
+    "learning_rate",
     "load_model",
     "momentum_residual",
     "run",
@@ -164,6 +166,10 @@ class Config:
         div_weight: weight λ of the PINN's divergence penalty.
         hidden, depth, n_frequencies: network sizes (same for both methods).
         lr: Adam learning rate.
+        lr_schedule: ``"cosine"``: the rate decays as a cosine of the method's own spent
+            fraction of the budget, to ``lr_floor * lr`` at the end (the same rule for both
+            methods, so neither ends on a noisy large-step iterate); ``"constant"``.
+        lr_floor: final fraction of the learning rate under the cosine schedule.
         eval_every_s: evaluate about this often (in training seconds) for the curves.
         grid: evaluation grid size per side; eval_times: times evaluated.
         targets: velocity-error levels for the time-to-accuracy table.
@@ -182,6 +188,8 @@ class Config:
     depth: int = 3
     n_frequencies: int = 2
     lr: float = 3e-3
+    lr_schedule: str = "cosine"
+    lr_floor: float = 0.01
     eval_every_s: float = 2.5
     grid: int = 32
     eval_times: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0])
@@ -248,8 +256,22 @@ def _loss(model: FluidModel, cfg: Config, points: dict[str, Tensor]) -> Tensor:
     return loss
 
 
+def learning_rate(cfg: Config, spent_s: float) -> float:
+    """Learning rate after ``spent_s`` seconds of a method's own training (see Config)."""
+    if cfg.lr_schedule == "constant":
+        return cfg.lr
+    frac = min(max(spent_s / cfg.budget_s, 0.0), 1.0)
+    return cfg.lr * (cfg.lr_floor + (1 - cfg.lr_floor) * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
 def run(cfg: Config, out_dir: Path, *, resume: bool = False, progress: bool = True) -> Result:
     """Train NCL and PINN interleaved on equal wall-clock budgets; evaluate and plot."""
+    from flowfields.errors import check
+
+    check(
+        cfg.lr_schedule in ("cosine", "constant"), "lr_schedule", cfg.lr_schedule, "cosine|constant"
+    )
+    check(cfg.budget_s > 0, "budget_s", cfg.budget_s, "a positive number of seconds")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -297,6 +319,8 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False, progress: bool = Tr
                 curves[m].append((spent[m], steps[m], ev["rel_l2"], ev["mean_abs_div"]))
                 next_eval[m] = spent[m] + cfg.eval_every_s
             t0 = time.perf_counter()
+            for group in opts[m].param_groups:
+                group["lr"] = learning_rate(cfg, spent[m])
             opts[m].zero_grad(set_to_none=True)
             loss = _loss(models[m], cfg, collocation_points(cfg, gens[m], cfg.device))
             loss.backward()
@@ -355,7 +379,8 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False, progress: bool = Tr
             threshold="ncl/pinn velocity error < 1",
             holds=ratio < 1.0,
             note=f"{cfg.budget_s:.0f} s each on this machine, interleaved; same width "
-            f"({cfg.hidden}x{cfg.depth}), Adam lr {cfg.lr:g}, identical collocation points; NCL "
+            f"({cfg.hidden}x{cfg.depth}), Adam lr {cfg.lr:g} ({cfg.lr_schedule}), identical "
+            f"collocation points; NCL "
             f"{steps['ncl']} steps, PINN {steps['pinn']} steps; ν = {cfg.nu}, t in "
             f"[0, {cfg.t_max}]. Timings are noisy on a shared machine. At equal steps "
             f"(PINN after {pinn_at_steps} steps: {pinn_at:.3g}) the ratio is "
