@@ -9,7 +9,8 @@ process by :func:`benchmarks.timing.compare`. Rows:
 - training step (path sample + loss + backward + Adam step), CondOT and VP paths;
 - sampling at fixed NFE (Euler / midpoint, 8 and 32 steps), also against torchdiffeq called
   directly (the cost of our front door);
-- log-likelihood, exact divergence and Hutchinson, at d = 2, 16, 64 (midpoint, 8 steps);
+- log-likelihood, exact divergence and Hutchinson, at d = 2, 16, 64 (midpoint, 8 steps), also
+  against torchdiffeq called directly on the same augmented dynamics;
 - NFE of dopri5 vs tolerance for OT vs VP models trained here for a few hundred steps;
 - 1 vs 2 torch threads for our side.
 
@@ -30,6 +31,7 @@ import torchdiffeq
 
 from benchmarks.timing import Comparison, compare, machine, markdown_table
 from flowfields.data import get_toy
+from flowfields.divergence import AugmentedDynamics, sample_probe
 from flowfields.matching import CNF, cfm_loss
 from flowfields.nn import MLPField
 from flowfields.paths import CondOTPath, VPPath
@@ -225,9 +227,10 @@ def bench_sampling(s: Settings) -> tuple[list, list]:
     return vs_peer, vs_tdq
 
 
-def bench_loglik(s: Settings) -> tuple[list, list[str]]:
+def bench_loglik(s: Settings) -> tuple[list, list, list[str]]:
     _, _, _, ODESolver, Wrapped = _peer()
-    rows, checks = [], []
+    rows, vs_tdq, checks = [], [], []
+    grid10 = torch.tensor([1.0, 0.0])
     steps = 8
     for d in s.dims:
         field = _field(d, s)
@@ -252,12 +255,31 @@ def bench_loglik(s: Settings) -> tuple[list, list[str]]:
                 )
                 return log_p
 
+            def direct(estimator=estimator, field=field, x=x, cnf=cnf) -> torch.Tensor:
+                # the same augmented dynamics (fresh probe per call, as ours) through
+                # torchdiffeq.odeint directly: the cost of our front door
+                probe = sample_probe(x) if estimator == "hutchinson" else None
+                dyn = AugmentedDynamics(field, estimator=estimator, probe=probe)
+                with torch.no_grad():
+                    x_0, delta = torchdiffeq.odeint(
+                        dyn,
+                        (x, torch.zeros(len(x))),
+                        grid10,
+                        method="midpoint",
+                        options={"step_size": 1.0 / steps},
+                    )
+                return cnf.base.log_prob(x_0[-1]) - delta[-1]
+
             if exact:
                 diff = float((ours() - peer()).abs().max())
                 checks.append(f"d={d}: max |log p ours - log p peer| = {diff:.2e} (exact)")
                 assert diff < 1e-3, f"{label}: ours and peer disagree by {diff}"
+                diff = float((ours() - direct()).abs().max())
+                checks.append(f"d={d}: max |log p ours - log p torchdiffeq| = {diff:.2e}")
+                assert diff < 1e-3, f"{label}: ours and torchdiffeq disagree by {diff}"
             rows.append(_both(label, ours, peer, s))
-    return rows, checks
+            vs_tdq.append(_both(label, ours, direct, s))
+    return rows, vs_tdq, checks
 
 
 def bench_nfe_vs_tol(s: Settings) -> list[str]:
@@ -357,18 +379,33 @@ NOTES = """\
 ## Notes
 
 - Training step: both sides run the same network, backward and Adam; the difference is the
-  loss around it. Profiled with the network replaced by the identity (2,000 calls, B = 256,
-  CPU time, 2026-11-25): `flowfields.matching.cfm_loss` with `CondOTPath` costs about 90 us
-  per call vs about 50 us for the peer's `AffineProbPath.sample` + loss, and about 120 vs
-  105 us for VP. The extra is the float64 schedule evaluation with its dtype casts and the
-  input checks (finite data, t in [0, 1]) in `cfm_loss` / `flowfields.paths`; with a
-  256x4 MLP it is 1-3% of a step, within the IQR.
+  loss around it. Profiled with the network replaced by the identity (7 rounds of 1,000
+  calls, B = 256, CPU time, 2026-11-29): `flowfields.matching.cfm_loss` costs about 41 us
+  per call with `CondOTPath` vs 46 us for the peer's `AffineProbPath.sample` + loss, and
+  90 vs 97 us with `VPPath` (before 2026-11-29: 79 and 108 us). CondOT's `sample` is
+  `u_t = x_1 - (1 - sigma_min) x_0`, `x_t = x_0 + t u_t` (two tensor operations, no
+  schedule evaluation); t is range-checked once (by the path) and the data's finiteness by
+  one reduction. With a 256x4 MLP the loss is about 1% of a step, so the training rows sit
+  at 1.00 +- the machine's noise; an A/A test (the peer's step against itself on two
+  copies of the network, 31 rounds) gave 1.00 [0.975, 1.03].
 - Sampling: our fixed-step methods run a native Runge-Kutta loop (the same tableaus as
   torchdiffeq), which skips torchdiffeq's per-step bookkeeping; that is the margin over both
-  the peer and torchdiffeq called directly. The samples agree with the peer's to 1e-4.
+  the peer and torchdiffeq called directly. With the network replaced by `x * t`, a midpoint
+  solve of 32 steps (B = 256) costs about 0.36 ms of overhead on our side vs 1.13 ms for
+  the peer's `ODESolver`; the rest is the shared network. The samples agree with the
+  peer's to 1e-4. A 1.24x reading on "midpoint 32 steps" seen once before was not
+  reproducible (profiled 2026-11-29, CPU time, 15 interleaved rounds: 0.98 at the full
+  sizes, 0.91 to 1.05 over four runs at the quick sizes).
 - Exact log-likelihood: under `torch.no_grad` our exact divergence takes D reverse passes
-  through one graph and detaches; the peer's exact likelihood is 1.6x to 2.4x slower here.
-  Exact log-likelihoods agree bit for bit with the peer's (same network, same solver grid).
+  through one graph and detaches; the peer's exact likelihood is slower (1.2x to 1.4x on
+  2026-11-29; 1.6x to 2.4x on 2026-11-25, and the code of that day measures 0.75 again now
+  at d = 16, so the change is the machine's state, not the code). Exact log-likelihoods
+  agree bit for bit with the peer's and with torchdiffeq called directly.
+- Hutchinson log-likelihood: one vector-Jacobian product per evaluation on every side, so
+  with the 256x4 MLP the rows sit at 1.00 +- noise. With a light field (tanh(x W) t, B =
+  256, midpoint 8 steps, 15 rounds, 2026-11-29) our side costs 0.51 [0.50, 0.52] of the
+  peer's and 0.71 [0.70, 0.72] of torchdiffeq-direct at d = 16, 0.63 and 0.88 at d = 64:
+  our overhead is the smaller one.
 - Threads: on this 2-core machine, shared with other work, a second torch thread makes
   these small models much slower (OpenMP threads wait on busy cores); use one thread.
 """
@@ -405,7 +442,7 @@ def run(s: Settings, command: str) -> str:
     ]
     train = bench_training(s)
     sample_peer, sample_tdq = bench_sampling(s)
-    loglik, checks = bench_loglik(s)
+    loglik, loglik_tdq, checks = bench_loglik(s)
     nfe = bench_nfe_vs_tol(s)
     threads = bench_threads(s)
     body = [
@@ -425,6 +462,11 @@ def run(s: Settings, command: str) -> str:
         "## Log-likelihood (t = 1 -> 0, augmented dynamics), under torch.no_grad on our side",
         "",
         _table(loglik, "flow_matching"),
+        "",
+        "Same rows against torchdiffeq.odeint called directly on the same augmented dynamics "
+        "(flowfields.divergence.AugmentedDynamics, torch.no_grad):",
+        "",
+        _table(loglik_tdq, "torchdiffeq"),
         "",
         "Agreement checks (same field, same solver): " + "; ".join(checks) + ".",
         "",
