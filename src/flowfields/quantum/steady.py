@@ -231,7 +231,7 @@ def _real_generator(Lb: Lindbladian, shape: tuple[int, ...]) -> torch.Tensor:
     H = H.expand(*shape, d, d).reshape(B, d, d)
     C = C.expand(*shape, K, d, d).reshape(B, K, d, d)
     g = g.to(rdt).expand(*shape, K).reshape(B, K)
-    Heff = H - 0.5j * torch.einsum("bk,bkji,bkjl->bil", g.to(cdt), C.conj(), C)
+    Heff = H - 0.5j * (C.mH @ (g.to(cdt)[..., None, None] * C)).sum(1)
     Xr = _buffer("Xr", (B, n, n), rdt, dev)
     Xi = _buffer("Xi", (B, n, n), rdt, dev)
     if K:
@@ -488,16 +488,18 @@ def steady_state(
     n = d * d
     shape = L.batch_shape
     dtype = L.H.dtype
-    w = _trace_row(d, dtype, L.H.device)
     b = torch.zeros(*shape, n, dtype=dtype, device=L.H.device)
     b[..., 0] = 1.0
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (L.H, L.C, L.rates))
     if method == "dense":
-        keep = torch.is_grad_enabled() and any(t.requires_grad for t in (L.H, L.C, L.rates))
         with torch.no_grad():
-            fwd, adj = _dense_solvers(L, shape, singular_tol, keep=keep)
+            fwd, adj = _dense_solvers(L, shape, singular_tol, keep=needs_grad)
     else:
         idx = list(np.ndindex(*shape)) if shape else [()]
         fwd, adj = _batch_solvers([L.scipy(i) for i in idx], d, method, opts)
+    if not needs_grad:  # no graph to record: the forward solve alone
+        return unvec(fwd(b.reshape(-1, n)).reshape(b.shape))
+    w = _trace_row(d, dtype, L.H.device)
 
     def apply_A(x: torch.Tensor, H: torch.Tensor, C: torch.Tensor, g: torch.Tensor):
         y = vec(Lindbladian(H, C, g).apply(unvec(x)))
