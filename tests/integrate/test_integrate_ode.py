@@ -265,6 +265,7 @@ def test_gradcheck_through_odeint() -> None:
         ({"rtol": -1.0}, "rtol"),
         ({"options": {"jump_t": "abc"}}, "jump_t"),
         ({"options": {"step_t": [0.5, float("nan")]}}, "step_t"),
+        ({"options": {"step_t": [0.25, 0.5], "jump_t": [0.5]}}, r"step_t.*\[0\.5\].*jump_t"),
     ],
 )
 def test_bad_input_raises_flowfields_error(kwargs: dict, fragment: str) -> None:

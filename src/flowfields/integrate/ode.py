@@ -352,6 +352,14 @@ def odeint(
         for key in ("step_t", "jump_t"):
             if key in opts:
                 opts[key] = _as_option_times(opts[key], key, t64)
+        if "step_t" in opts and "jump_t" in opts:
+            both = opts["step_t"][torch.isin(opts["step_t"], opts["jump_t"])]
+            check(
+                both.numel() == 0,
+                "options['step_t']",
+                both.tolist(),
+                "no time also listed in options['jump_t'] (a jump is stepped onto anyway)",
+            )
         if "step_t" not in opts:
             step_t = t64
             if "jump_t" in opts:
