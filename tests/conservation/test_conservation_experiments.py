@@ -146,7 +146,14 @@ def test_fluid_methods_train_on_identical_collocation_points(tmp_path, monkeypat
 
     monkeypatch.setattr(conservation_fluid, "learning_rate", recording_lr)
     cfg = conservation_fluid.Config(
-        budget_s=0.6, eval_every_s=10.0, batch=16, ic_batch=8, hidden=8, depth=1, grid=4
+        budget_s=0.6,
+        eval_every_s=10.0,
+        batch=16,
+        ic_batch=8,
+        hidden=8,
+        depth=1,
+        grid=4,
+        lr_schedule="cosine",
     )
     conservation_fluid.run(cfg, tmp_path, progress=False)
     n = min(len(seen["ncl"]), len(seen["pinn"]))
@@ -186,7 +193,7 @@ def test_mccann_path_error_of_a_geometric_scale_path():
 def test_fluid_learning_rate_rule_and_bad_schedule(tmp_path):
     from flowfields.errors import FlowfieldsError
 
-    cfg = conservation_fluid.Config(budget_s=10.0, lr=2e-3, lr_floor=0.05)
+    cfg = conservation_fluid.Config(budget_s=10.0, lr=2e-3, lr_floor=0.05, lr_schedule="cosine")
     lr = conservation_fluid.learning_rate
     assert lr(cfg, 0.0) == pytest.approx(2e-3)
     assert lr(cfg, 5.0) == pytest.approx(2e-3 * (0.05 + 0.95 * 0.5))
