@@ -10,9 +10,8 @@ Forward methods (``method=``):
 - ``"dense"``: LU of the dense augmented matrix, in real arithmetic: in an orthonormal basis of
   Hermitian matrices a Lindbladian is a real matrix, assembled there directly from
   ``(H, C, g)`` (real matrix products and one elementwise combination, no complex d² x d²
-  intermediate) in reused per-thread scratch buffers, and factorised in place by LAPACK getrf
-  on CPU (torch's batched LU on other devices). A dense Liouvillian *matrix* input is solved
-  by complex LU (:func:`flowfields.linalg.solve`).
+  intermediate) in reused per-thread scratch buffers, then torch's batched LU. A dense
+  Liouvillian *matrix* input is solved by complex LU (:func:`flowfields.linalg.solve`).
 - ``"sparse"``: SuperLU of the sparse augmented matrix (scipy, COLAMD ordering).
 - ``"krylov"``: GMRES (or BiCGStab) preconditioned by an incomplete LU (scipy) -- large systems.
 - ``"evolve"``: time integration ``ρ(t) = exp(L t) ρ(0)`` to long times (``scipy.linalg.expm``
@@ -278,33 +277,32 @@ def _MH(u: torch.Tensor, P: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
 
 
 def _dense_solvers(
-    Lb: Lindbladian, shape: tuple[int, ...], singular_tol: float, *, keep: bool
+    Lb: Lindbladian, shape: tuple[int, ...], singular_tol: float
 ) -> tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]:
     """Dense LU of the augmented real generators of ``Lb``: (fwd, adj) acting on (B, n).
 
     A Lindbladian preserves Hermiticity, so in an orthonormal basis of Hermitian matrices the
     augmented matrix is real (``A = M^H A_r M``, ``M`` unitary and sparse, see
     :func:`_real_generator`): the LU is done in real arithmetic (about 4x fewer flops than
-    complex). ``keep``: the factors must outlive later calls (a backward may follow); else they
-    live in this thread's scratch buffers and ``fwd`` must be called before the next call.
+    complex). The factorisation is torch's (MKL/LAPACK on CPU), so it runs on the threads
+    torch is set to use: scipy's bundled OpenBLAS spawns its own threads even for 9 x 9
+    systems, which on a loaded machine made a solve ~10x slower.
     """
     d = Lb.dim
     Ar = _real_generator(Lb, shape)
-    what = ["steady_state"] if Ar.shape[0] == 1 else [f"steady_state[{i}]" for i in range(len(Ar))]
+    # LU of Ar^T: the row-major scratch read column-major, as LAPACK wants it (one plain copy
+    # into the fresh factor, so a kept factorisation never aliases the scratch buffer)
+    LU, piv, _ = torch.linalg.lu_factor_ex(Ar.mT)
+    diags = torch.diagonal(LU, dim1=-2, dim2=-1).abs().cpu().numpy()
+    for i, dg in enumerate(diags):
+        _pivot_check(dg, singular_tol, "steady_state" if len(diags) == 1 else f"steady_state[{i}]")
     *_, P, Q = _basis_tables(d, Ar.dtype, Ar.device)
-    if Ar.device.type == "cpu":
-        solve = _lapack_lu(Ar, singular_tol, what, keep=keep)
-    else:
-        LU, piv, _ = torch.linalg.lu_factor_ex(Ar)
-        for i, dg in enumerate(torch.diagonal(LU, dim1=-2, dim2=-1).abs().cpu().numpy()):
-            _pivot_check(dg, singular_tol, what[i])
-
-        def solve(cols: torch.Tensor, adjoint: bool) -> torch.Tensor:
-            return torch.linalg.lu_solve(LU, piv, cols, adjoint=adjoint)
 
     def lu_solve(r: torch.Tensor, adjoint: bool) -> torch.Tensor:
         u = _M(r, P, Q)
-        y = solve(torch.stack([u.real, u.imag], dim=-1), adjoint)  # (B, n, 2) real
+        cols = torch.stack([u.real, u.imag], dim=-1)  # (B, n, 2) real
+        # Ar y = u  <=>  (Ar^T)^T y = u: the transposed solve of the factors of Ar^T
+        y = torch.linalg.lu_solve(LU, piv, cols, adjoint=not adjoint)
         return _MH(torch.complex(y[..., 0], y[..., 1]), P, Q)
 
     def fwd(b: torch.Tensor) -> torch.Tensor:
@@ -314,35 +312,6 @@ def _dense_solvers(
         return lu_solve(g, True)
 
     return fwd, adj
-
-
-def _lapack_lu(
-    Ar: torch.Tensor, singular_tol: float, what: list[str], *, keep: bool
-) -> Callable[[torch.Tensor, bool], torch.Tensor]:
-    """LAPACK LU (getrf) of each CPU matrix ``Ar[b]``; returns ``solve(cols, adjoint)``.
-
-    The row-major ``Ar[b]`` is ``Ar[b]^T`` in column-major order, so getrf factorises the
-    transpose in place (no copy, no fresh buffer unless ``keep``) and getrs solves with
-    ``trans=1`` for ``Ar x = r`` and ``trans=0`` for the adjoint ``Ar^T y = r`` (real matrix).
-    """
-    a = Ar.numpy()
-    if keep:  # the factors outlive the scratch buffer
-        a = a.copy()
-    getrf, getrs = sla.get_lapack_funcs(("getrf", "getrs"), (a,))
-    factors = []
-    for i in range(a.shape[0]):
-        lu, piv, _ = getrf(a[i].T, overwrite_a=1)
-        _pivot_check(np.diagonal(lu), singular_tol, what[i])
-        factors.append((lu, piv))
-
-    def solve(cols: torch.Tensor, adjoint: bool) -> torch.Tensor:
-        rhs = cols.numpy()
-        out = np.empty_like(rhs)
-        for i, (lu, piv) in enumerate(factors):
-            out[i], _ = getrs(lu, piv, rhs[i], trans=0 if adjoint else 1)
-        return torch.from_numpy(out)
-
-    return solve
 
 
 def _batch_solvers(
@@ -493,7 +462,7 @@ def steady_state(
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (L.H, L.C, L.rates))
     if method == "dense":
         with torch.no_grad():
-            fwd, adj = _dense_solvers(L, shape, singular_tol, keep=needs_grad)
+            fwd, adj = _dense_solvers(L, shape, singular_tol)
     else:
         idx = list(np.ndindex(*shape)) if shape else [()]
         fwd, adj = _batch_solvers([L.scipy(i) for i in idx], d, method, opts)
