@@ -421,7 +421,7 @@ One torch thread and one BLAS thread (threadpoolctl) for both.
 Ours is `steady_state(lindbladian(H, c_ops, rates))` with `method="auto"` (dense real LU in
 an orthonormal Hermitian basis for d² <= 256, SuperLU above), from the operators to ρ_ss;
 QuTiP's is `steadystate(H, c_ops, ...)` from Qobj operators.
-"best" is QuTiP's fastest of {", ".join(QUTIP_CANDIDATES)} in one trial.
+"best" is QuTiP's fastest of {"; ".join(QUTIP_CANDIDATES)} in one trial.
 Each timing is a run of back-to-back calls of one side lasting about 20 ms (one call when
 a call is longer), the two sides alternating round after round; ratios are per round, on
 wall-clock and on this thread's CPU time. Cases whose QuTiP call takes over a second use 3
