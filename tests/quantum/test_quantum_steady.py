@@ -191,3 +191,12 @@ def test_auto_method_matches_explicit_methods() -> None:
     small, large = kerr_cavity(6), kerr_cavity(20)  # d² = 36 (dense) and 400 (sparse)
     assert torch.allclose(steady_state(small), steady_state(small, "sparse"), atol=1e-12)
     assert torch.allclose(steady_state(large), steady_state(large, "dense"), atol=1e-11)
+
+
+def test_complex64_dense_path() -> None:
+    # the real-basis assembly and LU also run in single precision (float32 coefficients)
+    for Lb in (kerr_cavity(6), qubit_chain(3)):
+        L32 = lindbladian(Lb.H, Lb.C, Lb.rates, dtype=torch.complex64)
+        rho32 = steady_state(L32, "dense")
+        assert rho32.dtype == torch.complex64
+        assert float((rho32.to(torch.complex128) - steady_state(Lb)).abs().max()) <= 1e-5
