@@ -72,7 +72,7 @@ class Config:
 
     @classmethod
     def full(cls) -> Config:
-        """60 x 60 grid, 8 starts x 60 steps, 200-point scan: under a minute on one CPU core."""
+        """60 x 60 grid, 8 starts x 60 steps, 200-point scan: ~10 s on one CPU core."""
         return cls(grid_points=60, ga_starts=8, ga_steps=60, scan_points=200)
 
 
