@@ -353,10 +353,10 @@ def _batch_solvers(
         adjs.append(wrap(s_a))
 
     def fwd(b: torch.Tensor) -> torch.Tensor:
-        return torch.stack([f(b[i]) for i, f in enumerate(fwds)]).to(b.dtype)
+        return torch.stack([f(b[i]) for i, f in enumerate(fwds)]).to(b.device, b.dtype)
 
     def adj(g: torch.Tensor) -> torch.Tensor:
-        return torch.stack([a(g[i]) for i, a in enumerate(adjs)]).to(g.dtype)
+        return torch.stack([a(g[i]) for i, a in enumerate(adjs)]).to(g.device, g.dtype)
 
     return fwd, adj
 
