@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -390,3 +393,21 @@ def test_crash_between_renames_resumes_from_previous(tmp_path):
     resumed = run(50, path, resume=True)
     assert resumed.losses == full.losses
     assert_same(resumed.model, full.model)
+
+
+def test_set_threads_limits_the_blas_pools_of_numpy_and_scipy():
+    """SciPy's own OpenBLAS would otherwise start one thread per core (slow on tiny solves)."""
+    code = (
+        "import scipy.linalg, numpy, threadpoolctl\n"
+        "from flowfields.engine import set_threads\n"
+        "set_threads(1)\n"
+        "pools = [p for p in threadpoolctl.threadpool_info() if p['user_api'] == 'blas']\n"
+        "assert pools, 'no BLAS pool found'\n"
+        "print(sorted({p['num_threads'] for p in pools}))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[1]"
