@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import subprocess
@@ -210,11 +211,33 @@ def test_ema_matches_hand_computation():
     w0 = 1.0
     w1 = w0 - lr * w0 * xs[0] ** 2
     w2 = w1 - lr * w1 * xs[1] ** 2
-    e1 = decay * w0 + (1 - decay) * w1
-    e2 = decay * e1 + (1 - decay) * w2
+    b0, b1 = min(decay, 1 / 10), min(decay, 2 / 11)  # warm-up: min(decay, (1 + n) / (10 + n))
+    e1 = b0 * w0 + (1 - b0) * w1
+    e2 = b1 * e1 + (1 - b1) * w2
     assert res.model.weight.item() == pytest.approx(w2, abs=1e-14)
     assert res.ema.weight.item() == pytest.approx(e2, abs=1e-14)
     assert res.losses == pytest.approx([0.5 * 4.0 * w0**2, 0.5 * 9.0 * w1**2], abs=1e-14)
+
+
+def test_ema_warmup_schedule_and_plain_decay():
+    net = nn.Linear(1, 1, bias=False).double()
+    with torch.no_grad():
+        net.weight.fill_(0.0)
+    ema, plain = EMA(net, 0.999), EMA(net, 0.999, warmup=False)
+    with torch.no_grad():
+        net.weight.fill_(1.0)
+    for _ in range(150):
+        ema.update(net)
+        plain.update(net)
+    # plain: 1 - 0.999^150 of the way to the new weight; warm-up: prod_n (1 + n) / (10 + n)
+    assert plain.model.weight.item() == pytest.approx(1 - 0.999**150, rel=1e-12)
+    kept = math.prod((1 + n) / (10 + n) for n in range(150))
+    assert ema.model.weight.item() == pytest.approx(1 - kept, rel=1e-12)
+    assert ema.num_updates == 150
+    assert ema.current_decay() == pytest.approx(151 / 160)
+    for _ in range(20000):
+        ema.num_updates += 1
+    assert ema.current_decay() == 0.999
 
 
 def test_ema_copies_buffers_and_rejects_bad_decay():

@@ -13,18 +13,25 @@ __all__ = ["EMA"]
 
 
 class EMA:
-    """Exponential moving average of parameters: ``p_ema <- decay * p_ema + (1 - decay) * p``.
+    """Exponential moving average of parameters: ``p_ema <- β_n p_ema + (1 - β_n) p``.
 
-    The average starts at the model's current weights; buffers (e.g. batch-norm statistics)
-    are copied, not averaged.
+    With ``warmup`` (the default) the n-th update (n = 0, 1, ...) uses
+    ``β_n = min(decay, (1 + n) / (10 + n))``, otherwise ``β_n = decay``. Without the warm-up
+    the average of a short run is mostly the initial weights: with decay 0.999, after 150
+    updates 0.999^150 = 86% of it is the initialisation (this made the 150-step ML-CNF baseline
+    of ``flow-matching-2d`` evaluate as an untrained model). The average starts at the model's
+    current weights; buffers (e.g. batch-norm statistics) are copied, not averaged.
 
     Args:
         model: the model being trained (unwrapped, not a DDP wrapper).
         decay: in [0, 1).
+        warmup: ramp the decay up over the first updates as above.
 
     Attributes:
         model: the averaged copy, in eval mode, with ``requires_grad=False``.
         decay: the decay.
+        num_updates: updates made so far (set it when resuming: :func:`flowfields.engine.fit`
+            does, from the checkpoint's step).
 
     Example:
         >>> ema = EMA(net, decay=0.999)
@@ -32,7 +39,7 @@ class EMA:
         >>> ema.update(net)
     """
 
-    def __init__(self, model: nn.Module, decay: float = 0.999) -> None:
+    def __init__(self, model: nn.Module, decay: float = 0.999, warmup: bool = True) -> None:
         check(
             isinstance(decay, (int, float)) and 0.0 <= float(decay) < 1.0,
             "ema_decay",
@@ -40,6 +47,8 @@ class EMA:
             "a number in [0, 1)",
         )
         self.decay = float(decay)
+        self.warmup = bool(warmup)
+        self.num_updates = 0
         self.model = copy.deepcopy(model).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
@@ -65,12 +74,21 @@ class EMA:
             self._pairs = (float_e, float_n, other_e, other_n)
         return self._pairs
 
+    def current_decay(self) -> float:
+        """The decay ``β_n`` the next :meth:`update` uses."""
+        if not self.warmup:
+            return self.decay
+        n = self.num_updates
+        return min(self.decay, (1.0 + n) / (10.0 + n))
+
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         """Move the average one step towards ``model``'s current weights."""
         float_e, float_n, other_e, other_n = self._pair_up(model)
+        beta = self.current_decay()
+        self.num_updates += 1
         if float_e:
-            torch._foreach_lerp_(float_e, [n.detach() for n in float_n], 1.0 - self.decay)
+            torch._foreach_lerp_(float_e, [n.detach() for n in float_n], 1.0 - beta)
         for e, n in zip(other_e, other_n):
             e.copy_(n)
 

@@ -218,6 +218,7 @@ def fit(
                 if state.get("ema") is None:
                     raise KeyError("ema")
                 ema.load_state_dict(state["ema"])
+                ema.num_updates = int(state["step"])  # one update per completed step
         except (RuntimeError, KeyError, ValueError) as err:
             raise CheckpointError(
                 f"checkpoint: {str(read_from)!r} does not match this model / optimizer / EMA "
