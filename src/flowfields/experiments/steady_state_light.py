@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from flowfields.experiments._design_claims import ascent_vs_grid_claim
 from flowfields.quantum import (
     STEADY_METHODS,
     Box,
@@ -124,31 +125,8 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False, progress: bool = Tr
             f"gradient ascent best {ga.best_value:.6f} ({ga.solves} solves)",
             flush=True,
         )
-    reached = ga.best_value >= grid.best_value * (1 - 1e-6)
-    fewer = 0 < ga.solves_to_target <= grid.solves / 3
     claims.append(
-        Claim(
-            id="ga-beats-grid-efficiency",
-            statement=(
-                "Gradient ascent reaches at least the grid-search optimum of the transfer "
-                "efficiency with far fewer steady-state solves."
-            ),
-            measured=(
-                f"GA best {ga.best_value:.6f} ("
-                + (
-                    f"reached the grid's best after {ga.solves_to_target} solves; "
-                    if ga.solves_to_target > 0
-                    else "never reached the grid's best; "
-                )
-                + f"{ga.solves} in its whole budget) vs grid "
-                f"{grid.best_value:.6f} in {grid.solves} solves"
-            ),
-            threshold=(
-                "GA running best >= grid best (rel. tol 1e-6) within 1/3 of the grid's solves"
-            ),
-            holds=bool(reached and fewer),
-            note="Forward and adjoint linear solves both count; -1 means never reached.",
-        )
+        ascent_vs_grid_claim(ga, grid, task="efficiency", what="transfer efficiency", fmt=".6f")
     )
 
     # same gradient whatever the forward method, at the best design
