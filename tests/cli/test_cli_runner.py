@@ -300,3 +300,22 @@ def test_torchrun_without_out_exits_2(fake, monkeypatch, capsys):
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert run_cli("--quick") == 2
     assert "shared by all ranks" in capsys.readouterr().err
+
+
+def test_list_into_a_closed_pipe_exits_quietly():
+    """`flowfields list | head -1`: no BrokenPipeError traceback, exit status 0."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from flowfields.cli import main; "
+            "[main(['list']) for _ in range(50)]; sys.exit(main(['list']))",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    proc.stdout.readline()
+    proc.stdout.close()
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0, stderr
+    assert "Traceback" not in stderr, stderr
