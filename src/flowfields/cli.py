@@ -210,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\nflowfields: interrupted.{hint}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into a reader that closed early (`| head`)
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - no flush error at exit
+        sys.stdout = open(os.devnull, "w")  # no flush error when Python exits
         return 0
 
 
