@@ -43,7 +43,7 @@ def run_cli(*argv: str) -> int:
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
-    return load_checkpoint(path)["model"]
+    return load_checkpoint(path)["train_state"]["modules"]["model"]
 
 
 def test_list_shows_fake(fake, capsys):
@@ -167,11 +167,11 @@ def test_load_returns_trained_model(fake, tmp_path):
     out = tmp_path / "r"
     assert run_cli("--quick", "--out", str(out)) == 0
     model = flowfields.load(out)
-    state = load_checkpoint(out / "checkpoint.pt")
+    state = load_checkpoint(out / "checkpoint.pt")["train_state"]
     for k, v in model.state_dict().items():
-        assert torch.equal(v, state["ema"][k])
+        assert torch.equal(v, state["emas"]["model"][k])
     raw = flowfields.load(out, variant="raw")
-    assert all(torch.equal(v, state["model"][k]) for k, v in raw.state_dict().items())
+    assert all(torch.equal(v, state["modules"]["model"][k]) for k, v in raw.state_dict().items())
 
 
 def test_load_rejects_non_run_dirs(tmp_path):
@@ -293,7 +293,10 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted(fake, tmp_path):
     assert run_cli("--out", str(ref), "--set", "steps=200", "checkpoint_every=10") == 0
     a, b = weights(ckpt), weights(ref / "checkpoint.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert load_checkpoint(ckpt)["losses"] == load_checkpoint(ref / "checkpoint.pt")["losses"]
+    history = [
+        load_checkpoint(p)["train_state"]["history"]["loss"] for p in (ckpt, ref / "checkpoint.pt")
+    ]
+    assert torch.equal(*history)
 
 
 def test_torchrun_without_out_exits_2(fake, monkeypatch, capsys):

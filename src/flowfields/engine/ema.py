@@ -34,9 +34,12 @@ class EMA:
             does, from the checkpoint's step).
 
     Example:
+        >>> from torch import nn
+        >>> net = nn.Linear(2, 2)
         >>> ema = EMA(net, decay=0.999)
-        >>> ...  # after each optimizer step
-        >>> ema.update(net)
+        >>> ema.update(net)  # after each optimizer step
+        >>> ema.num_updates, ema.current_decay()
+        (1, 0.18181818181818182)
     """
 
     def __init__(self, model: nn.Module, decay: float = 0.999, warmup: bool = True) -> None:
