@@ -158,8 +158,8 @@ def fit(
         resume: continue from ``checkpoint`` (or its previous copy if it is corrupt) when one
             exists; start fresh otherwise.
         eval_fn: ``eval_fn(state, step)`` (module form: ``eval_fn(model, step)`` or
-            ``eval_fn(model, step, ema)``) returning a number or a dict, every ``eval_every``
-            steps and at the last step.
+            ``eval_fn(model, step, ema)``) returning a number or a dict (``None``: nothing to
+            record this time), every ``eval_every`` steps and at the last step.
         eval_every: steps between evaluations (0: never).
         best: ``(key, "min" | "max")``: keep the averaged weights of the best evaluation
             (``state.best``, ``state.load_best()``); ``key`` indexes a dict evaluation.
@@ -423,6 +423,8 @@ class _Loop:
             for k, m in st.modules.items():
                 m.train(modes[k])
             set_rng_state(rng_saved)
+        if value is None:  # nothing to record at this step
+            return
         st.evals.append((st.step, value))
         if s.best is not None:
             key, mode = s.best

@@ -6,6 +6,7 @@ Every network here follows the flowfields convention ``v(t, x)`` with ``t`` a fl
 """
 
 from flowfields.nn.divfree import DivFreeMatrixField, DivFreeVectorField, PeriodicFeatures
+from flowfields.nn.flat import FlatField
 from flowfields.nn.mlp import MLPField
 from flowfields.nn.time import (
     ACTIVATIONS,
@@ -22,6 +23,7 @@ __all__ = [
     "DivFreeMatrixField",
     "DivFreeVectorField",
     "Field",
+    "FlatField",
     "MLPField",
     "PeriodicFeatures",
     "TimeEmbedding",
