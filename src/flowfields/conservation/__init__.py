@@ -14,6 +14,7 @@ from flowfields.conservation.potentials import (
     regularized_lower_gamma_ratio,
 )
 from flowfields.conservation.spacetime import (
+    MixtureMarginal,
     PositiveDensityFlux,
     SpaceTimeDivFree,
     continuity_residual,
@@ -22,6 +23,7 @@ from flowfields.conservation.spacetime import (
 
 __all__ = [
     "HodgeDecomposition",
+    "MixtureMarginal",
     "PositiveDensityFlux",
     "SpaceTimeDivFree",
     "continuity_residual",

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from flowfields.errors import CheckpointError, FlowfieldsError, check
+from flowfields.integrate import ODEOptions
 from flowfields.report.result import Claim, Result
 
 __all__ = ["NAME", "PAPER", "VARIANTS", "Config", "TrainClock", "load_model", "run"]
@@ -215,7 +216,7 @@ def _check_config(cfg: Config) -> None:
 def _nll(cnf: Any, x: Tensor, rtol: float) -> tuple[float, float, int, Tensor]:
     """Mean NLL (nats), its standard error, the solver's NFE and the per-point NLL (float64)."""
     with torch.no_grad():
-        out = cnf.log_prob(x, estimator="exact", rtol=rtol, atol=rtol, return_nfe=True)
+        out = cnf.log_prob_details(x, estimator="exact", solver=ODEOptions(rtol=rtol, atol=rtol))
     nll = -out.log_p.double()
     return nll.mean().item(), (nll.std() / math.sqrt(nll.numel())).item(), out.nfe, nll
 
@@ -242,7 +243,9 @@ def _train_variant(
         def loss_fn(model: torch.nn.Module, step: int) -> Tensor:
             x_1 = toy.sample(cfg.batch_size, device=device)
             cnf = _cnf(cfg, variant, model)
-            return mlcnf_loss(cnf, x_1, rtol=cfg.mlcnf_rtol, atol=cfg.mlcnf_rtol)
+            return mlcnf_loss(
+                cnf, x_1, solver=ODEOptions(rtol=cfg.mlcnf_rtol, atol=cfg.mlcnf_rtol, adjoint=True)
+            )
 
     else:
         path = _path(cfg, variant)
@@ -346,13 +349,15 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False, progress: bool = Tr
         g = torch.Generator().manual_seed(cfg.seed + 2000)
         x0 = cnf.sample_base(cfg.n_samples, g)  # the same base points for every solver
         samples[variant] = {}
-        s = cnf.sample(cfg.n_samples, rtol=1e-5, atol=1e-5, x_0=x0, return_nfe=True)
+        s = cnf.sample_details(cfg.n_samples, solver=ODEOptions(rtol=1e-5, atol=1e-5), x_0=x0)
         metrics[p + "nfe_dopri5"] = s.nfe
         samples[variant]["dopri5"] = s.x_1
         settings = [("dopri5", s.x_1)]
         for method in ("euler", "midpoint"):
             for k in cfg.sample_steps:
-                xk = cnf.sample(cfg.n_samples, method=method, steps=k, x_0=x0)
+                xk = cnf.sample(
+                    cfg.n_samples, solver=ODEOptions(method=method, step_size=1 / k), x_0=x0
+                )
                 samples[variant][f"{method}_{k}"] = xk
                 settings.append((f"{method}_{k}", xk))
         for key, xk in settings:
@@ -576,7 +581,9 @@ def _figures(
         panels.append(("data", toy.log_prob(pts.double().cpu()).exp().reshape(n, n)))
     for v, model in models.items():
         with torch.no_grad():
-            lp = _cnf(cfg, v, model).log_prob(pts, rtol=cfg.curve_rtol, atol=cfg.curve_rtol)
+            lp = _cnf(cfg, v, model).log_prob(
+                pts, solver=ODEOptions(rtol=cfg.curve_rtol, atol=cfg.curve_rtol)
+            )
         panels.append((_LABEL[v], lp.exp().reshape(n, n).cpu()))
     fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 2.8), squeeze=False)
     for ax, (title, dens) in zip(axes[0], panels):

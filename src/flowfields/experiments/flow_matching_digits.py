@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from flowfields.errors import CheckpointError, FlowfieldsError, check
 from flowfields.experiments.flow_matching_2d import TrainClock, stitch_clock
+from flowfields.integrate import ODEOptions
 from flowfields.report.result import Claim, Result
 
 __all__ = ["NAME", "PAPER", "VARIANTS", "Config", "FlatField", "load_model", "run"]
@@ -244,8 +245,7 @@ def _train_variant(
                     shift=_SHIFT,
                     generator=torch.Generator().manual_seed(cfg.seed + 5),
                     estimator=_estimator(cfg),
-                    rtol=1e-3,
-                    atol=1e-3,
+                    solver=ODEOptions(rtol=1e-3, atol=1e-3),
                 ).bpd
             if cfg.select_best and bpd < best["bpd"]:
                 best["bpd"] = bpd
@@ -353,11 +353,11 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False, progress: bool = Tr
         p = f"{variant}/"
         metrics[p + "train_s"], metrics[p + "steps"] = train_s, cfg.steps
         metrics[p + "selected_step"] = best_step
-        b = bpd_of(cnf, estimator=est, rtol=cfg.bpd_rtol, atol=cfg.bpd_rtol)
+        b = bpd_of(cnf, estimator=est, solver=ODEOptions(rtol=cfg.bpd_rtol, atol=cfg.bpd_rtol))
         per_example[variant] = b.per_example
         metrics[p + "bpd"], metrics[p + "bpd_se"], metrics[p + "bpd_k1"] = b.bpd, b.stderr, b.bpd_k1
-        s = cnf.sample(
-            64, rtol=1e-5, atol=1e-5, generator=torch.Generator().manual_seed(9), return_nfe=True
+        s = cnf.sample_details(
+            64, solver=ODEOptions(rtol=1e-5, atol=1e-5), generator=torch.Generator().manual_seed(9)
         )
         metrics[p + "nfe_dopri5"] = s.nfe
         samples[_LABEL[variant]] = s.x_1
