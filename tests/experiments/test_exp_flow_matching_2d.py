@@ -69,12 +69,14 @@ def test_tiny_run_metrics_claims_resume_and_load(tmp_path):
     # load_model round trip: the loaded CNF reproduces the reported test NLL exactly
     gen = torch.Generator().manual_seed(cfg.seed + 1000)
     from flowfields.data import get_toy
+    from flowfields.integrate import ODEOptions
 
     test_x = get_toy(cfg.data).sample(cfg.n_test, generator=gen)
     for v in ("condot", "ve", "mlcnf"):
         cnf = Exp.load_model(tmp_path, None if v == "condot" else v)
         with torch.no_grad():
-            nll = -cnf.log_prob(test_x, rtol=cfg.nll_rtol, atol=cfg.nll_rtol).double().mean()
+            tol = ODEOptions(rtol=cfg.nll_rtol, atol=cfg.nll_rtol)
+            nll = -cnf.log_prob(test_x, solver=tol).double().mean()
         assert abs(nll.item() - res.metrics[f"{v}/nll_nats"]) < 1e-6
     assert Exp.load_model(tmp_path).sample(5).shape == (5, 2)
 

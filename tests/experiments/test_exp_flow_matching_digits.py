@@ -11,6 +11,7 @@ from flowfields.data import DIGITS_LEVELS, load_digits, split_train_test
 from flowfields.engine import load_checkpoint
 from flowfields.errors import FlowfieldsError
 from flowfields.experiments import flow_matching_digits as exp
+from flowfields.integrate import ODEOptions
 from flowfields.matching import bits_per_dim
 
 Exp = exp.EXPERIMENT
@@ -77,11 +78,11 @@ def test_tiny_run_metrics_claims_and_load(tmp_path):
         generator=g,
         scale=2.0,
         shift=-1.0,
-        rtol=cfg.bpd_rtol,
-        atol=cfg.bpd_rtol,
+        solver=ODEOptions(rtol=cfg.bpd_rtol, atol=cfg.bpd_rtol),
     )
     assert abs(b.bpd - m["condot/bpd"]) < 1e-6
-    assert Exp.load_model(tmp_path, "vp").sample(3, method="euler", steps=2).shape == (3, 1, 8, 8)
+    euler = ODEOptions("euler", step_size=0.5)
+    assert Exp.load_model(tmp_path, "vp").sample(3, solver=euler).shape == (3, 1, 8, 8)
 
 
 def res_evals(run_dir, variant):

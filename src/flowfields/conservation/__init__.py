@@ -25,6 +25,7 @@ from flowfields.conservation.potentials import (
     regularized_lower_gamma_ratio,
 )
 from flowfields.conservation.spacetime import (
+    MixtureMarginal,
     PositiveDensityFlux,
     SpaceTimeDivFree,
     continuity_residual,
@@ -36,6 +37,7 @@ __all__ = [
     "FluidModel",
     "HodgeDecomposition",
     "KnownHodgeField",
+    "MixtureMarginal",
     "PeriodicMLP",
     "PositiveDensityFlux",
     "SpaceTimeDivFree",

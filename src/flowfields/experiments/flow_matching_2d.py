@@ -22,6 +22,7 @@ from torch import Tensor
 
 from flowfields.errors import check
 from flowfields.experiments.base import Experiment
+from flowfields.integrate import ODEOptions
 from flowfields.report.result import Claim
 
 __all__ = ["EXPERIMENT", "NAME", "PAPER", "VARIANTS", "Config", "FlowMatching2D"]
@@ -176,7 +177,7 @@ def _check_config(cfg: Config) -> None:
 def _nll(cnf: Any, x: Tensor, rtol: float) -> tuple[float, float, int, Tensor]:
     """Mean NLL (nats), its standard error, the solver's NFE and the per-point NLL (float64)."""
     with torch.no_grad():
-        out = cnf.log_prob(x, estimator="exact", rtol=rtol, atol=rtol, return_nfe=True)
+        out = cnf.log_prob_details(x, estimator="exact", solver=ODEOptions(rtol=rtol, atol=rtol))
     nll = -out.log_p.double()
     return nll.mean().item(), (nll.std() / math.sqrt(nll.numel())).item(), out.nfe, nll
 
@@ -189,9 +190,8 @@ def _loss_fn(cfg: Config, variant: str, toy: Any, device: torch.device) -> Any:
 
         def mlcnf_step(model: torch.nn.Module, step: int) -> Tensor:
             x_1 = toy.sample(cfg.batch_size, device=device)
-            return mlcnf_loss(
-                _cnf(cfg, variant, model), x_1, rtol=cfg.mlcnf_rtol, atol=cfg.mlcnf_rtol
-            )
+            solver = ODEOptions(rtol=cfg.mlcnf_rtol, atol=cfg.mlcnf_rtol, adjoint=True)
+            return mlcnf_loss(_cnf(cfg, variant, model), x_1, solver=solver)
 
         return mlcnf_step
     path = _path(cfg, variant)
@@ -314,14 +314,13 @@ class FlowMatching2D(Experiment):
         m[p + "curve_final_nll"] = curve[-1]["nll"] if curve else float("nan")
         g = torch.Generator().manual_seed(cfg.seed + 2000)
         x0 = cnf.sample_base(cfg.n_samples, g)  # the same base points for every solver
-        s = cnf.sample(cfg.n_samples, rtol=1e-5, atol=1e-5, x_0=x0, return_nfe=True)
+        s = cnf.sample_details(cfg.n_samples, solver=ODEOptions(rtol=1e-5, atol=1e-5), x_0=x0)
         m[p + "nfe_dopri5"] = s.nfe
         settings = {"dopri5": s.x_1}
         for method in ("euler", "midpoint"):
             for k in cfg.sample_steps:
-                settings[f"{method}_{k}"] = cnf.sample(
-                    cfg.n_samples, method=method, steps=k, x_0=x0
-                )
+                fixed = ODEOptions(method=method, step_size=1 / k)
+                settings[f"{method}_{k}"] = cnf.sample(cfg.n_samples, solver=fixed, x_0=x0)
         self.samples[variant] = settings
         for key, xk in settings.items():
             finite = torch.isfinite(xk).all(dim=1)
@@ -517,7 +516,7 @@ def _plot_densities(plt: Any, cfg: Config, toy: Any, models: dict[str, Any]) -> 
         panels.append(("data", toy.log_prob(pts.double().cpu()).exp().reshape(n, n)))
     for v, cnf in models.items():
         with torch.no_grad():
-            lp = cnf.log_prob(pts, rtol=cfg.curve_rtol, atol=cfg.curve_rtol)
+            lp = cnf.log_prob(pts, solver=ODEOptions(rtol=cfg.curve_rtol, atol=cfg.curve_rtol))
         panels.append((_LABEL[v], lp.exp().reshape(n, n).cpu()))
     fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 2.8), squeeze=False)
     for ax, (title, dens) in zip(axes[0], panels):

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from flowfields.errors import check
 from flowfields.experiments.base import Experiment
+from flowfields.integrate import ODEOptions
 from flowfields.report.result import Claim
 
 __all__ = ["EXPERIMENT", "NAME", "PAPER", "VARIANTS", "Config", "FlowMatchingDigits"]
@@ -194,7 +195,7 @@ def _val_bpd(cfg: Config, cnf: Any, x: Tensor, levels: int) -> float:
         return bits_per_dim(
             cnf, x, levels, K=1, scale=_SCALE, shift=_SHIFT,
             generator=torch.Generator().manual_seed(cfg.seed + 5),
-            estimator=_estimator(cfg), rtol=1e-3, atol=1e-3,
+            estimator=_estimator(cfg), solver=ODEOptions(rtol=1e-3, atol=1e-3),
         ).bpd  # fmt: skip
 
 
@@ -331,11 +332,12 @@ class FlowMatchingDigits(Experiment):
 
     def _evaluate_variant(self, variant: str, cnf: Any) -> None:
         cfg, m, p = self.cfg, self.metrics, f"{variant}/"
-        b = self._bpd(cnf, estimator=_estimator(cfg), rtol=cfg.bpd_rtol, atol=cfg.bpd_rtol)
+        solver = ODEOptions(rtol=cfg.bpd_rtol, atol=cfg.bpd_rtol)
+        b = self._bpd(cnf, estimator=_estimator(cfg), solver=solver)
         self.per_example[variant] = b.per_example
         m[p + "bpd"], m[p + "bpd_se"], m[p + "bpd_k1"] = b.bpd, b.stderr, b.bpd_k1
         g = torch.Generator().manual_seed(9)
-        s = cnf.sample(64, rtol=1e-5, atol=1e-5, generator=g, return_nfe=True)
+        s = cnf.sample_details(64, solver=ODEOptions(rtol=1e-5, atol=1e-5), generator=g)
         m[p + "nfe_dopri5"] = s.nfe
         self.samples[_LABEL[variant]] = s.x_1
 

@@ -49,13 +49,13 @@ import torch
 
 from flowfields.errors import FlowfieldsError, check
 from flowfields.linalg import (
+    check_pivots,
     implicit_linear_solve,
     krylov_solver,
     replace_row,
     sparse_lu_solver,
 )
 from flowfields.linalg import solve as linear_solve
-from flowfields.linalg.implicit import _pivot_check
 from flowfields.quantum.liouvillian import Lindbladian, unvec, vec
 
 __all__ = ["AUTO_DENSE_MAX", "STEADY_METHODS", "steady_state"]
@@ -295,7 +295,7 @@ def _dense_solvers(
     LU, piv, _ = torch.linalg.lu_factor_ex(Ar.mT)
     diags = torch.diagonal(LU, dim1=-2, dim2=-1).abs().cpu().numpy()
     for i, dg in enumerate(diags):
-        _pivot_check(dg, singular_tol, "steady_state" if len(diags) == 1 else f"steady_state[{i}]")
+        check_pivots(dg, singular_tol, "steady_state" if len(diags) == 1 else f"steady_state[{i}]")
     *_, P, Q = _basis_tables(d, Ar.dtype, Ar.device)
 
     def lu_solve(r: torch.Tensor, adjoint: bool) -> torch.Tensor:

@@ -128,5 +128,3 @@ def read_json(path: str | os.PathLike) -> dict[str, Any]:
         )
     del record[CHECKSUM_KEY]
     return record
-
-
