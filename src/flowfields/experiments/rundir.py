@@ -148,6 +148,7 @@ def check_out_dir(path: Path, *, resume: bool, overwrite: bool) -> None:
     """
     if path.exists() and not path.is_dir():
         raise FlowfieldsError(f"--out: got {str(path)!r}, which is a file, expected a directory.")
+    RunLock(path).refuse_if_owned()
     if resume:
         read_run_info(path)  # raises unless it is a run directory
         return
@@ -228,6 +229,17 @@ class RunLock:
                 self.file.unlink(missing_ok=True)
             except OSError:
                 pass
+
+    def refuse_if_owned(self) -> None:
+        """Raise the "in use" error when a live process other than this one holds the lock."""
+        if not self.file.is_file():
+            return
+        owner = self._owner()
+        if owner is not None and owner.get("pid") != os.getpid() and self._live(owner):
+            raise FlowfieldsError(
+                f"--out: {str(self.path)!r} is in use by another run (pid {owner.get('pid')} on "
+                f"{owner.get('host')}); wait for it to finish or choose another directory."
+            )
 
     def _acquire(self) -> None:
         me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
