@@ -215,3 +215,44 @@ def test_filesystem_and_configuration_errors(fake, tmp_path, monkeypatch, capsys
     for bad in (None, 3, tmp_path / "missing"):
         with pytest.raises(FlowfieldsError, match="run_dir"):
             flowfields.load(bad)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- reports embed their figures
+def _embedded_images(html: str) -> int:
+    return html.count("data:image/png;base64,")
+
+
+def test_relative_out_dirs_embed_every_figure_in_both_reports(fake, tmp_path):
+    """`make demo` writes runs/reproduce/<stamp>/...: a relative directory. Every figure must
+    be embedded in the run's report.html and in the summary (they showed 'missing figure')."""
+    assert run_cli("--out", "rel/run", "--set", "steps=10") == 0
+    html = (tmp_path / "rel" / "run" / "report.html").read_text()
+    assert "missing figure" not in html and _embedded_images(html) == 1
+    assert (
+        main(["reproduce", "--quick", "--no-progress", "--jobs", "1", FAKE, "--out", "rel/rep"])
+        == 0
+    )
+    summary = (tmp_path / "rel" / "rep" / "report.html").read_text()
+    own = (tmp_path / "rel" / "rep" / FAKE / "report.html").read_text()
+    assert "missing figure" not in summary and "missing figure" not in own
+    assert _embedded_images(summary) == 1 and _embedded_images(own) == 1
+
+
+def test_a_real_experiment_into_a_relative_dir_embeds_its_figures(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    tiny = ["grid_points=3", "ga_starts=1", "ga_steps=3", "scan_points=3"]
+    argv = ["reproduce", "--quick", "--no-progress", "--jobs", "1", "steady-state-light"]
+    monkeypatch.setattr(sys, "argv", ["flowfields"])
+    from flowfields.experiments import runner
+
+    real = runner.run_experiment
+
+    def small(name, **kw):  # the quick preset, made tiny
+        return real(name, overrides=tiny, **kw)
+
+    monkeypatch.setattr(runner, "run_experiment", small)
+    assert main([*argv, "--out", "runs/rep"]) == 0
+    summary = (tmp_path / "runs" / "rep" / "report.html").read_text()
+    own = (tmp_path / "runs" / "rep" / "steady-state-light" / "report.html").read_text()
+    assert "missing figure" not in summary + own
+    assert _embedded_images(summary) == 2 and _embedded_images(own) == 2
