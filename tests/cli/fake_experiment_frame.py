@@ -52,10 +52,10 @@ def make_model(cfg: Config) -> nn.Module:
     return nn.Sequential(*layers)
 
 
-class FakeFrame(Experiment):
+class FakeFrame(Experiment, config=Config):
     """A small MLP fit to sin or cos; saves its EMA and raw weights."""
 
-    NAME, PAPER, Config = NAME, PAPER, Config
+    NAME, PAPER = NAME, PAPER
     VARIANTS = ("ema", "raw")
 
     def train(self) -> dict[str, nn.Module]:

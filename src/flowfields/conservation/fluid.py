@@ -13,6 +13,7 @@ left-hand side minus the right with forward-mode derivatives (rows independent).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -92,6 +93,7 @@ class FluidModel(nn.Module):
         super().__init__()
         check(method in METHODS, "method", method, f"one of {METHODS}")
         self.method = method
+        self.u: nn.Module
         if method == "ncl":
             self.u = DivFreeMatrixField(
                 2,
@@ -121,11 +123,11 @@ def _derivatives(model: FluidModel, t: Tensor, x: Tensor) -> dict[str, Tensor]:
     def u_of_x(y: Tensor) -> Tensor:
         return model.velocity(t, y)
 
-    def first_second(e: Tensor) -> tuple[Tensor, Tensor]:
+    def first_second(e: Tensor) -> Any:
         return jvp(lambda y: jvp(u_of_x, (y,), (e,))[1], (x,), (e,))
 
     du, ddu = vmap(first_second)(basis)  # (2, B, 2) each: ∂_j u, ∂_j ∂_j u
-    u, du_dt = jvp(lambda s: model.velocity(s, x), (t,), (torch.ones_like(t),))
+    u, du_dt = jvp(lambda s: model.velocity(s, x), (t,), (torch.ones_like(t),))[:2]
     dp = vmap(lambda e: jvp(lambda y: model.pressure(t, y), (x,), (e,))[1])(basis)  # (2, B)
     return {
         "u": u,

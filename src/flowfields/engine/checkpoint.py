@@ -151,8 +151,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
     except Exception as err:  # torch raises RuntimeError, EOFError, UnpicklingError, ...
         raise CheckpointError(
             f"checkpoint: {str(path)!r} is truncated or corrupt and cannot be read "
-            f"({type(err).__name__}: {str(err).splitlines()[0][:160]})."
-            + _previous_hint(path)
+            f"({type(err).__name__}: {str(err).splitlines()[0][:160]})." + _previous_hint(path)
         ) from err
     if not isinstance(state, dict) or "sha256" not in state:
         raise CheckpointError(

@@ -260,7 +260,7 @@ class TrainState:
                 lr,
                 "a positive finite number",
             )
-            opt = torch.optim.Adam(params, lr=lr)
+            opt: torch.optim.Optimizer = torch.optim.Adam(params, lr=lr)
         else:
             opt = optimizer(params)
         check(

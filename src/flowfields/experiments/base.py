@@ -1,8 +1,8 @@
 """The one base every experiment stands on: :class:`Experiment`.
 
-An experiment module defines a subclass that sets ``NAME``, ``PAPER`` and ``Config`` (a
-dataclass with ``quick()`` / ``full()`` and the fields ``seed`` and ``device``) and supplies the
-steps it owns; the base owns everything around them:
+An experiment module defines a subclass ``class MyExperiment(Experiment, config=Config)`` (a
+dataclass with ``quick()`` / ``full()`` and the fields ``seed`` and ``device``) that sets
+``NAME`` and ``PAPER`` and supplies the steps it owns; the base owns everything around them:
 
 - the run directory, seeding (once at the start, :meth:`Experiment.reseed` for variants that
   must start from the same weights: ``seed_everything(cfg.seed + offset)``, i.e. torch, NumPy
@@ -36,8 +36,8 @@ Example:
     ...     def quick(cls): return cls()
     ...     @classmethod
     ...     def full(cls): return cls()
-    >>> class Tiny(Experiment):
-    ...     NAME, PAPER, Config = "tiny", "A paper (arXiv:0000.00000)", Config
+    >>> class Tiny(Experiment, config=Config):
+    ...     NAME, PAPER = "tiny", "A paper (arXiv:0000.00000)"
     ...     def evaluate(self, models):
     ...         self.metrics["answer"] = 42
     >>> import tempfile
@@ -92,9 +92,21 @@ class Experiment:
 
     NAME: ClassVar[str] = ""
     PAPER: ClassVar[str] = ""
-    Config: ClassVar[type]
+    #: The configuration dataclass, given as ``class MyExperiment(Experiment, config=Config)``.
+    Config: ClassVar[type[Any]]
     #: The variants ``flowfields.load`` may ask for; the first is the default.
     VARIANTS: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, config: type[Any] | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if config is not None:
+            check(
+                dataclasses.is_dataclass(config) and isinstance(config, type),
+                "config",
+                config,
+                "a Config dataclass (class MyExperiment(Experiment, config=Config))",
+            )
+            cls.Config = config
 
     def __init__(
         self, cfg: Any, run_dir: str | os.PathLike, *, resume: bool = False, progress: bool = True

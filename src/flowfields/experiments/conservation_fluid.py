@@ -175,12 +175,12 @@ class _Race:
             g.set_state(state["generators"][m])
 
 
-class ConservationFluid(Experiment):
+class ConservationFluid(Experiment, config=Config):
     """Taylor–Green vortex: the exactly divergence-free NCL against a penalty PINN at equal
     wall-clock. Models saved: :class:`~flowfields.conservation.FluidModel` ``ncl`` (default)
     and ``pinn``."""
 
-    NAME, PAPER, Config = NAME, PAPER, Config
+    NAME, PAPER = NAME, PAPER
     VARIANTS = METHODS
 
     def check_config(self) -> None:

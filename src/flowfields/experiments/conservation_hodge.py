@@ -115,19 +115,19 @@ def evaluation_points(cfg: Config, dim: int) -> Tensor:
     return cfg.spread * torch.randn(cfg.n_eval, dim, generator=gen)
 
 
-class ConservationHodge(Experiment):
+class ConservationHodge(Experiment, config=Config):
     """Hodge decomposition in d = 2, 5, 10 with an exactly divergence-free part. Models
     saved: one :class:`~flowfields.conservation.HodgeDecomposition` per dimension (``d2``,
     ``d5``, ...; the first by default)."""
 
-    NAME, PAPER, Config = NAME, PAPER, Config
+    NAME, PAPER = NAME, PAPER
 
     @classmethod
     def build_model(cls, cfg: Config, variant: str) -> nn.Module:
         return _build(cfg, int(variant[1:]))
 
     def train(self) -> dict[str, nn.Module]:
-        cfg, models = self.cfg, {}
+        cfg, models = self.cfg, dict[str, nn.Module]()
         for dim in cfg.dims:
             self.reseed(dim)
             model, steps = _build(cfg, dim), cfg.steps

@@ -174,7 +174,9 @@ def _transport(model: PositiveDensityFlux, x0: torch.Tensor, steps: int) -> torc
 
     t = torch.linspace(0.0, 1.0, steps + 1, dtype=x0.dtype)
     with torch.no_grad():
-        return odeint(lambda s, x: model.velocity(s, x), x0, t, method="rk4").x
+        traj = odeint(lambda s, x: model.velocity(s, x), x0, t, method="rk4").x  # type: ignore[arg-type]
+    assert isinstance(traj, torch.Tensor)
+    return traj
 
 
 def _exact_ot(x: torch.Tensor, y: torch.Tensor) -> float:
@@ -187,12 +189,12 @@ def _exact_ot(x: torch.Tensor, y: torch.Tensor) -> float:
     return float(ot.emd2(a, b, cost, numItermax=10_000_000))
 
 
-class ConservationOT(Experiment):
+class ConservationOT(Experiment, config=Config):
     """Dynamical OT with exact continuity: Gaussian endpoints (closed form) and 2-D toys
     (exact discrete OT by POT). Models saved: one :class:`PositiveDensityFlux` per case
     (``gauss-1d``, ``gauss-2d``, ``toy-<name>``); ``gauss-2d`` by default."""
 
-    NAME, PAPER, Config = NAME, PAPER, Config
+    NAME, PAPER = NAME, PAPER
     VARIANTS = ("gauss-2d", "gauss-1d")
 
     @classmethod

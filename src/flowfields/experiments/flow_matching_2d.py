@@ -202,7 +202,7 @@ def _loss_fn(cfg: Config, variant: str, toy: Any, device: torch.device) -> Any:
     return fm_step
 
 
-class FlowMatching2D(Experiment):
+class FlowMatching2D(Experiment, config=Config):
     """Flow Matching on 2-D toys: CondOT, VP and VE paths and the ML-CNF on one network.
 
     Reproduces the 2-D comparisons of "Flow Matching for Generative Modeling" (Lipman et al.,
@@ -210,7 +210,7 @@ class FlowMatching2D(Experiment):
     weights); ``flowfields.load(run_dir, variant)`` returns it, CondOT by default.
     """
 
-    NAME, PAPER, Config = NAME, PAPER, Config
+    NAME, PAPER = NAME, PAPER
     VARIANTS = ("condot", "vp", "ve", "mlcnf")
 
     def check_config(self) -> None:

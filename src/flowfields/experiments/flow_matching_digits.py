@@ -129,6 +129,7 @@ def _load(cfg: Config) -> tuple[Tensor, Tensor, int]:
         x, levels = load_digits(), DIGITS_LEVELS
     else:
         x, levels = load_mnist_subset(), MNIST_LEVELS
+    assert isinstance(x, Tensor)
     train, test = split_train_test(x, test_fraction=cfg.test_fraction, seed=cfg.seed)
     return train, test, int(levels)
 
@@ -199,7 +200,7 @@ def _val_bpd(cfg: Config, cnf: Any, x: Tensor, levels: int) -> float:
         ).bpd  # fmt: skip
 
 
-class FlowMatchingDigits(Experiment):
+class FlowMatchingDigits(Experiment, config=Config):
     """Flow Matching on 8x8 digits (or MNIST): bits/dim of CondOT vs VP and two baselines.
 
     "Flow Matching for Generative Modeling" (Lipman et al., arXiv:2210.02747). Models saved:
@@ -208,7 +209,7 @@ class FlowMatchingDigits(Experiment):
     :func:`flowfields.matching.bits_per_dim` with ``scale=2, shift=-1``.
     """
 
-    NAME, PAPER, Config = NAME, PAPER, Config
+    NAME, PAPER = NAME, PAPER
     VARIANTS = ("condot", "vp")
 
     def check_config(self) -> None:

@@ -227,13 +227,13 @@ def _gradient_cost(cfg: Config, metrics: dict[str, Any]) -> Claim:
     )
 
 
-class SteadyStateHeat(Experiment):
+class SteadyStateHeat(Experiment, config=Config):
     """Grid search vs gradient ascent for J_h and R, sensitivity scan, gradient checks.
 
     Trains no network: ``checkpoint.pt`` holds the best designs (box coordinates) as artifacts.
     """
 
-    NAME, PAPER, Config = NAME, PAPER, Config
+    NAME, PAPER = NAME, PAPER
 
     def _log(self, msg: str) -> None:
         if self.progress:

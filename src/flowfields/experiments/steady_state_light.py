@@ -148,11 +148,11 @@ def _sensitivity(cfg: Config, metrics: dict[str, Any]) -> tuple[dict[str, Any], 
     return {"r": rs, "d_imp": d_imp_t, "d_fd": d_fd_t, "eta": etas}, claim
 
 
-class SteadyStateLight(Experiment):
+class SteadyStateLight(Experiment, config=Config):
     """Grid search vs gradient ascent for the transfer efficiency η, the dρ_ss/dr scan and
     gradient checks. Trains no network: ``checkpoint.pt`` holds the best design."""
 
-    NAME, PAPER, Config = NAME, PAPER, Config
+    NAME, PAPER = NAME, PAPER
 
     def evaluate(self, models: dict[str, Any]) -> None:
         cfg, m = self.cfg, self.metrics

@@ -8,7 +8,7 @@ import json
 import os
 import platform
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ def _cell(value: Any) -> str:
     return f"<td{cls}>{html.escape(_fmt(value))}</td>"
 
 
-def _table(rows: list[Mapping[str, Any]]) -> str:
+def _table(rows: Sequence[Mapping[str, Any]]) -> str:
     if not rows:
         return '<p class="muted">(empty)</p>'
     cols: list[str] = []
