@@ -170,9 +170,9 @@ def _evolve_failure(
     )
     if why == "overflow":
         tail = (
-            "The propagator overflowed: rounding (in {dt}, eps {eps:.1e}) lifts the "
+            f"The propagator overflowed: rounding (in {dtype}, eps {eps:.1e}) lifts the "
             "Liouvillian's zero eigenvalue slightly above zero, so exp(L t) grows."
-        ).format(dt=dtype, eps=eps)
+        )
     elif why == "stall":
         tail = (
             f"The residual stalled at the rounding floor of {dtype}: pass "
