@@ -44,6 +44,7 @@ Example:
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -87,17 +88,21 @@ class _Counter:
 
 
 class _Watch:
-    """Counts evaluations, checks the field's first output, remembers the last (t, v)."""
+    """Counts evaluations and checks the field's first output; with ``track``, remembers the
+    last evaluations' times and whether their outputs were finite (0-d tensors, no host
+    sync) to say where a failed solve went wrong."""
 
-    __slots__ = ("checked", "counter", "last_out", "last_t", "parts", "tuple_state")
+    __slots__ = ("checked", "counter", "history", "last_t", "parts", "tuple_state")
 
-    def __init__(self, counter: _Counter, tuple_state: bool, parts: tuple[Tensor, ...]) -> None:
+    def __init__(
+        self, counter: _Counter, tuple_state: bool, parts: tuple[Tensor, ...], track: bool = False
+    ) -> None:
         self.counter = counter
         self.tuple_state = tuple_state
         self.parts = parts
         self.checked = False
         self.last_t: Any = None
-        self.last_out: Any = None
+        self.history: deque[tuple[Tensor, Tensor]] | None = deque(maxlen=64) if track else None
 
     def __call__(self, t: Tensor, x: Any, out: Any) -> None:
         c = self.counter
@@ -105,11 +110,15 @@ class _Watch:
             c.forward += 1
         else:
             c.backward += 1
-        self.last_t, self.last_out = t, out
+        self.last_t = t
         if not self.checked:
             self.checked = True
             if c.phase == "forward":
                 self._check(t, out)
+        if self.history is not None:
+            outs = out if isinstance(out, (tuple, list)) else (out,)
+            finite = torch.stack([torch.isfinite(o).all() for o in outs])
+            self.history.append((t.detach(), finite.all()))
 
     def _check(self, t: Tensor, out: Any) -> None:
         parts = self.parts
@@ -136,17 +145,27 @@ class _Watch:
                 f"state ({want})."
             )
 
-    def nonfinite_output(self) -> bool:
-        out = self.last_out
-        outs = out if isinstance(out, (tuple, list)) else [out]
-        return any(isinstance(o, Tensor) and not bool(torch.isfinite(o).all()) for o in outs)
+    def nonfinite_times(self, reverse: bool) -> tuple[float, float | None] | None:
+        """``(first t with a NaN/Inf output, last t with a finite one)`` in the direction of
+        integration, among the remembered evaluations; None if all were finite."""
+        if not self.history:
+            return None
+        times = [float(t) for t, _ in self.history]
+        ok = [bool(f) for _, f in self.history]
+        bad = [s for s, good in zip(times, ok) if not good]
+        if not bad:
+            return None
+        good_t = [s for s, good in zip(times, ok) if good]
+        pick = max if reverse else min
+        last = max if not reverse else min
+        return pick(bad), (last(good_t) if good_t else None)
 
 
 class _Counted(nn.Module):
     """Wraps ``v`` for torchdiffeq: counts and checks calls; an nn.Module so the adjoint finds
     the parameters; forwards the field's callbacks (with ``dt`` signed in true time)."""
 
-    def __init__(self, v: Callable[..., Any], watch: _Watch, reverse: bool) -> None:
+    def __init__(self, v: Callable[..., Any], watch: _Watch, reverse: bool, fixed: bool) -> None:
         super().__init__()
         # Registering v as a submodule (when it is one) lets torchdiffeq find its parameters.
         if isinstance(v, nn.Module):
@@ -155,6 +174,8 @@ class _Counted(nn.Module):
             object.__setattr__(self, "v", v)
         object.__setattr__(self, "watch", watch)
         for name in _CALLBACKS + _ADJOINT_CALLBACKS:
+            if fixed and name.startswith("callback_reject_step"):
+                continue  # a fixed step is never rejected (torchdiffeq would warn)
             fn = getattr(v, name, None)
             if callable(fn):
                 object.__setattr__(self, name, _signed_dt(fn) if reverse else fn)
@@ -404,7 +425,7 @@ def odeint(
     t64 = t.to(device=device, dtype=grid_dtype(device))
     backend = _backend(opts, retraction, v)
     counter = _Counter()
-    watch = _Watch(counter, is_tuple, parts)
+    watch = _Watch(counter, is_tuple, parts, track=backend == "torchdiffeq")
     y0: State = tuple(parts) if is_tuple else parts[0]
     if backend == "native":
         grid, out_index = _fixed_grid(opts, t, t64)
@@ -485,7 +506,7 @@ def _torchdiffeq_solve(
 ) -> Any:
     tdq_opts = _torchdiffeq_options(opts, t, t64)
     reverse = bool(t64[1] < t64[0])
-    func = _Counted(v, watch, reverse)
+    func = _Counted(v, watch, reverse, fixed=not opts.info.adaptive)
     kwargs: dict[str, Any] = dict(rtol=opts.rtol, atol=opts.atol, method=opts.method)
     try:
         if not opts.adjoint:
@@ -512,21 +533,26 @@ def _torchdiffeq_solve(
             **kwargs,
         )
     except AssertionError as err:
-        raise _solver_failure(err, watch, opts) from None
+        raise _solver_failure(err, watch, opts, reverse) from None
     return _mark_backward(x, watch.counter)
 
 
-def _solver_failure(err: AssertionError, watch: _Watch, opts: ODEOptions) -> FlowfieldsError:
+def _solver_failure(
+    err: AssertionError, watch: _Watch, opts: ODEOptions, reverse: bool
+) -> FlowfieldsError:
     """One FlowfieldsError for torchdiffeq's assertion failures: what, at which t, what to try."""
     msg = str(err)
     msg = msg if len(msg) <= 120 else msg[:117] + "..."
     where = describe_times(watch.last_t) if watch.last_t is not None else "the start"
     head = f"odeint(method={opts.method!r}, rtol={opts.rtol:g}, atol={opts.atol:g})"
-    if watch.nonfinite_output():
+    bad = watch.nonfinite_times(reverse)
+    if bad is not None:
+        first, good = bad
+        since = "" if good is None else f" (its last finite value was at t = {good:.6g})"
         return FlowfieldsError(
-            f"{head}: the vector field returned NaN or Inf at t = {where}, so the solver "
-            f"could not continue ({msg}). Check the field (and its inputs) for overflow, "
-            "division by zero or log of non-positive values near that time."
+            f"{head}: the vector field returned NaN or Inf at t = {first:.6g}{since}, so the "
+            f"solver could not continue ({msg}). Check the field (and its inputs) for "
+            "overflow, division by zero, sqrt or log of negative values near that time."
         )
     if "max_num_steps" in msg:
         return FlowfieldsError(
@@ -537,9 +563,10 @@ def _solver_failure(err: AssertionError, watch: _Watch, opts: ODEOptions) -> Flo
         )
     if "underflow in dt" in msg:
         return FlowfieldsError(
-            f"{head}: the step size underflowed to zero at t = {where}. The field may be "
-            "discontinuous there (list the time in options['jump_t']) or the problem too "
-            "stiff for these tolerances: loosen rtol/atol or use a fixed-step method."
+            f"{head}: the step size underflowed to zero at t = {where}. The solution may "
+            "blow up there (a finite-time singularity: shorten the time span), the field may "
+            "be discontinuous there (list the time in options['jump_t']), or the problem is "
+            "too stiff for these tolerances (loosen rtol/atol or use a fixed-step method)."
         )
     if "non-finite" in msg:
         return FlowfieldsError(

@@ -12,7 +12,7 @@ Every network here follows the flowfields convention ``v(t, x)`` with ``t`` a fl
 from flowfields.nn.divfree import DivFreeMatrixField, DivFreeVectorField, PeriodicFeatures
 from flowfields.nn.flat import FlatField
 from flowfields.nn.layers import ACTIVATIONS, activation, mlp
-from flowfields.nn.mlp import MLPField
+from flowfields.nn.mlp_field import MLPField
 from flowfields.nn.time import Field, TimeEmbedding, as_field, broadcast_time
 from flowfields.nn.unet import UNet
 
