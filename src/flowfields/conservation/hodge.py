@@ -15,7 +15,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import vjp
 
-from flowfields.errors import check, check_finite, check_shape
+from flowfields.density import check_points, weights_dtype
+from flowfields.errors import check, check_shape
 from flowfields.nn.divfree import DivFreeMatrixField, DivFreeVectorField
 from flowfields.nn.layers import mlp
 
@@ -67,8 +68,7 @@ class HodgeDecomposition(nn.Module):
         return self.potential(x).squeeze(-1)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        check_shape(x, "x", ndim=2, last=self.dim)
-        check_finite(x, "x")
+        check_points(x, (self.dim,), dtype=weights_dtype(self))
         _, grad_phi = gradient(self.phi, x)
         return grad_phi, self.divfree(x)
 

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from torch.func import jvp, vmap
 
 from flowfields.conservation.potentials import gaussian_log_density, gaussian_newtonian_grad
-from flowfields.density import check_points, check_sample_count
+from flowfields.density import check_points, check_sample_count, weights_dtype
 from flowfields.errors import check, check_finite, check_shape
 from flowfields.integrate.quadrature import gauss_legendre
 from flowfields.linalg.kmeans import kmeans
@@ -58,8 +58,8 @@ def _check_finite_plain(value: Tensor, name: str) -> None:
         check_finite(value, name)
 
 
-def _check_points(x: Tensor, dim: int) -> None:
-    check_shape(x, "x", ndim=2, last=dim)
+def _check_points(x: Tensor, dim: int, module: nn.Module | None = None) -> None:
+    check_points(x, (dim,), dtype=weights_dtype(module), finite=False)
     _check_finite_plain(x, "x")
 
 
@@ -305,7 +305,7 @@ class PositiveDensityFlux(nn.Module):
 
     def log_rho(self, t: Tensor | float, x: Tensor) -> Tensor:
         """``log ρ(t, x)`` (B,)."""
-        _check_points(x, self.dim)
+        _check_points(x, self.dim, self)
         return torch.logsumexp(self._log_terms(self.components(t, x), x), -1)
 
     def marginal(self, t: float) -> MixtureMarginal:

@@ -117,10 +117,17 @@ def split_train_test(
         >>> x_train, x_test, y_train, y_test = split_train_test(x, y)
     """
     check(len(tensors) >= 1, "tensors", tensors, "at least one tensor")
+    for i, t in enumerate(tensors):
+        check(isinstance(t, Tensor) and t.ndim >= 1, f"tensors[{i}]", t, "a tensor (N, ...)")
     n = tensors[0].shape[0]
     for i, t in enumerate(tensors):
         check(t.shape[0] == n, f"tensors[{i}]", t, f"a first dimension of {n} like tensors[0]")
-    check(0.0 < test_fraction < 1.0, "test_fraction", test_fraction, "a float in (0, 1)")
+    check(
+        isinstance(test_fraction, (int, float)) and 0.0 < test_fraction < 1.0,
+        "test_fraction",
+        test_fraction,
+        "a float in (0, 1)",
+    )
     n_test = round(n * test_fraction)
     check(0 < n_test < n, "test_fraction", test_fraction, f"a fraction leaving both parts of {n}")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))

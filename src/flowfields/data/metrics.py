@@ -10,6 +10,18 @@ from flowfields.errors import check, check_finite
 __all__ = ["sliced_wasserstein", "wasserstein_1d"]
 
 
+def _check_cloud(x: object, argument: str, shape: str) -> None:
+    check(
+        isinstance(x, Tensor) and x.ndim == 2 and x.shape[0] > 0 and x.shape[1] > 0,
+        argument,
+        x,
+        f"a non-empty tensor {shape}",
+    )
+    assert isinstance(x, Tensor)
+    check(x.is_floating_point(), argument, x, "a real floating-point tensor")
+    check_finite(x, argument)
+
+
 def wasserstein_1d(x: Tensor, y: Tensor, p: float = 2.0) -> Tensor:
     """Exact p-Wasserstein distance^p between 1-D empirical distributions, per column.
 
@@ -20,7 +32,16 @@ def wasserstein_1d(x: Tensor, y: Tensor, p: float = 2.0) -> Tensor:
 
     Returns:
         ``W_p^p`` per column, shape (P,).
+
+    Raises:
+        FlowfieldsError: inputs that are not finite real (n, P) / (m, P) batches with n, m > 0,
+            or a bad ``p``.
     """
+    _check_cloud(x, "x", "(n, P)")
+    _check_cloud(y, "y", "(m, P)")
+    check(y.ndim == 2 and y.shape[1] == x.shape[1], "y", y, f"{x.shape[1]} columns like x")
+    check(isinstance(p, (int, float)) and p >= 1, "p", p, "a number >= 1")
+    y = y.to(dtype=x.dtype, device=x.device)
     n, m = x.shape[0], y.shape[0]
     # sort along the contiguous last dimension (about twice as fast as along dim 0)
     xs = torch.sort(x.T.contiguous(), dim=1).values
@@ -70,14 +91,17 @@ def sliced_wasserstein(
     check(isinstance(y, Tensor) and y.ndim >= 2 and y.shape[0] > 0, "y", y, "a tensor (m, d)")
     x = x.reshape(x.shape[0], -1)
     y = y.reshape(y.shape[0], -1)
+    check(x.shape[1] > 0, "x", x, "points of dimension d >= 1")
     check(y.shape[1] == x.shape[1], "y", y, f"points of dimension {x.shape[1]} like x")
+    for name, z in (("x", x), ("y", y)):
+        check(not z.is_complex(), name, z, "real-valued points")
     check(
         isinstance(n_projections, int) and n_projections >= 1,
         "n_projections",
         n_projections,
         "an integer >= 1",
     )
-    check(p >= 1, "p", p, "a float >= 1")
+    check(isinstance(p, (int, float)) and p >= 1, "p", p, "a number >= 1")
     check_finite(x, "x")
     check_finite(y, "y")
     dtype = x.dtype if x.is_floating_point() else torch.get_default_dtype()

@@ -352,6 +352,12 @@ def support_fraction(x: Tensor) -> float:
 
     True checkerboard samples score 1; a standard normal scores about 0.50.
     """
+    check(
+        isinstance(x, Tensor) and x.ndim == 2 and x.shape[0] > 0 and x.shape[1] == 2,
+        "x",
+        x,
+        "a non-empty batch of 2-D points (n, 2)",
+    )
+    check(x.is_floating_point(), "x", x, "a real floating-point tensor")
     mask = Checkerboard().in_support(x)
-    check(mask.numel() > 0, "x", x, "at least one point")
     return float(mask.to(torch.float64).mean())

@@ -33,7 +33,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 import torch
 
-from flowfields.errors import FlowfieldsError, check
+from flowfields.errors import FlowfieldsError, check, check_finite
 
 __all__ = [
     "METHODS",
@@ -236,7 +236,19 @@ def solve(
         FlowfieldsError: bad shapes or method; :class:`SingularSystemError` if ``A`` is singular.
     """
     check(isinstance(A, torch.Tensor) and A.ndim >= 2, "A", A, "a (..., n, n) tensor")
-    check(A.shape[-1] == A.shape[-2], "A", A, "a square matrix (..., n, n)")
+    check(
+        A.shape[-1] == A.shape[-2] and A.shape[-1] > 0,
+        "A",
+        A,
+        "a non-empty square matrix (..., n, n), n >= 1",
+    )
+    check(
+        A.is_floating_point() or A.is_complex(),
+        "A",
+        A,
+        "a floating-point or complex tensor",
+    )
+    check_finite(A, "A")
     check(isinstance(b, torch.Tensor), "b", b, "a torch.Tensor")
     check(
         tuple(b.shape) == tuple(A.shape[:-1]),
@@ -245,6 +257,8 @@ def solve(
         f"shape {tuple(A.shape[:-1])} matching A",
     )
     check(method in METHODS, "method", method, f"one of {METHODS}")
+    check(b.is_floating_point() or b.is_complex(), "b", b, "a floating-point or complex tensor")
+    check_finite(b, "b")
     if A.dtype != b.dtype:
         dt = torch.promote_types(A.dtype, b.dtype)
         A, b = A.to(dt), b.to(dt)

@@ -36,7 +36,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import jvp, vjp, vmap
 
-from flowfields.errors import check, check_finite, check_shape
+from flowfields.density import check_points, weights_dtype
+from flowfields.errors import check, check_finite
 from flowfields.nn.layers import ACTIVATIONS, mlp
 from flowfields.nn.time import broadcast_time
 
@@ -199,7 +200,7 @@ class _DivFreeBase(nn.Module):
             t, x = None, args[0]
         else:
             t, x = args
-        check_shape(x, "x", ndim=2, last=self.dim)
+        check_points(x, (self.dim,), dtype=weights_dtype(self), finite=False)
         if not torch._C._functorch.is_functorch_wrapped_tensor(x):  # no data-dependent checks
             check_finite(x, "x")  # under vmap / grad transforms
         if self.time_dependent:

@@ -65,6 +65,10 @@ class MLPField(nn.Module):
 
     def forward(self, t: Tensor | float, x: Tensor) -> Tensor:
         check_shape(x, "x", ndim=2, last=self.dim)
+        weight = self.net[0].weight
+        if x.dtype != weight.dtype:
+            hint = f"Convert the input with .to({weight.dtype}) or the field with .to({x.dtype})."
+            check(False, "x", x, f"dtype {weight.dtype} (the field's weights)", hint=hint)
         t_b = broadcast_time(t, x)
         h = self.time_embedding(t_b)
         return self.net(torch.cat([x, h], dim=-1))
