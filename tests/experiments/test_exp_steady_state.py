@@ -8,6 +8,7 @@ import json
 import pytest
 
 from flowfields.cli import main
+from flowfields.report import read_json
 
 TINY = {
     "steady-state-heat": ["grid_points=3", "ga_starts=1", "ga_steps=3", "scan_points=5"],
@@ -26,6 +27,10 @@ CLAIMS = {
         "same-grad-all-methods",
         "ga-beats-grid-efficiency",
     },
+}
+FIGURES = {
+    "steady-state-heat": ["ascent_vs_grid.png", "current_landscape.png", "sensitivity.png"],
+    "steady-state-light": ["efficiency_landscape.png", "sensitivity_r.png"],
 }
 
 
@@ -47,6 +52,17 @@ def test_cli_run_writes_metrics_claims_and_figures(name: str, tmp_path, capsys) 
     # grid sizes are honoured: 3 points per axis (heat: 3 axes, light: 2 axes)
     solves = {k: v for k, v in metrics.items() if k.endswith("grid_solves")}
     assert solves and all(v in (27, 54, 9) for v in solves.values()), solves
-    assert json.loads((out / "run.json").read_text())["status"] == "finished"
-    pngs = sorted(p.name for p in out.glob("*.png"))
-    assert pngs, "no figures written"
+    assert read_json(out / "run.json")["status"] == "finished"
+    # every figure is a real, non-blank image, and the report embeds each one
+    import base64
+
+    from matplotlib.image import imread
+
+    expected = FIGURES[name]
+    assert sorted(p.name for p in out.glob("*.png")) == sorted(expected)
+    html = (out / "report.html").read_text()
+    for fname in expected:
+        img = imread(out / fname)
+        assert img.shape[0] >= 200 and img.shape[1] >= 200
+        assert float(img[..., :3].std()) > 0.05, f"{fname} is blank"
+        assert base64.b64encode((out / fname).read_bytes()).decode() in html
