@@ -67,7 +67,16 @@ def test_experiment_contract_tiny(name: str, tmp_path) -> None:
     if hasattr(tiny, "timing_reps"):
         tiny.timing_reps = 2
     res = mod.EXPERIMENT.run(tiny, tmp_path, progress=False)
-    assert (tmp_path / "checkpoint.pt").exists()
+    from flowfields.engine import load_checkpoint
+
+    saved = load_checkpoint(tmp_path / "checkpoint.pt")["extra"]  # the best designs, verified
+    box, key, task = (
+        (mod.CURRENT_BOX, "current_best_u", "current")
+        if name == "steady_state_heat"
+        else (mod.EFF_BOX, "ga_best_u", "efficiency")
+    )
+    for param, value in box.to_params(saved[key]).items():
+        assert float(value) == pytest.approx(res.metrics[f"{task}/ga_best_{param}"], rel=1e-12)
     assert res.figures and all((tmp_path / p).exists() and p.suffix == ".png" for p in res.figures)
     by_id = {c.id: c for c in res.claims}
     # the numerical claims must hold even at this size; the design claims are reported as found
