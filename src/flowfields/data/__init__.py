@@ -2,7 +2,8 @@
 
 Nothing is downloaded at run time. See :mod:`flowfields.data.toys` (checkerboard, 8gaussians,
 2spirals, moons, pinwheel, rings), :mod:`flowfields.data.images` (8x8 digits, an MNIST subset,
-uniform dequantization) and :mod:`flowfields.data.metrics` (sliced Wasserstein).
+uniform dequantization) and :mod:`flowfields.data.metrics` (sliced Wasserstein, expected
+calibration error).
 """
 
 from flowfields.data.images import (
@@ -14,7 +15,12 @@ from flowfields.data.images import (
     split_train_test,
     uniform_dequantize,
 )
-from flowfields.data.metrics import sliced_wasserstein, wasserstein_1d
+from flowfields.data.metrics import (
+    Calibration,
+    expected_calibration_error,
+    sliced_wasserstein,
+    wasserstein_1d,
+)
 from flowfields.data.toys import (
     TOYS,
     Checkerboard,
@@ -32,6 +38,7 @@ __all__ = [
     "DIGITS_LEVELS",
     "MNIST_LEVELS",
     "TOYS",
+    "Calibration",
     "Checkerboard",
     "Dequantized",
     "EightGaussians",
@@ -40,6 +47,7 @@ __all__ = [
     "Rings",
     "Toy2D",
     "TwoSpirals",
+    "expected_calibration_error",
     "get_toy",
     "load_digits",
     "load_mnist_subset",
