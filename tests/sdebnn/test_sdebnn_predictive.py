@@ -50,7 +50,7 @@ def test_mixture_interval_matches_scipy_root_finding() -> None:
     iv = predictive_interval(out, noise_std=s, level=0.8)
     for q, value in ((0.1, iv.lower), (0.9, iv.upper)):
         root = optimize.brentq(
-            lambda x: stats.norm.cdf((x - means) / s).mean() - q, -10, 10, xtol=1e-12
+            lambda x, q=q: stats.norm.cdf((x - means) / s).mean() - q, -10, 10, xtol=1e-12
         )
         assert abs(float(value) - root) < 1e-8
     var = means.var() + s**2
