@@ -20,6 +20,7 @@ from flowfields.sdebnn.brownian import PaddedBrownian
 from flowfields.sdebnn.field import WeightedMLP
 from flowfields.sdebnn.loss import ELBO, elbo_loss, negative_log_likelihood
 from flowfields.sdebnn.model import (
+    IO_MODES,
     SDE_METHODS_ITO,
     SDE_METHODS_STRATONOVICH,
     SDEBNN,
@@ -39,6 +40,7 @@ from flowfields.sdebnn.sde import ESTIMATORS, AugmentedSDE
 __all__ = [
     "ELBO",
     "ESTIMATORS",
+    "IO_MODES",
     "SDEBNN",
     "SDE_METHODS_ITO",
     "SDE_METHODS_STRATONOVICH",

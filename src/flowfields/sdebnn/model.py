@@ -18,13 +18,24 @@ from flowfields.sdebnn.posterior import PosteriorDrift
 from flowfields.sdebnn.prior import OUPrior
 from flowfields.sdebnn.sde import ESTIMATORS, AugmentedSDE
 
-__all__ = ["SDEBNN", "SDE_METHODS_ITO", "SDE_METHODS_STRATONOVICH", "TASKS", "BNNOutput", "ODENet"]
+__all__ = [
+    "IO_MODES",
+    "SDEBNN",
+    "SDE_METHODS_ITO",
+    "SDE_METHODS_STRATONOVICH",
+    "TASKS",
+    "BNNOutput",
+    "ODENet",
+]
 
 #: torchsde methods for the SDE-BNN's general noise, by SDE type.
 SDE_METHODS_ITO: tuple[str, ...] = ("euler",)
 SDE_METHODS_STRATONOVICH: tuple[str, ...] = ("midpoint", "heun", "euler_heun", "reversible_heun")
 #: What the output means: Gaussian means (regression) or class logits (classification).
 TASKS: tuple[str, ...] = ("regression", "classification")
+#: How inputs enter and outputs leave the continuous-depth block: learned linear maps, or
+#: zero-padding x to the state width and reading the first out_dim coordinates of h(1).
+IO_MODES: tuple[str, ...] = ("linear", "augment")
 
 
 @dataclass
@@ -69,6 +80,7 @@ class _ContinuousDepthNet(nn.Module):
         steps: int,
         task: str,
         theta: float,
+        io: str,
     ) -> None:
         super().__init__()
         self.in_dim = _int(in_dim, "in_dim")
@@ -77,11 +89,21 @@ class _ContinuousDepthNet(nn.Module):
         check(task in TASKS, "task", task, f"one of {TASKS}")
         self.task = task
         self.theta = float(theta)
-        self.encoder = nn.Linear(self.in_dim, _int(width, "width"))
+        check(io in IO_MODES, "io", io, f"one of {IO_MODES}")
+        self.io = io
+        width = _int(width, "width")
+        widest = max(self.in_dim, self.out_dim)
+        check(
+            io == "linear" or width >= widest,
+            "width",
+            width,
+            f"at least max(in_dim, out_dim) = {widest} with io='augment'",
+        )
+        self.encoder = nn.Linear(self.in_dim, width) if io == "linear" else None
         self.field = WeightedMLP(width, _int(hidden, "hidden"), activation=activation)
         self.w_0 = nn.Parameter(self.field.initial_weights())
         self.drift = PosteriorDrift(self.field.n_weights, hidden=drift_hidden)
-        self.readout = nn.Linear(width, self.out_dim)
+        self.readout = nn.Linear(width, self.out_dim) if io == "linear" else None
 
     @property
     def n_weights(self) -> int:
@@ -93,11 +115,16 @@ class _ContinuousDepthNet(nn.Module):
         check(x.is_floating_point(), "x", x, "a floating-point tensor")
         check_finite(x, "x")
         _int(n_samples, "n_samples")
-        h_0 = self.encoder(x).unsqueeze(0).expand(n_samples, -1, -1)
+        if self.encoder is not None:
+            h = self.encoder(x)
+        else:
+            h = torch.cat([x, x.new_zeros(x.shape[0], self.field.width - self.in_dim)], dim=-1)
+        h_0 = h.unsqueeze(0).expand(n_samples, -1, -1)
         return h_0, self.w_0.expand(n_samples, -1)
 
     def _read(self, h_1: Tensor, n_samples: int, batch: int) -> Tensor:
-        return self.readout(h_1.reshape(n_samples, batch, self.field.width))
+        h = h_1.reshape(n_samples, batch, self.field.width)
+        return self.readout(h) if self.readout is not None else h[..., : self.out_dim]
 
 
 class SDEBNN(_ContinuousDepthNet):
@@ -128,6 +155,9 @@ class SDEBNN(_ContinuousDepthNet):
             ``estimator="ckl"`` and a Stratonovich method only, see :class:`AugmentedSDE`).
             Reversible Heun's adjoint reproduces the direct gradient to rounding.
         task: ``"regression"`` or ``"classification"`` (see :mod:`flowfields.sdebnn.loss`).
+        io: ``"linear"`` (learned encoder ``h(0) = E x`` and readout ``out = R h(1)``) or
+            ``"augment"`` (``h(0) = [x, 0, ...]``, ``out = h(1)[:out_dim]``: every
+            transformation is in the stochastic block, as in the paper's 1-D regression).
 
     Shapes:
         forward(x, n_samples): x (B, in_dim) -> :class:`BNNOutput` with ``out``
@@ -156,6 +186,7 @@ class SDEBNN(_ContinuousDepthNet):
         method: str | None = None,
         adjoint: bool = False,
         task: str = "regression",
+        io: str = "linear",
     ) -> None:
         prior = OUPrior(sigma, theta)
         super().__init__(
@@ -168,6 +199,7 @@ class SDEBNN(_ContinuousDepthNet):
             steps=steps,
             task=task,
             theta=theta,
+            io=io,
         )
         self.prior = prior
         check(estimator in ESTIMATORS, "estimator", estimator, f"one of {ESTIMATORS}")
@@ -227,6 +259,7 @@ class SDEBNN(_ContinuousDepthNet):
             dtype=dtype or self.w_0.dtype,
             device=self.w_0.device,
             entropy=entropy,
+            dt=1.0 / self.steps,  # without it, its first queries can build a huge search tree
         )
 
     def forward(
@@ -273,7 +306,7 @@ class ODENet(_ContinuousDepthNet):
     maximum likelihood. ``forward`` returns one "sample" and a zero KL.
 
     Args:
-        in_dim, out_dim, width, hidden, theta, drift_hidden, activation, steps, task: as
+        in_dim, out_dim, width, hidden, theta, drift_hidden, activation, steps, task, io: as
             for :class:`SDEBNN`.
         method: a fixed-step :func:`~flowfields.integrate.odeint` method.
 
@@ -296,6 +329,7 @@ class ODENet(_ContinuousDepthNet):
         steps: int = 20,
         method: str = "euler",
         task: str = "regression",
+        io: str = "linear",
     ) -> None:
         check(math.isfinite(theta) and theta > 0, "theta", theta, "a finite float > 0")
         super().__init__(
@@ -308,6 +342,7 @@ class ODENet(_ContinuousDepthNet):
             steps=steps,
             task=task,
             theta=theta,
+            io=io,
         )
         self.method = method
 
