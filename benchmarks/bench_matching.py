@@ -32,6 +32,7 @@ import torchdiffeq
 from benchmarks.timing import Comparison, compare, machine, markdown_table
 from flowfields.data import get_toy
 from flowfields.divergence import AugmentedDynamics, sample_probe
+from flowfields.integrate import ODEOptions
 from flowfields.matching import CNF, cfm_loss
 from flowfields.nn import MLPField
 from flowfields.paths import CondOTPath, VPPath
@@ -206,7 +207,7 @@ def bench_sampling(s: Settings) -> tuple[list, list]:
             label = f"sample {method} {steps} steps (NFE {nfe}, B={s.batch_sample})"
 
             def ours(method=method, steps=steps) -> torch.Tensor:
-                return cnf.sample(len(x_0), method=method, steps=steps, x_0=x_0)
+                return cnf.sample(len(x_0), solver=ODEOptions(method, step_size=1 / steps), x_0=x_0)
 
             def peer(method=method, steps=steps) -> torch.Tensor:
                 with torch.no_grad():
@@ -232,6 +233,7 @@ def bench_loglik(s: Settings) -> tuple[list, list, list[str]]:
     rows, vs_tdq, checks = [], [], []
     grid10 = torch.tensor([1.0, 0.0])
     steps = 8
+    midpoint = ODEOptions("midpoint", step_size=1 / steps)
     for d in s.dims:
         field = _field(d, s)
         cnf = CNF(field, dim=d)
@@ -243,7 +245,7 @@ def bench_loglik(s: Settings) -> tuple[list, list, list[str]]:
 
             def ours(estimator=estimator, cnf=cnf, x=x) -> torch.Tensor:
                 with torch.no_grad():
-                    return cnf.log_prob(x, estimator=estimator, method="midpoint", steps=steps)
+                    return cnf.log_prob(x, estimator=estimator, solver=midpoint)
 
             def peer(exact=exact, solver=solver, x=x) -> torch.Tensor:
                 _, log_p = solver.compute_likelihood(
@@ -308,8 +310,8 @@ def bench_nfe_vs_tol(s: Settings) -> list[str]:
         cells = []
         for name in ("ot", "vp"):
             field = models[name]
-            ours = CNF(field, dim=2).sample(
-                len(x_0), method="dopri5", rtol=tol, atol=tol, x_0=x_0, return_nfe=True
+            ours = CNF(field, dim=2).sample_details(
+                len(x_0), solver=ODEOptions("dopri5", rtol=tol, atol=tol), x_0=x_0
             )
             wrapped = Wrapped(field)
             with torch.no_grad():
@@ -351,11 +353,11 @@ def bench_threads(s: Settings) -> list[Comparison]:
         opt.step()
 
     def sample() -> None:
-        cnf.sample(len(x_0), method="midpoint", steps=16, x_0=x_0)
+        cnf.sample(len(x_0), solver=ODEOptions("midpoint", step_size=1 / 16), x_0=x_0)
 
     def loglik() -> None:
         with torch.no_grad():
-            cnf16.log_prob(x16, method="midpoint", steps=8)
+            cnf16.log_prob(x16, solver=ODEOptions("midpoint", step_size=1 / 8))
 
     def at(n: int, fn):
         def call() -> None:

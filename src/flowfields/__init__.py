@@ -3,7 +3,8 @@
 Importing the package is cheap: subpackages are imported on first attribute access.
 
 Subpackages (shared numerics): ``integrate``, ``divergence``, ``linalg``,
-``paths``, ``nn``, ``data``. One package per paper: ``matching`` (arXiv:2210.02747),
+``paths``, ``nn``, ``data``; ``density`` holds the density-model contract. One package per
+paper: ``matching`` (arXiv:2210.02747),
 ``conservation`` (arXiv:2210.01741), ``quantum`` (arXiv:2103.12604), ... Running things:
 ``engine``, ``experiments``, ``report``, ``cli``.
 """
@@ -17,6 +18,7 @@ __version__ = "0.1.0"
 
 _SUBPACKAGES = (
     "errors",
+    "density",
     "integrate",
     "divergence",
     "linalg",

@@ -21,6 +21,7 @@ from flowfields.conservation import (
     regularized_lower_gamma_ratio,
 )
 from flowfields.errors import FlowfieldsError
+from flowfields.integrate import ODEOptions
 
 
 def _laplacian_of_gradient(grad_fn, x: torch.Tensor) -> torch.Tensor:
@@ -118,7 +119,7 @@ def test_positive_model_density_integrates_to_one_and_samples_match():
     # samples: mean of ρ_t matches the mixture mean (40k samples, 6-sigma band)
     t = 0.6
     with torch.no_grad():
-        xs = model.sample(t, 40_000, generator=torch.Generator().manual_seed(0))
+        xs = model.sample_at(t, 40_000, generator=torch.Generator().manual_seed(0))
         c = model.components(t)
     w = torch.exp(c["log_w"])
     mean = (w[:, None] * c["mu"][0]).sum(0)
@@ -227,7 +228,7 @@ def test_bad_input_raises():
     with pytest.raises(FlowfieldsError, match="dim"):
         HodgeDecomposition(1)
     with pytest.raises(FlowfieldsError, match="n"):
-        model.sample(0.5, 0)
+        model.sample_at(0.5, 0)
 
 
 def test_positive_model_velocity_is_a_cnf_reproducing_rho():
@@ -239,15 +240,15 @@ def test_positive_model_velocity_is_a_cnf_reproducing_rho():
 
     class _Rho0:
         def sample(self, n, generator=None):
-            return model.sample(0.0, n, generator=generator)
+            return model.sample_at(0.0, n, generator=generator)
 
         def log_prob(self, x):
             return model.log_rho(0.0, x)
 
     cnf = CNF(model, dim=2, base=_Rho0())
-    x = model.sample(1.0, 12).detach()
+    x = model.sample_at(1.0, 12).detach()
     with torch.no_grad():
-        log_p = cnf.log_prob(x, method="dopri5", rtol=1e-9, atol=1e-9)
+        log_p = cnf.log_prob(x, solver=ODEOptions("dopri5", rtol=1e-9, atol=1e-9))
         ref = model.log_rho(1.0, x)
     assert model.correction is not None  # the learned div(ρA) flux is part of v here
     assert (ref - model.log_rho(0.0, x)).abs().max() > 0.1  # ρ really moves between 0 and 1

@@ -13,11 +13,12 @@ from scipy.linalg import expm
 from torch import nn
 
 from flowfields.errors import FlowfieldsError
+from flowfields.integrate import ODEOptions
 from flowfields.matching import CNF, IsotropicNormal, StandardNormal, base_for_path
 from flowfields.nn import MLPField
 from flowfields.paths import CondOTPath, VEPath
 
-TIGHT = {"rtol": 1e-9, "atol": 1e-9}
+TIGHT = ODEOptions(rtol=1e-9, atol=1e-9)
 
 
 class LinearField(nn.Module):
@@ -60,7 +61,7 @@ def test_linear_flow_log_prob_and_sample_match_closed_form():
     cnf = CNF(LinearField(A.clone()), dim=3)
     E = torch.from_numpy(expm(A.numpy()))
     x = torch.randn(50, 3, dtype=dtype)
-    out = cnf.log_prob(x, return_nfe=True, **TIGHT)
+    out = cnf.log_prob_details(x, solver=TIGHT)
     x_0 = x @ torch.linalg.inv(E).T
     expected = gaussian_log_prob(x_0, 0.0, 1.0) - torch.trace(A)
     torch.testing.assert_close(out.log_p, expected, rtol=0, atol=1e-7)
@@ -68,9 +69,9 @@ def test_linear_flow_log_prob_and_sample_match_closed_form():
     assert out.nfe > 0
     # sampling transports given base points with expm(A)
     z = torch.randn(20, 3, dtype=dtype)
-    torch.testing.assert_close(cnf.sample(20, x_0=z, **TIGHT), z @ E.T, rtol=0, atol=1e-7)
+    torch.testing.assert_close(cnf.sample(20, x_0=z, solver=TIGHT), z @ E.T, rtol=0, atol=1e-7)
     # fixed-step rk4 with 40 steps is accurate to ~1e-7 here, and counts 4 evals per step
-    s = cnf.sample(20, method="rk4", steps=40, x_0=z, return_nfe=True)
+    s = cnf.sample_details(20, solver=ODEOptions("rk4", step_size=1 / 40), x_0=z)
     assert s.nfe == 160
     torch.testing.assert_close(s.x_1, z @ E.T, rtol=0, atol=1e-6)
 
@@ -92,7 +93,7 @@ def test_image_shaped_events_flatten_consistently():
     E = torch.from_numpy(expm(A.numpy()))
     x_0 = x.reshape(8, 4) @ torch.linalg.inv(E).T
     expected = gaussian_log_prob(x_0, 0.0, 1.0) - torch.trace(A)
-    torch.testing.assert_close(cnf.log_prob(x, **TIGHT), expected, rtol=0, atol=1e-7)
+    torch.testing.assert_close(cnf.log_prob(x, solver=TIGHT), expected, rtol=0, atol=1e-7)
     assert cnf.sample(5).shape == (5, 1, 2, 2)
 
 
@@ -105,13 +106,13 @@ def test_optimal_gaussian_field_gives_the_data_density_and_entropy():
     std1 = math.sqrt(s**2 + sm**2)
     x = m + std1 * torch.randn(40, 2, dtype=dtype) * 1.5
     torch.testing.assert_close(
-        cnf.log_prob(x, **TIGHT), gaussian_log_prob(x, m, std1), rtol=0, atol=1e-7
+        cnf.log_prob(x, solver=TIGHT), gaussian_log_prob(x, m, std1), rtol=0, atol=1e-7
     )
     # sample() and log_prob() agree: E[-log p(X)] over model samples is the entropy.
     g = torch.Generator().manual_seed(5)
-    xs = cnf.sample(4000, generator=g, rtol=1e-7, atol=1e-7)
+    xs = cnf.sample(4000, generator=g, solver=ODEOptions(rtol=1e-7, atol=1e-7))
     assert xs.dtype == dtype
-    lp = cnf.log_prob(xs, rtol=1e-7, atol=1e-7)
+    lp = cnf.log_prob(xs, solver=ODEOptions(rtol=1e-7, atol=1e-7))
     entropy = 2 * (0.5 * math.log(2 * math.pi * math.e) + math.log(std1))
     se = lp.std().item() / math.sqrt(lp.numel())
     assert abs(-lp.mean().item() - entropy) < 4 * se
@@ -141,7 +142,7 @@ def test_density_of_nonlinear_2d_cnf_integrates_to_one():
     xx, yy = torch.meshgrid(g, g, indexing="ij")
     grid = torch.stack([xx.reshape(-1), yy.reshape(-1)], 1)
     with torch.no_grad():
-        p = cnf.log_prob(grid, rtol=1e-7, atol=1e-7).exp().reshape(n, n)
+        p = cnf.log_prob(grid, solver=ODEOptions(rtol=1e-7, atol=1e-7)).exp().reshape(n, n)
     h = (g[1] - g[0]).item()
     mass = p.sum().item() * h * h  # the density is ~0 at the border: Riemann sum is spectral
     assert abs(mass - 1.0) < 1e-5
@@ -160,10 +161,14 @@ def test_hutchinson_is_unbiased_for_exact(probe):
     reps = 500
     xr = x.repeat_interleave(reps, dim=0)
     with torch.no_grad():
-        exact = cnf.log_prob(x, rtol=1e-7, atol=1e-7)
+        exact = cnf.log_prob(x, solver=ODEOptions(rtol=1e-7, atol=1e-7))
         g = torch.Generator().manual_seed(2)
         hutch = cnf.log_prob(
-            xr, estimator="hutchinson", probe=probe, generator=g, rtol=1e-7, atol=1e-7
+            xr,
+            estimator="hutchinson",
+            probe=probe,
+            generator=g,
+            solver=ODEOptions(rtol=1e-7, atol=1e-7),
         ).reshape(4, reps)
     se = hutch.std(1) / math.sqrt(reps)
     assert torch.all(se > 0)  # the estimate is genuinely stochastic
@@ -188,11 +193,13 @@ def test_bases_for_paths():
     ref = torch.distributions.Normal(0.0, 7.0).log_prob(x).sum(1)
     torch.testing.assert_close(base.log_prob(x), ref)
     cnf = CNF(lambda t, x: 0.0 * x, dim=2, base=base)
-    xs = cnf.sample(3000, method="euler", steps=1)
+    xs = cnf.sample(3000, solver=ODEOptions("euler", step_size=1.0))
     z = cnf.sample_base(3000, torch.Generator().manual_seed(0))
     assert z.shape == (3000, 2) and abs(z.std().item() - 7.0) < 0.4
     assert abs(xs.std().item() - 7.0) < 0.4
-    torch.testing.assert_close(cnf.log_prob(x.float(), method="euler", steps=2), ref.float())
+    torch.testing.assert_close(
+        cnf.log_prob(x.float(), solver=ODEOptions("euler", step_size=0.5)), ref.float()
+    )
 
 
 @pytest.mark.parametrize(
@@ -203,10 +210,11 @@ def test_bases_for_paths():
         (lambda c: c.log_prob(torch.tensor([[float("nan"), 0.0]])), "x"),
         (lambda c: c.log_prob(torch.zeros(4, 2), estimator="hutch++"), "estimator"),
         (lambda c: c.log_prob(torch.zeros(4, 2), estimator="hutchinson", probe="x"), "probe"),
-        (lambda c: c.log_prob(torch.zeros(4, 2), method="rk45"), "method"),
+        (lambda c: c.log_prob(torch.zeros(4, 2), solver=ODEOptions("rk45")), "method"),
         (lambda c: c.sample(0), "n"),
         (lambda c: c.sample_base(0), "n"),
-        (lambda c: c.sample(4, method="euler", steps=0), "steps"),
+        (lambda c: c.sample(4, solver=ODEOptions("euler", step_size=0)), "step_size"),
+        (lambda c: c.sample(4, solver=ODEOptions("euler")), "step_size"),
         (lambda c: c.sample(4, x_0=torch.zeros(3, 2)), "x_0"),
     ],
 )

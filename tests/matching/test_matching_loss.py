@@ -46,10 +46,10 @@ def test_point_mass_target_gives_zero_loss(dtype):
     x_1 = m.expand(64, 2).clone()
     x_0 = torch.randn(64, 2, dtype=dtype)
     t = torch.rand(64, dtype=dtype) * 0.99
-    loss = cfm_loss(lambda t, x: (m - x) / (1 - t[:, None]), path, x_1, x_0, t)
+    loss = cfm_loss(lambda t, x: (m - x) / (1 - t[:, None]), path, x_1, x_0=x_0, t=t)
     assert loss.item() < (1e-20 if dtype == torch.float64 else 1e-8)
     # and a wrong field gives a clearly positive loss
-    assert cfm_loss(lambda t, x: m - x, path, x_1, x_0, t).item() > 0.1
+    assert cfm_loss(lambda t, x: m - x, path, x_1, x_0=x_0, t=t).item() > 0.1
 
 
 def test_cfm_equals_manual_squared_norm(dtype):
@@ -64,7 +64,9 @@ def test_cfm_equals_manual_squared_norm(dtype):
     x_t = (1 - c * t[:, None]) * x_0 + t[:, None] * x_1
     u = x_1 - c * x_0
     expected = ((v(t, x_t) - u) ** 2).sum(1).mean()
-    torch.testing.assert_close(cfm_loss(v, path, x_1, x_0, t), expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        cfm_loss(v, path, x_1, x_0=x_0, t=t), expected, rtol=1e-12, atol=1e-12
+    )
 
 
 def test_residual_at_optimal_field_has_zero_mean():
@@ -78,7 +80,7 @@ def test_residual_at_optimal_field_has_zero_mean():
     vstar = optimal_field(m, s, sm)
     for shift, expected in ((0.0, 0.0), (0.2, 0.4)):
         b = torch.zeros(2, dtype=dtype, requires_grad=True)
-        loss = cfm_loss(lambda t, x, sh=shift, b=b: vstar(t, x) + sh + b, path, x_1, x_0, t)
+        loss = cfm_loss(lambda t, x, sh=shift, b=b: vstar(t, x) + sh + b, path, x_1, x_0=x_0, t=t)
         (grad,) = torch.autograd.grad(loss, b)
         c = 1 - sm
         x_t = (1 - c * t[:, None]) * x_0 + t[:, None] * x_1
@@ -106,7 +108,7 @@ def test_cfm_and_fm_losses_differ_by_a_constant():
     c = 1 - sm
     x_t = (1 - c * t[:, None]) * x_0 + t[:, None] * x_1
     u = x_1 - c * x_0
-    cfm_gap = cfm_loss(v_a, path, x_1, x_0, t) - cfm_loss(v_b, path, x_1, x_0, t)
+    cfm_gap = cfm_loss(v_a, path, x_1, x_0=x_0, t=t) - cfm_loss(v_b, path, x_1, x_0=x_0, t=t)
     fm_a = ((v_a(t, x_t) - vstar(t, x_t)) ** 2).sum(1)
     fm_b = ((v_b(t, x_t) - vstar(t, x_t)) ** 2).sum(1)
     per_cfm = ((v_a(t, x_t) - u) ** 2).sum(1) - ((v_b(t, x_t) - u) ** 2).sum(1)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from flowfields.errors import FlowfieldsError
+from flowfields.integrate import ODEOptions
 from flowfields.matching import CNF, mlcnf_loss
 from flowfields.nn import MLPField
 
@@ -19,7 +20,8 @@ def test_gradients_reach_every_parameter_and_adjoint_matches_backprop():
     for adjoint in (True, False):
         cnf.zero_grad()
         g = torch.Generator().manual_seed(4)  # same probe for both
-        loss = mlcnf_loss(cnf, x, adjoint=adjoint, generator=g, rtol=1e-7, atol=1e-7)
+        solver = ODEOptions(rtol=1e-7, atol=1e-7, adjoint=adjoint)
+        loss = mlcnf_loss(cnf, x, solver=solver, generator=g)
         loss.backward()
         grads[adjoint] = {n: p.grad.clone() for n, p in cnf.named_parameters()}
     for name, p in cnf.named_parameters():
@@ -38,13 +40,14 @@ def test_maximum_likelihood_training_lowers_the_nll():
 
     def nll():
         with torch.no_grad():
-            return -cnf.log_prob(test, rtol=1e-4, atol=1e-4).mean().item()
+            return -cnf.log_prob(test, solver=ODEOptions(rtol=1e-4, atol=1e-4)).mean().item()
 
     before = nll()
     opt = torch.optim.Adam(cnf.parameters(), lr=2e-2)
     for _ in range(20):
         opt.zero_grad()
-        mlcnf_loss(cnf, data, method="rk4", steps=5).backward()  # fixed cost per step
+        # fixed cost per step
+        mlcnf_loss(cnf, data, solver=ODEOptions("rk4", step_size=0.2, adjoint=True)).backward()
         opt.step()
     after = nll()
     # N(0, I) -> N(m, 0.25 I): the NLL starts near 0.5 |m|^2 + 2 ~ 4.4 and the optimum is

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from flowfields.errors import FlowfieldsError
+from flowfields.integrate import ODEOptions
 from flowfields.nn.divfree import DivFreeMatrixField, DivFreeVectorField, PeriodicFeatures
 
 CLASSES = {"matrix": DivFreeMatrixField, "vector": DivFreeVectorField}
@@ -131,7 +132,7 @@ def test_core_divergence_and_cnf_see_zero_divergence(dtype):
         _, div = divergence_exact(field, 0.4, x, mode=mode)
         assert div.abs().max() < (1e-12 if dtype == torch.float64 else 1e-6)
     cnf = CNF(field, dim=3)
-    out = cnf.log_prob(x, method="rk4", steps=4, return_nfe=True)
+    out = cnf.log_prob_details(x, solver=ODEOptions("rk4", step_size=0.25))
     # volume preserving: log p_1(x) = log p_0(x_0) exactly
     assert out.delta_log_p.abs().max() < (1e-12 if dtype == torch.float64 else 1e-5)
     assert (out.x_0 - x).abs().max() > 1e-4
@@ -207,7 +208,7 @@ def test_vector_and_matrix_fields_as_cnf_preserve_volume(construction, dtype):
 
     field = CLASSES[construction](2, hidden=16, depth=2, time_dependent=True).to(dtype)
     x = torch.randn(12, 2, dtype=dtype)
-    out = CNF(field, dim=2).log_prob(x, method="rk4", steps=4, return_nfe=True)
+    out = CNF(field, dim=2).log_prob_details(x, solver=ODEOptions("rk4", step_size=0.25))
     tol = 1e-12 if dtype == torch.float64 else 1e-5
     assert out.delta_log_p.abs().max() < tol
     assert (out.x_0 - x).abs().max() > 1e-4

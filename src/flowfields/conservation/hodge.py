@@ -17,6 +17,7 @@ from torch.func import vjp
 
 from flowfields.errors import check, check_finite, check_shape
 from flowfields.nn.divfree import DivFreeMatrixField, DivFreeVectorField
+from flowfields.nn.layers import mlp
 
 __all__ = ["HodgeDecomposition", "gradient"]
 
@@ -58,13 +59,8 @@ class HodgeDecomposition(nn.Module):
         self.dim = dim
         cls = DivFreeMatrixField if construction == "matrix" else DivFreeVectorField
         self.divfree = cls(dim, hidden=hidden, depth=depth)
-        layers: list[nn.Module] = []
-        width = dim
-        for _ in range(depth):
-            layers += [nn.Linear(width, hidden), nn.SiLU()]
-            width = hidden
-        layers.append(nn.Linear(width, 1, bias=False))  # a constant φ has no gradient
-        self.potential = nn.Sequential(*layers)
+        # no output bias: a constant φ has no gradient
+        self.potential = mlp(dim, 1, hidden, depth, "silu", bias_out=False)
 
     def phi(self, x: Tensor) -> Tensor:
         """The scalar potential ``φ(x)`` (B,)."""

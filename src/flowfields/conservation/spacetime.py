@@ -26,10 +26,16 @@ from torch import Tensor, nn
 from torch.func import jvp, vmap
 
 from flowfields.conservation.potentials import gaussian_log_density, gaussian_newtonian_grad
+from flowfields.density import check_points, check_sample_count
 from flowfields.errors import check, check_finite, check_shape
+from flowfields.integrate.quadrature import gauss_legendre
+from flowfields.linalg.kmeans import kmeans
 from flowfields.nn.divfree import DivFreeMatrixField, DivFreeVectorField
+from flowfields.nn.layers import mlp
+from flowfields.nn.time import broadcast_time
 
 __all__ = [
+    "MixtureMarginal",
     "PositiveDensityFlux",
     "SpaceTimeDivFree",
     "continuity_residual",
@@ -40,16 +46,10 @@ RhoFlux = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 
 
 def _time_vector(t: Tensor | float, x: Tensor) -> Tensor:
-    """t as a (B,) tensor matching x's batch, dtype and device."""
-    t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
-    check(
-        t.ndim == 0 or (t.ndim == 1 and t.shape[0] in (1, x.shape[0])),
-        "t",
-        t,
-        f"a scalar or a tensor of shape ({x.shape[0]},)",
-    )
+    """t as a finite (B,) tensor matching x's batch, dtype and device."""
+    t = broadcast_time(t, x)
     _check_finite_plain(t, "t")
-    return t.reshape(-1).expand(x.shape[0])
+    return t
 
 
 def _check_finite_plain(value: Tensor, name: str) -> None:
@@ -183,13 +183,7 @@ class PositiveDensityFlux(nn.Module):
         self.mean_1 = nn.Parameter(init_mean_scale * torch.randn(k, dim))
         self.log_std_0 = nn.Parameter(torch.zeros(k))
         self.log_std_1 = nn.Parameter(torch.zeros(k))
-        layers: list[nn.Module] = []
-        width = 1
-        for _ in range(depth):
-            layers += [nn.Linear(width, hidden), nn.SiLU()]
-            width = hidden
-        layers.append(nn.Linear(width, k * (dim + 1)))
-        self.time_net = nn.Sequential(*layers)
+        self.time_net = mlp(1, k * (dim + 1), hidden, depth, "silu")
         self.correction = (
             DivFreeMatrixField(
                 dim, hidden=correction_hidden, depth=correction_depth, time_dependent=True
@@ -230,7 +224,7 @@ class PositiveDensityFlux(nn.Module):
                 mean.copy_(x.mean(0, keepdim=True))
                 log_std.fill_(0.5 * float(torch.log(x.var(0).mean())))
             return
-        ends = [_kmeans(x.to(dtype), k, generator) for x in (x_0, x_1)]
+        ends = [_cluster_moments(x.to(dtype), k, generator) for x in (x_0, x_1)]
         from scipy.optimize import linear_sum_assignment
 
         cost = torch.cdist(ends[0][0], ends[1][0]).square().cpu().numpy()
@@ -314,9 +308,9 @@ class PositiveDensityFlux(nn.Module):
         _check_points(x, self.dim)
         return torch.logsumexp(self._log_terms(self.components(t, x), x), -1)
 
-    def log_prob(self, t: Tensor | float, x: Tensor) -> Tensor:
-        """Same as :meth:`log_rho` (ρ integrates to one at every t)."""
-        return self.log_rho(t, x)
+    def marginal(self, t: float) -> MixtureMarginal:
+        """The density ``ρ_t`` at one time as a :class:`~flowfields.density.DensityModel`."""
+        return MixtureMarginal(self, t)
 
     def grad_b0(self, t: Tensor | float, x: Tensor) -> Tensor:
         """``∇_x b_0`` (B, d): the mixture of Gaussian Newtonian potential gradients."""
@@ -326,9 +320,15 @@ class PositiveDensityFlux(nn.Module):
         w = torch.exp(c["log_w"])
         return (w.unsqueeze(-1) * gaussian_newtonian_grad(y, c["std"])).sum(1)
 
-    def sample(self, t: float | Tensor, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """n reparameterised samples of ``ρ_t`` (differentiable in the paths), shape (n, d)."""
-        check(isinstance(n, int) and n >= 1, "n", n, "a positive integer")
+    def sample_at(
+        self, t: float | Tensor, n: int, *, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """n reparameterised samples of ``ρ_t`` (differentiable in the paths), shape (n, d).
+
+        ``t`` is one time or a tensor of ``n`` times (one sample at each). For the density at
+        one time as a :class:`~flowfields.density.DensityModel` see :meth:`marginal`.
+        """
+        check_sample_count(n)
         ref = self.mean_0
         t = torch.as_tensor(t, dtype=ref.dtype, device=ref.device)
         check(t.numel() in (1, n), "t", t, f"a scalar or a tensor of {n} times")
@@ -390,7 +390,7 @@ class PositiveDensityFlux(nn.Module):
         check(n_t >= 1 and n_x >= 1, "n_t, n_x", (n_t, n_x), "positive integers")
         dtype, device = self.mean_0.dtype, self.mean_0.device
         if quadrature == "gauss":
-            nodes, weights = _gauss_legendre(n_t, dtype, device)
+            nodes, weights = gauss_legendre(n_t, 0.0, 1.0, dtype=dtype, device=device)
         else:
             u = torch.rand(n_t, generator=generator, dtype=dtype, device=device)
             nodes = (torch.arange(n_t, dtype=dtype, device=device) + u) / n_t
@@ -402,23 +402,57 @@ class PositiveDensityFlux(nn.Module):
         return (weights * per_t).sum()
 
 
-def _kmeans(
-    x: Tensor, k: int, generator: torch.Generator | None, iters: int = 20
-) -> tuple[Tensor, Tensor]:
-    """Lloyd's K-means: centres (k, d) and RMS per-coordinate within-cluster std (k,)."""
-    centres = x[torch.randperm(x.shape[0], generator=generator)[:k]].clone()
-    for _ in range(iters):
-        label = torch.cdist(x, centres).argmin(1)
-        for j in range(k):
-            members = x[label == j]
-            if members.shape[0] > 0:
-                centres[j] = members.mean(0)
-    label = torch.cdist(x, centres).argmin(1)
-    sq = ((x - centres[label]) ** 2).mean(-1)
-    counts = torch.bincount(label, minlength=k).clamp_min(1).to(x.dtype)
-    var = torch.zeros(k, dtype=x.dtype).index_add_(0, label, sq) / counts
+class MixtureMarginal(nn.Module):
+    """The density ``ρ_t`` of a :class:`PositiveDensityFlux` at a fixed time t.
+
+    A :class:`~flowfields.density.DensityModel` (``sample(n)``, ``log_prob(x)``,
+    ``event_shape``) whose parameters are the model's (registered as ``model``), so it is
+    differentiable in the component paths (samples are reparameterised) and its
+    ``state_dict`` is the model's.
+
+    Args:
+        model: the density/flux model.
+        t: the time, a float in [0, 1].
+
+    Shapes:
+        ``sample(n)``: (n, d); ``log_prob(x)``: (B, d) -> (B,).
+    """
+
+    def __init__(self, model: PositiveDensityFlux, t: float) -> None:
+        super().__init__()
+        check(isinstance(model, PositiveDensityFlux), "model", model, "a PositiveDensityFlux")
+        check(
+            isinstance(t, (int, float)) and not isinstance(t, bool) and 0.0 <= t <= 1.0,
+            "t",
+            t,
+            "a float in [0, 1]",
+        )
+        self.model = model
+        self.t = float(t)
+        self.event_shape = (model.dim,)
+
+    def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
+        """``n`` samples of ``ρ_t``, shape (n, d)."""
+        return self.model.sample_at(self.t, n, generator=generator)
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """``log ρ_t(x)``, shape (B,)."""
+        check_points(x, self.event_shape, dtype=self.model.mean_0.dtype)
+        return self.model.log_rho(self.t, x)
+
+    def extra_repr(self) -> str:
+        return f"t={self.t:g}"
+
+
+def _cluster_moments(x: Tensor, k: int, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    """k-means centres (k, d) and RMS per-coordinate within-cluster std (k,), floored."""
+    km = kmeans(x, k, generator=generator, iters=20)
+    label = km.labels
+    sq = ((x - km.centres[label]) ** 2).mean(-1)
+    counts = km.counts.clamp_min(1).to(x.dtype)
+    var = torch.zeros(k, dtype=x.dtype, device=x.device).index_add_(0, label, sq) / counts
     floor = 1e-3 * x.var(0).mean()
-    return centres, var.clamp_min(floor).sqrt()
+    return km.centres, var.clamp_min(floor).sqrt()
 
 
 def _sample_at(model: PositiveDensityFlux, t: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -432,15 +466,6 @@ def _sample_at(model: PositiveDensityFlux, t: Tensor, generator: torch.Generator
     eps = torch.randn(n, model.dim, generator=generator, dtype=t.dtype, device=t.device)
     rows = torch.arange(n, device=t.device)
     return c["mu"][rows, idx] + c["std"][rows, idx].unsqueeze(-1) * eps
-
-
-def _gauss_legendre(n: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
-    """Gauss-Legendre nodes and weights on [0, 1]."""
-    import numpy as np
-
-    x, w = np.polynomial.legendre.leggauss(n)
-    nodes = torch.as_tensor((x + 1) / 2, dtype=dtype, device=device)
-    return nodes, torch.as_tensor(w / 2, dtype=dtype, device=device)
 
 
 def continuity_residual(rho_flux: RhoFlux, t: Tensor | float, x: Tensor) -> Tensor:

@@ -29,6 +29,7 @@ __all__ = [
     "DIGITS_LEVELS",
     "MNIST_LEVELS",
     "Dequantized",
+    "check_levels",
     "load_digits",
     "load_mnist_subset",
     "split_train_test",
@@ -144,6 +145,50 @@ class Dequantized(NamedTuple):
     log_jacobian: float
 
 
+def check_levels(x_int: Tensor, levels: int, argument: str = "x_int", *, min_ndim: int = 2) -> None:
+    """Validate discrete data: integer values in ``0..levels - 1``, a batch of ``min_ndim``+ dims.
+
+    Args:
+        x_int: the data, shape (N, *dims), any dtype holding integers.
+        levels: number of discrete levels L >= 2 (17 for digits, 256 for MNIST).
+        argument: the name used in error messages.
+        min_ndim: fewest dimensions (2: a batch of examples; 1: any tensor).
+
+    Raises:
+        FlowfieldsError: a bad ``levels``, a non-tensor, too few dimensions, non-finite,
+            non-integer or out-of-range values.
+    """
+    check(
+        isinstance(x_int, Tensor) and x_int.ndim >= min_ndim,
+        argument,
+        x_int,
+        "a tensor of shape (N, *dims)" if min_ndim >= 2 else "a tensor (B, *dims)",
+    )
+    check(
+        isinstance(levels, int) and not isinstance(levels, bool) and levels >= 2,
+        "levels",
+        levels,
+        "an integer number of discrete levels >= 2 (e.g. 256 for 8-bit images, 17 for digits)",
+    )
+    if not x_int.numel():
+        return
+    xi = x_int.to(torch.float64)
+    check(
+        bool(torch.isfinite(xi).all()) and bool((xi == torch.round(xi)).all()),
+        argument,
+        x_int,
+        "integer values",
+    )
+    lo, hi = float(xi.min()), float(xi.max())
+    check(
+        lo >= 0 and hi <= levels - 1,
+        argument,
+        x_int,
+        f"integer values in 0..{levels - 1} (got range {lo:g}..{hi:g})",
+        hint="Pass the number of levels of the data (17 for digits, 256 for MNIST).",
+    )
+
+
 def uniform_dequantize(
     x_int: Tensor,
     levels: int,
@@ -166,31 +211,9 @@ def uniform_dequantize(
     Raises:
         FlowfieldsError: on non-integer values or values outside 0..levels - 1.
     """
-    check(isinstance(x_int, Tensor) and x_int.ndim >= 1, "x_int", x_int, "a tensor (B, *dims)")
-    check(
-        isinstance(levels, int) and not isinstance(levels, bool) and levels >= 2,
-        "levels",
-        levels,
-        "an integer >= 2",
-    )
+    check_levels(x_int, levels, min_ndim=1)
     dtype = dtype or torch.get_default_dtype()
     check(dtype.is_floating_point, "dtype", dtype, "a floating-point dtype")
-    xi = x_int.to(torch.float64)
-    if x_int.numel():
-        check(
-            bool((xi == torch.round(xi)).all()) and bool(torch.isfinite(xi).all()),
-            "x_int",
-            x_int,
-            "integer values",
-        )
-        lo, hi = float(xi.min()), float(xi.max())
-        check(
-            lo >= 0 and hi <= levels - 1,
-            "x_int",
-            x_int,
-            f"values in 0..{levels - 1} (got range {lo:g}..{hi:g})",
-            hint="Pass the number of levels of the data (17 for digits, 256 for MNIST).",
-        )
     dev = generator.device if generator is not None else x_int.device
     u = torch.rand(x_int.shape, generator=generator, dtype=dtype, device=dev).to(x_int.device)
     x = (x_int.to(dtype) + u) / levels

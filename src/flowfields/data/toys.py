@@ -51,14 +51,21 @@ TOYS = ("checkerboard", "8gaussians", "2spirals", "moons", "pinwheel", "rings")
 class Toy2D(ABC):
     """A distribution on R^2 with ``sample`` and (where known) ``log_prob`` and ``entropy``.
 
+    Toys with a closed-form density are :class:`~flowfields.density.DensityModel` s
+    (``sample(n, generator=...)``, ``log_prob(x)``, ``event_shape``); they hold no weights and
+    take any floating dtype (``log_prob`` answers in the input's dtype, ``sample`` in
+    ``dtype``, default torch's default dtype).
+
     Attributes:
         name: the name :func:`get_toy` knows it by.
         dim: always 2.
+        event_shape: always ``(2,)``.
         has_log_prob: whether :meth:`log_prob` has a closed form.
     """
 
     name: str = "toy"
     dim: int = 2
+    event_shape: tuple[int, ...] = (2,)
     has_log_prob: bool = False
 
     def sample(

@@ -1,22 +1,44 @@
 """The only code that steps in time: ODE and SDE solvers behind one front door each.
 
-- :func:`odeint` (over torchdiffeq): fixed-step and adaptive, forward or backward in time,
-  adjoint gradients, the number of evaluations counted; :data:`SOLVERS` says what each
+- :func:`odeint` (our fixed-step stepper and torchdiffeq): fixed-step and adaptive, forward or
+  backward in time, adjoint gradients, gradients with respect to the times, a retraction hook
+  for manifold ODEs, the number of evaluations counted; :class:`ODEOptions` is the one
+  solver-settings record every model that integrates takes; :data:`SOLVERS` says what each
   method is (order, adaptive, stages).
 - :func:`sdeint` (over torchsde) with the same :class:`Solution` record.
+- :func:`time_grid` (the one fixed-step grid builder, float64) and :func:`as_times`.
+- :func:`gauss_legendre` quadrature on an interval.
 """
 
 from __future__ import annotations
 
-from flowfields.integrate.ode import SOLVERS, Solution, SolverInfo, State, odeint, time_grid
+from flowfields.integrate.grid import as_times, time_grid
+from flowfields.integrate.ode import Solution, odeint
+from flowfields.integrate.options import (
+    BACKENDS,
+    SOLVERS,
+    TORCHDIFFEQ_OPTIONS,
+    ODEOptions,
+    SolverInfo,
+)
+from flowfields.integrate.quadrature import QuadratureRule, gauss_legendre
 from flowfields.integrate.sde import SDE_METHODS, sdeint
+from flowfields.integrate.stepper import TABLEAUS, Retraction, State
 
 __all__ = [
+    "BACKENDS",
     "SDE_METHODS",
     "SOLVERS",
+    "TABLEAUS",
+    "TORCHDIFFEQ_OPTIONS",
+    "ODEOptions",
+    "QuadratureRule",
+    "Retraction",
     "Solution",
     "SolverInfo",
     "State",
+    "as_times",
+    "gauss_legendre",
     "odeint",
     "sdeint",
     "time_grid",

@@ -1,35 +1,51 @@
-"""One front door for solving ODEs: :func:`odeint` over torchdiffeq.
+"""One front door for solving ODEs: :func:`odeint`, over our stepper and torchdiffeq.
 
-Adaptive solvers and adjoint solves are torchdiffeq's; plain fixed-step solves (euler,
-midpoint, heun2, heun3, rk4) run a short native Runge-Kutta loop with the same tableaus, which
-avoids torchdiffeq's per-step bookkeeping (measured in ``benchmarks/bench_matching.py``).
+**Who steps a solve** (``Solution.backend`` records it):
 
-Every solve in flowfields goes through :func:`odeint`. It validates its input (unknown solver
-names, a missing step size, non-monotone or non-finite times and states raise
-:class:`~flowfields.errors.FlowfieldsError`), keeps time grids and solver coefficients in
-float64 while the state keeps its own dtype, and counts the evaluations of the vector field
-actually made (NFE), including the adjoint's backward solve when ``adjoint=True``.
+- adaptive methods (adaptive_heun, fehlberg2, bosh3, dopri5, dopri8) always run in
+  torchdiffeq (``torchdiffeq.odeint``, or ``odeint_adjoint`` when ``adjoint=True``);
+- fixed-step methods (euler, midpoint, heun2, heun3, rk4) run in our stepper
+  (:func:`flowfields.integrate.stepper.rk_solve`, the same tableaus without torchdiffeq's
+  per-step bookkeeping) **unless** ``adjoint=True``, or ``backend="torchdiffeq"``, or a
+  torchdiffeq-only fixed-step option (``interp``, ``perturb``) is passed: then in torchdiffeq,
+  on the same grid. ``backend="native"`` insists on our stepper (refused where it cannot run).
+
+Only our stepper takes a ``retraction`` (manifold ODEs); adaptive methods refuse one: give
+them the tangent-projected field ``v(t, x) = proju(x, u(t, x))`` instead and project the
+results. Gradients with respect to the time points flow on every path (through the grid of
+our stepper, through torchdiffeq otherwise).
 
 Every requested output time is a solver step, not an interpolant: adaptive methods are told
 to step onto them (torchdiffeq's ``step_t`` option, less any times the caller passes as
 discontinuities in ``jump_t``, which are stepped onto as well), and fixed-step methods hit
 them exactly: each interval ``[t_i, t_{i+1}]`` is split into
-``ceil(|t_{i+1} - t_i| / step_size)`` equal steps (no interpolation, no ragged last step), so
-the NFE of a fixed-step solve is ``steps * SOLVERS[method].stages``.
+``ceil(|t_{i+1} - t_i| / step_size)`` equal steps (:func:`~flowfields.integrate.time_grid`),
+so the NFE of a fixed-step solve is ``steps * SOLVERS[method].stages``.
+
+Input is validated (unknown methods, a missing step size, non-monotone or non-finite times,
+non-finite or empty states, a field returning the wrong type, shape or dtype), and solver
+failures become one :class:`~flowfields.errors.FlowfieldsError` saying what happened, at
+which t, and what to try: the field returning NaN/Inf under an adaptive method, the step
+size underflowing, ``max_num_steps`` exceeded. Time grids and solver coefficients stay in
+float64 while the state keeps its own dtype, and the evaluations of the field actually made
+are counted (NFE), including the adjoint's backward solve.
 
 Example:
     >>> import torch
-    >>> from flowfields.integrate import odeint
+    >>> from flowfields.integrate import ODEOptions, odeint
     >>> sol = odeint(lambda t, x: -x, torch.ones(3), torch.tensor([0.0, 1.0]), method="rk4",
     ...              step_size=0.1)
-    >>> sol.nfe
-    40
+    >>> sol.nfe, sol.backend
+    (40, 'native')
+    >>> sol = odeint(lambda t, x: -x, torch.ones(3), [0.0, 1.0], ODEOptions(rtol=1e-8))
+    >>> round(float(sol.x[-1, 0]), 6), sol.backend
+    (0.367879, 'torchdiffeq')
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,63 +54,26 @@ import torchdiffeq
 from torch import Tensor, nn
 
 from flowfields.errors import FlowfieldsError, check, check_finite, describe
+from flowfields.integrate.grid import (
+    as_times,
+    describe_times,
+    grid_dtype,
+    output_indices,
+    step_counts,
+    time_grid,
+)
+from flowfields.integrate.options import (
+    SOLVERS,
+    TORCHDIFFEQ_FIXED_ONLY,
+    ODEOptions,
+    SolverInfo,
+)
+from flowfields.integrate.stepper import TABLEAUS, Retraction, State, StepCallbacks, rk_solve
 
-__all__ = ["SOLVERS", "Solution", "SolverInfo", "State", "odeint", "time_grid"]
+__all__ = ["SOLVERS", "Solution", "SolverInfo", "State", "odeint"]
 
-#: A state: one tensor, or a tuple of tensors integrated together (e.g. ``(x, log_p)``).
-State = Tensor | tuple[Tensor, ...]
-
-
-@dataclass(frozen=True)
-class SolverInfo:
-    """What a solver is: its order of accuracy, whether it adapts its step, its cost per step.
-
-    Attributes:
-        name: the ``method`` string.
-        order: global order of accuracy (error ~ step^order).
-        adaptive: True for embedded pairs that pick their steps from ``rtol``/``atol``.
-        stages: evaluations of the vector field per step (for fixed-step methods, the exact
-            NFE of a solve is ``steps * stages``; adaptive methods also spend evaluations on
-            rejected steps and the initial step selection).
-    """
-
-    name: str
-    order: int
-    adaptive: bool
-    stages: int
-
-
-#: The solvers :func:`odeint` offers, by name (the capability table the tests run over).
-SOLVERS: dict[str, SolverInfo] = {
-    s.name: s
-    for s in (
-        SolverInfo("euler", order=1, adaptive=False, stages=1),
-        SolverInfo("midpoint", order=2, adaptive=False, stages=2),
-        SolverInfo("heun2", order=2, adaptive=False, stages=2),
-        SolverInfo("heun3", order=3, adaptive=False, stages=3),
-        SolverInfo("rk4", order=4, adaptive=False, stages=4),
-        SolverInfo("adaptive_heun", order=2, adaptive=True, stages=2),
-        SolverInfo("fehlberg2", order=2, adaptive=True, stages=3),
-        SolverInfo("bosh3", order=3, adaptive=True, stages=4),
-        SolverInfo("dopri5", order=5, adaptive=True, stages=6),
-        SolverInfo("dopri8", order=8, adaptive=True, stages=13),
-    )
-}
-
-
-# Butcher tableaus (c, a, b) of the explicit fixed-step methods, stepped natively by
-# :func:`_fixed_step_solve` (the same methods torchdiffeq names; rk4 is Kutta's 3/8 rule).
-_TABLEAUS: dict[str, tuple[tuple[float, ...], tuple[tuple[float, ...], ...], tuple[float, ...]]] = {
-    "euler": ((0.0,), ((),), (1.0,)),
-    "midpoint": ((0.0, 0.5), ((), (0.5,)), (0.0, 1.0)),
-    "heun2": ((0.0, 1.0), ((), (1.0,)), (0.5, 0.5)),
-    "heun3": ((0.0, 1 / 3, 2 / 3), ((), (1 / 3,), (0.0, 2 / 3)), (0.25, 0.0, 0.75)),
-    "rk4": (
-        (0.0, 1 / 3, 2 / 3, 1.0),
-        ((), (1 / 3,), (-1 / 3, 1.0), (1.0, -1.0, 1.0)),
-        (0.125, 0.375, 0.375, 0.125),
-    ),
-}
+_CALLBACKS = ("callback_step", "callback_accept_step", "callback_reject_step")
+_ADJOINT_CALLBACKS = tuple(name + "_adjoint" for name in _CALLBACKS)
 
 
 class _Counter:
@@ -108,25 +87,112 @@ class _Counter:
         self.phase = "forward"
 
 
-class _Counted(nn.Module):
-    """Wraps ``v`` so that every call is counted; an nn.Module so the adjoint finds params."""
+class _Watch:
+    """Counts evaluations and checks the field's first output; with ``track``, remembers the
+    last evaluations' times and whether their outputs were finite (0-d tensors, no host
+    sync) to say where a failed solve went wrong."""
 
-    def __init__(self, v: Callable[..., Any], counter: _Counter) -> None:
+    __slots__ = ("checked", "counter", "history", "last_t", "parts", "tuple_state")
+
+    def __init__(
+        self, counter: _Counter, tuple_state: bool, parts: tuple[Tensor, ...], track: bool = False
+    ) -> None:
+        self.counter = counter
+        self.tuple_state = tuple_state
+        self.parts = parts
+        self.checked = False
+        self.last_t: Any = None
+        self.history: deque[tuple[Tensor, Tensor]] | None = deque(maxlen=64) if track else None
+
+    def __call__(self, t: Tensor, x: Any, out: Any) -> None:
+        c = self.counter
+        if c.phase == "forward":
+            c.forward += 1
+        else:
+            c.backward += 1
+        self.last_t = t
+        if not self.checked:
+            self.checked = True
+            if c.phase == "forward":
+                self._check(t, out)
+        if self.history is not None:
+            outs = out if isinstance(out, (tuple, list)) else (out,)
+            finite = torch.stack([torch.isfinite(o).all() for o in outs])
+            self.history.append((t.detach(), finite.all()))
+
+    def _check(self, t: Tensor, out: Any) -> None:
+        parts = self.parts
+        if self.tuple_state:
+            ok = isinstance(out, (tuple, list)) and len(out) == len(parts)
+            got = out if ok else [out]
+        else:
+            ok = isinstance(out, Tensor)
+            got = [out]
+        ok = ok and all(
+            isinstance(o, Tensor) and o.shape == p.shape and o.dtype == p.dtype
+            for o, p in zip(got, parts)
+        )
+        if not ok:
+            want = ", ".join(f"shape {tuple(p.shape)} dtype {p.dtype}" for p in parts)
+            given = (
+                describe(out)
+                if not isinstance(out, (tuple, list))
+                else describe(tuple(describe(o) for o in out))
+            )
+            kind = f"a tuple of {len(parts)} tensors" if self.tuple_state else "a tensor"
+            raise FlowfieldsError(
+                f"v(t, x): got {given} at t = {describe_times(t)}, expected {kind} like the "
+                f"state ({want})."
+            )
+
+    def nonfinite_times(self, reverse: bool) -> tuple[float, float | None] | None:
+        """``(first t with a NaN/Inf output, last t with a finite one)`` in the direction of
+        integration, among the remembered evaluations; None if all were finite."""
+        if not self.history:
+            return None
+        times = [float(t) for t, _ in self.history]
+        ok = [bool(f) for _, f in self.history]
+        bad = [s for s, good in zip(times, ok) if not good]
+        if not bad:
+            return None
+        good_t = [s for s, good in zip(times, ok) if good]
+        pick = max if reverse else min
+        last = max if not reverse else min
+        return pick(bad), (last(good_t) if good_t else None)
+
+
+class _Counted(nn.Module):
+    """Wraps ``v`` for torchdiffeq: counts and checks calls; an nn.Module so the adjoint finds
+    the parameters; forwards the field's callbacks (with ``dt`` signed in true time)."""
+
+    def __init__(self, v: Callable[..., Any], watch: _Watch, reverse: bool, fixed: bool) -> None:
         super().__init__()
         # Registering v as a submodule (when it is one) lets torchdiffeq find its parameters.
         if isinstance(v, nn.Module):
             self.v = v
         else:
             object.__setattr__(self, "v", v)
-        object.__setattr__(self, "counter", counter)
+        object.__setattr__(self, "watch", watch)
+        for name in _CALLBACKS + _ADJOINT_CALLBACKS:
+            if fixed and name.startswith("callback_reject_step"):
+                continue  # a fixed step is never rejected (torchdiffeq would warn)
+            fn = getattr(v, name, None)
+            if callable(fn):
+                object.__setattr__(self, name, _signed_dt(fn) if reverse else fn)
 
     def forward(self, t: Tensor, x: State) -> State:
-        c = self.counter
-        if c.phase == "forward":
-            c.forward += 1
-        else:
-            c.backward += 1
-        return self.v(t, x)
+        out = self.v(t, x)
+        self.watch(t, x, out)
+        return out
+
+
+def _signed_dt(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """torchdiffeq integrates decreasing times as increasing ``-t``: report ``dt`` signed."""
+
+    def call(t0: Tensor, y0: Any, dt: Tensor) -> Any:
+        return fn(t0, y0, -dt)
+
+    return call
 
 
 @dataclass
@@ -140,6 +206,8 @@ class Solution:
         nfe: number of evaluations of the vector field made by the forward solve.
         method: the solver used.
         extra: method-specific results (e.g. ``log_ratio`` from ``sdeint(..., logqp=True)``).
+        backend: who stepped the solve: ``"native"`` (our stepper), ``"torchdiffeq"`` or
+            ``"torchsde"``.
     """
 
     t: Tensor
@@ -147,6 +215,7 @@ class Solution:
     nfe: int
     method: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    backend: str = ""
     _counter: _Counter | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -160,63 +229,6 @@ class Solution:
         if isinstance(self.x, tuple):
             return tuple(xi[-1] for xi in self.x)
         return self.x[-1]
-
-
-def _valid_methods() -> str:
-    return ", ".join(SOLVERS)
-
-
-def _as_time(t: Any, argument: str = "t") -> Tensor:
-    if isinstance(t, (list, tuple)):
-        check(
-            all(isinstance(s, (int, float)) for s in t),
-            argument,
-            t,
-            "a 1-D tensor or a list of floats",
-        )
-        t = torch.tensor(t, dtype=torch.float64)
-    check(isinstance(t, Tensor), argument, t, "a 1-D tensor of times")
-    check(
-        t.ndim == 1 and t.numel() >= 2,
-        argument,
-        t,
-        "a 1-D tensor with at least 2 times (start and end)",
-    )
-    check(t.is_floating_point(), argument, t, "a floating-point tensor of times")
-    check(bool(torch.isfinite(t).all()), argument, t, "finite times")
-    d = t[1:] - t[:-1]
-    check(
-        bool((d > 0).all()) or bool((d < 0).all()),
-        argument,
-        t.tolist() if t.numel() <= 8 else t,
-        "strictly increasing or strictly decreasing times",
-        hint="Repeated or zigzagging times are not allowed.",
-    )
-    return t
-
-
-def time_grid(t: Tensor, step_size: float) -> Tensor:
-    """The fixed-step grid used by :func:`odeint`: every time of ``t`` plus equal sub-steps.
-
-    Each interval ``[t_i, t_{i+1}]`` is split into ``n_i = ceil(|t_{i+1} - t_i| / step_size)``
-    equal steps (a tiny relative slack absorbs rounding, so 1 / 0.1 gives 10 steps, not 11).
-
-    Args:
-        t: strictly monotone times, shape ``(T,)``.
-        step_size: the largest step allowed, > 0.
-
-    Returns:
-        The grid, float64 on the CPU, shape ``(1 + sum_i n_i,)``, containing ``t`` exactly.
-    """
-    t64 = t.detach().to(device="cpu", dtype=torch.float64)
-    pieces = []
-    span = (t64[1:] - t64[:-1]).abs().tolist()
-    for i, s in enumerate(span):
-        n = max(1, math.ceil(s / step_size * (1.0 - 1e-10)))
-        frac = torch.arange(n, dtype=torch.float64) / n
-        pieces.append(t64[i] + (t64[i + 1] - t64[i]) * frac)
-    pieces.append(t64[-1:])
-    return torch.cat(pieces)
 
 
 def _check_state(x_0: Any) -> tuple[bool, tuple[Tensor, ...]]:
@@ -241,6 +253,7 @@ def _check_state(x_0: Any) -> tuple[bool, tuple[Tensor, ...]]:
             "a floating-point (or complex) tensor",
             hint="Convert integer data with .float() or .double().",
         )
+        check(p.numel() > 0, name, p, "a non-empty state (an empty batch has nothing to solve)")
         check_finite(p, name)
         dtypes.add(p.dtype)
     if len(dtypes) > 1:
@@ -251,161 +264,317 @@ def _check_state(x_0: Any) -> tuple[bool, tuple[Tensor, ...]]:
     return is_tuple, parts
 
 
+def _resolve(
+    solver: ODEOptions | None, options: Mapping[str, Any] | None, **given: Any
+) -> ODEOptions:
+    """``solver`` (default :class:`ODEOptions`) with the keyword arguments given applied."""
+    check(
+        solver is None or isinstance(solver, ODEOptions),
+        "solver",
+        solver,
+        "an ODEOptions record (or None)",
+    )
+    base = solver if solver is not None else ODEOptions()
+    changes = {k: v for k, v in given.items() if v is not None}
+    if options is not None:
+        check(isinstance(options, Mapping), "options", options, "a dict of torchdiffeq options")
+        changes["options"] = {**base.options, **options}
+    if changes.get("method") not in (None, base.method) and "options" not in changes:
+        changes["options"] = {}  # the record's options belonged to its own method
+    return base.replace(**changes) if changes else base
+
+
+def _backend(opts: ODEOptions, retraction: Retraction | None, v: Any) -> str:
+    """Who steps this solve (the rule in the module docs)."""
+    info = opts.info
+    if info.adaptive:
+        check(
+            retraction is None,
+            "retraction",
+            retraction,
+            f"None for the adaptive method {opts.method!r}",
+            hint="Adaptive methods do not retract: pass the tangent-projected field "
+            "v(t, x) = proju(x, u(t, x)) and project the outputs, or use a fixed-step method "
+            "(euler, midpoint, heun2, heun3, rk4).",
+        )
+        return "torchdiffeq"
+    wants_tdq = bool(TORCHDIFFEQ_FIXED_ONLY & set(opts.options))
+    if opts.backend == "native":
+        check(
+            not wants_tdq,
+            "options",
+            opts.options,
+            "no torchdiffeq-only option (interp, perturb) with backend='native'",
+        )
+        return "native"
+    if opts.backend == "torchdiffeq" or opts.adjoint or wants_tdq:
+        why = "adjoint=True" if opts.adjoint else "the torchdiffeq backend"
+        check(
+            retraction is None,
+            "retraction",
+            retraction,
+            f"None with {why} (only our fixed-step stepper retracts)",
+            hint="Drop adjoint / backend='torchdiffeq', or the retraction.",
+        )
+        check(
+            getattr(v, "callback_accept_step", None) is None,
+            "v.callback_accept_step",
+            v,
+            f"no callback_accept_step with {why}",
+            hint="torchdiffeq's fixed-step solvers call only callback_step (every fixed step "
+            "is accepted); our stepper (the default without adjoint) calls both.",
+        )
+        return "torchdiffeq"
+    return "native"
+
+
+def _fixed_grid(opts: ODEOptions, t: Tensor, t64: Tensor) -> tuple[Tensor, list[int]]:
+    """The fixed-step grid on ``t64`` and the grid indices of the requested times."""
+    if opts.step_size is not None:
+        counts = step_counts(t64, float(opts.step_size))
+        grid = time_grid(t64, float(opts.step_size), max_num_steps=opts.max_num_steps)
+        return grid, output_indices(counts)
+    check(
+        t.numel() > 2,
+        "step_size",
+        opts.step_size,
+        f"a positive float for the fixed-step method {opts.method!r}",
+        hint="Either pass step_size, or pass the whole time grid as t (more than "
+        "two times, one step per interval).",
+    )
+    check(
+        t.numel() - 1 <= opts.max_num_steps,
+        "t",
+        t,
+        f"at most max_num_steps = {opts.max_num_steps:,} intervals (one step each)",
+    )
+    return t64, list(range(t64.numel()))
+
+
 def odeint(
     v: Callable[[Tensor, State], State],
     x_0: State,
     t: Tensor | Sequence[float],
+    solver: ODEOptions | None = None,
     *,
-    method: str = "dopri5",
-    rtol: float = 1e-5,
-    atol: float = 1e-5,
+    method: str | None = None,
+    rtol: float | None = None,
+    atol: float | None = None,
     step_size: float | None = None,
-    adjoint: bool = False,
+    adjoint: bool | None = None,
+    max_num_steps: int | None = None,
     adjoint_params: Iterable[Tensor] | None = None,
-    options: dict[str, Any] | None = None,
-    adjoint_options: dict[str, Any] | None = None,
+    options: Mapping[str, Any] | None = None,
+    adjoint_options: Mapping[str, Any] | None = None,
+    retraction: Retraction | None = None,
 ) -> Solution:
     """Solve ``dx/dt = v(t, x)``, ``x(t[0]) = x_0``, reporting the states at every time of ``t``.
 
     Args:
         v: the vector field, called as ``v(t, x)`` with ``t`` a 0-d tensor (in the state's
-            dtype) and ``x`` shaped like ``x_0`` (a tuple when ``x_0`` is one); returns a
-            tensor (tuple) of the same shape(s).
-        x_0: initial state, a tensor of any shape, or a tuple of tensors of one dtype.
+            real dtype) and ``x`` shaped like ``x_0`` (a tuple when ``x_0`` is one); returns a
+            tensor (tuple) of the same shape(s) and dtype. torchdiffeq's callbacks
+            (``v.callback_step``, ``v.callback_accept_step``, ``v.callback_reject_step`` and
+            their ``_adjoint`` versions, each ``(t0, x0, dt)`` with ``dt`` signed) are called.
+        x_0: initial state, a non-empty tensor of any shape, or a tuple of tensors of one dtype.
         t: times, shape ``(T,)``, ``T >= 2``, strictly increasing or strictly decreasing
             (integrating backward in time is allowed, e.g. ``[1.0, 0.0]``). Converted to
-            float64 for the solver.
-        method: one of :data:`SOLVERS` (fixed: euler, midpoint, heun2, heun3, rk4; adaptive:
-            adaptive_heun, fehlberg2, bosh3, dopri5, dopri8).
-        rtol, atol: tolerances of adaptive methods (ignored by fixed-step ones).
-        step_size: largest step of a fixed-step method. If None, a fixed-step method takes one
-            step per interval of ``t`` (which then needs more than two times).
-        adjoint: differentiate by solving the adjoint ODE backward (memory O(1) in the number
-            of steps) instead of backpropagating through the solver.
+            float64 for the solver; gradients with respect to ``t`` are carried.
+        solver: the settings (:class:`ODEOptions`; default ``ODEOptions()``: dopri5 at
+            rtol = atol = 1e-5). The keyword arguments ``method``, ``rtol``, ``atol``,
+            ``step_size``, ``adjoint``, ``max_num_steps`` override its fields when given;
+            ``options`` (torchdiffeq pass-through, :data:`TORCHDIFFEQ_OPTIONS`) is merged into
+            its options.
         adjoint_params: tensors the adjoint computes gradients for; by default the parameters
             of ``v`` if it is an ``nn.Module``, else none (gradients still reach ``x_0``).
-        options: extra torchdiffeq solver options (e.g. ``max_num_steps``, ``step_t``).
-            Without options and without ``adjoint``, fixed-step methods are stepped natively
-            (same tableaus as torchdiffeq, less per-step overhead); with options they go
-            through torchdiffeq.
-        adjoint_options: torchdiffeq options of the backward solve (default: as forward).
+        adjoint_options: torchdiffeq options of the adjoint's backward solve (default: as
+            forward, without ``norm``).
+        retraction: ``retraction(x, dx) -> x_next`` applied at every stage and step instead
+            of ``x + dx`` (fixed-step methods in our stepper only; see
+            :mod:`flowfields.integrate.stepper`).
 
     Returns:
-        :class:`Solution` with ``x`` of shape ``(T, *x_0.shape)`` (tuple for tuple states) and
-        ``nfe``, the number of evaluations of ``v`` made. With ``adjoint=True``,
+        :class:`Solution` with ``x`` of shape ``(T, *x_0.shape)`` (tuple for tuple states),
+        ``nfe`` (evaluations of ``v`` made) and ``backend``. With ``adjoint=True``,
         ``Solution.nfe_backward`` counts the backward solve's evaluations once it has run.
 
     Raises:
-        FlowfieldsError: unknown ``method``; fixed-step method without ``step_size`` and only
-            two times; ``step_size`` not positive; ``t`` not 1-D, not finite or not strictly
-            monotone; ``x_0`` not floating point or not finite.
+        FlowfieldsError: invalid settings (see :class:`ODEOptions`); a fixed-step method
+            without ``step_size`` and only two times; a grid longer than ``max_num_steps``
+            (with the number of steps it implies); bad ``t``; ``x_0`` not floating point, not
+            finite or empty; ``v`` returning the wrong type, shape or dtype; a retraction
+            where it cannot run; an adaptive solve failing (NaN/Inf from the field, step-size
+            underflow, ``max_num_steps`` exceeded) -- each message says at which t.
     """
     check(callable(v), "v", v, "a callable v(t, x)")
-    check(
-        isinstance(method, str) and method in SOLVERS,
-        "method",
-        method,
-        f"one of: {_valid_methods()}",
+    opts = _resolve(
+        solver,
+        options,
+        method=method,
+        rtol=rtol,
+        atol=atol,
+        step_size=step_size,
+        adjoint=adjoint,
+        max_num_steps=max_num_steps,
     )
-    info = SOLVERS[method]
+    check(retraction is None or callable(retraction), "retraction", retraction, "a callable")
     is_tuple, parts = _check_state(x_0)
     t_user = t
-    t = _as_time(t)
-    check(
-        isinstance(rtol, (int, float)) and rtol > 0 and isinstance(atol, (int, float)) and atol > 0,
-        "rtol/atol",
-        (rtol, atol),
-        "positive floats",
-    )
-    opts: dict[str, Any] = dict(options or {})
+    t = as_times(t)
     device = parts[0].device
-    # float64 time grids, except on devices without float64 (Apple MPS)
-    t64 = t.to(device=device, dtype=torch.float32 if device.type == "mps" else torch.float64)
-    if not info.adaptive:
-        if step_size is not None:
-            check(
-                isinstance(step_size, (int, float)) and math.isfinite(step_size) and step_size > 0,
-                "step_size",
-                step_size,
-                "a positive finite float",
-            )
-            grid = time_grid(t64, float(step_size))
-            # torchdiffeq negates decreasing times and the grid constructor with them.
-            opts["grid_constructor"] = _make_grid_constructor(grid, t64)
-        else:
-            check(
-                t.numel() > 2,
-                "step_size",
-                step_size,
-                f"a positive float for the fixed-step method {method!r}",
-                hint="Either pass step_size, or pass the whole time grid as t (more than "
-                "two times, one step per interval).",
-            )
-    else:
-        if step_size is not None:
-            opts.setdefault("first_step", float(step_size))
-        # Step onto every requested time (torchdiffeq otherwise reports low-order interpolants,
-        # even at the final time when the last step overshoots it). Times the caller lists in
-        # ``jump_t`` are stepped onto anyway, and torchdiffeq refuses a time in both lists.
-        # Both become tensors: torchdiffeq negates them for decreasing ``t`` only when they
-        # are tensors, and silently ignores a list of times that it did not negate.
-        for key in ("step_t", "jump_t"):
-            if key in opts:
-                opts[key] = _as_option_times(opts[key], key, t64)
-        if "step_t" in opts and "jump_t" in opts:
-            both = opts["step_t"][torch.isin(opts["step_t"], opts["jump_t"])]
-            check(
-                both.numel() == 0,
-                "options['step_t']",
-                both.tolist(),
-                "no time also listed in options['jump_t'] (a jump is stepped onto anyway)",
-            )
-        if "step_t" not in opts:
-            step_t = t64
-            if "jump_t" in opts:
-                step_t = t64[~torch.isin(t64, opts["jump_t"])]
-            if step_t.numel() > 0:
-                opts["step_t"] = step_t
-
+    t64 = t.to(device=device, dtype=grid_dtype(device))
+    backend = _backend(opts, retraction, v)
     counter = _Counter()
-    y0 = tuple(parts) if is_tuple else parts[0]
-    if not info.adaptive and not adjoint and not options:
-        # Native stepping: the same tableaus without torchdiffeq's per-step bookkeeping
-        # (about 10% faster for small networks; see benchmarks/bench_matching.py).
-        grid = time_grid(t64, float(step_size)) if step_size is not None else t64
-        x = _fixed_step_solve(v, y0, grid, t64, _TABLEAUS[method], counter)
-        return Solution(
-            t=t_user if isinstance(t_user, Tensor) else t,
-            x=x,
-            nfe=counter.forward,
-            method=method,
-            _counter=counter,
+    watch = _Watch(counter, is_tuple, parts, track=backend == "torchdiffeq")
+    y0: State = tuple(parts) if is_tuple else parts[0]
+    if backend == "native":
+        grid, out_index = _fixed_grid(opts, t, t64)
+        outs = rk_solve(
+            v,
+            y0,
+            grid,
+            out_index,
+            TABLEAUS[opts.method],
+            retraction=retraction,
+            callbacks=StepCallbacks.of(v),
+            on_eval=watch,
         )
-    func = _Counted(v, counter)
-    if adjoint:
-        if adjoint_params is None:
-            adjoint_params = tuple(v.parameters()) if isinstance(v, nn.Module) else ()
-        if adjoint_options is None:
-            adj_opts = {k: val for k, val in opts.items() if k != "norm"}
+        x: State
+        if is_tuple:
+            x = tuple(torch.stack([o[p] for o in outs]) for p in range(len(parts)))  # type: ignore[index]
         else:
-            adj_opts = dict(adjoint_options)
-        if not info.adaptive and "grid_constructor" in adj_opts:
-            # The backward solve runs interval by interval: re-grid each one alike.
-            adj_opts["grid_constructor"] = _make_interval_grid_constructor(float(step_size))
-        x = _odeint_adjoint_counted(
-            func, y0, t64, rtol, atol, method, opts, adj_opts, tuple(adjoint_params), counter
-        )
+            x = torch.stack(outs)  # type: ignore[arg-type]
     else:
-        x = torchdiffeq.odeint(func, y0, t64, rtol=rtol, atol=atol, method=method, options=opts)
-    if is_tuple:
-        x = tuple(x)
+        x = _torchdiffeq_solve(v, y0, t, t64, opts, watch, adjoint_params, adjoint_options)
+        if is_tuple:
+            x = tuple(x)
     return Solution(
         t=t_user if isinstance(t_user, Tensor) else t,
         x=x,
         nfe=counter.forward,
-        method=method,
+        method=opts.method,
+        backend=backend,
         _counter=counter,
     )
+
+
+def _torchdiffeq_options(opts: ODEOptions, t: Tensor, t64: Tensor) -> dict[str, Any]:
+    """The options dict torchdiffeq gets: our grid (fixed) or step_t / jump_t (adaptive)."""
+    tdq: dict[str, Any] = dict(opts.options)
+    if not opts.info.adaptive:
+        grid, _ = _fixed_grid(opts, t, t64)
+        # torchdiffeq negates decreasing times and the grid constructor with them.
+        tdq["grid_constructor"] = _make_grid_constructor(grid)
+        return tdq
+    tdq["max_num_steps"] = opts.max_num_steps
+    if opts.step_size is not None:
+        tdq.setdefault("first_step", float(opts.step_size))
+    # Step onto every requested time (torchdiffeq otherwise reports low-order interpolants,
+    # even at the final time when the last step overshoots it). Times the caller lists in
+    # ``jump_t`` are stepped onto anyway, and torchdiffeq refuses a time in both lists.
+    # Both become tensors: torchdiffeq negates them for decreasing ``t`` only when they
+    # are tensors, and silently ignores a list of times that it did not negate.
+    for key in ("step_t", "jump_t"):
+        if key in tdq:
+            tdq[key] = _as_option_times(tdq[key], key, t64)
+    if "step_t" in tdq and "jump_t" in tdq:
+        both = tdq["step_t"][torch.isin(tdq["step_t"], tdq["jump_t"])]
+        check(
+            both.numel() == 0,
+            "options['step_t']",
+            both.tolist(),
+            "no time also listed in options['jump_t'] (a jump is stepped onto anyway)",
+        )
+    if "step_t" not in tdq:
+        step_t = t64.detach()
+        if "jump_t" in tdq:
+            step_t = step_t[~torch.isin(step_t, tdq["jump_t"])]
+        if step_t.numel() > 0:
+            tdq["step_t"] = step_t
+    return tdq
+
+
+def _torchdiffeq_solve(
+    v: Callable[..., Any],
+    y0: State,
+    t: Tensor,
+    t64: Tensor,
+    opts: ODEOptions,
+    watch: _Watch,
+    adjoint_params: Iterable[Tensor] | None,
+    adjoint_options: Mapping[str, Any] | None,
+) -> Any:
+    tdq_opts = _torchdiffeq_options(opts, t, t64)
+    reverse = bool(t64[1] < t64[0])
+    func = _Counted(v, watch, reverse, fixed=not opts.info.adaptive)
+    kwargs: dict[str, Any] = dict(rtol=opts.rtol, atol=opts.atol, method=opts.method)
+    try:
+        if not opts.adjoint:
+            return torchdiffeq.odeint(func, y0, t64, options=tdq_opts, **kwargs)
+        if adjoint_params is None:
+            adjoint_params = tuple(v.parameters()) if isinstance(v, nn.Module) else ()
+        if adjoint_options is None:
+            adj_opts = {k: val for k, val in tdq_opts.items() if k != "norm"}
+        else:
+            check(
+                isinstance(adjoint_options, Mapping), "adjoint_options", adjoint_options, "a dict"
+            )
+            adj_opts = dict(adjoint_options)
+        if not opts.info.adaptive and "grid_constructor" in adj_opts:
+            # The backward solve runs interval by interval: re-grid each one alike.
+            adj_opts["grid_constructor"] = _make_interval_grid_constructor(float(opts.step_size))
+        x = torchdiffeq.odeint_adjoint(
+            func,
+            y0,
+            t64,
+            options=tdq_opts,
+            adjoint_options=adj_opts,
+            adjoint_params=tuple(adjoint_params),
+            **kwargs,
+        )
+    except AssertionError as err:
+        raise _solver_failure(err, watch, opts, reverse) from None
+    return _mark_backward(x, watch.counter)
+
+
+def _solver_failure(
+    err: AssertionError, watch: _Watch, opts: ODEOptions, reverse: bool
+) -> FlowfieldsError:
+    """One FlowfieldsError for torchdiffeq's assertion failures: what, at which t, what to try."""
+    msg = str(err)
+    msg = msg if len(msg) <= 120 else msg[:117] + "..."
+    where = describe_times(watch.last_t) if watch.last_t is not None else "the start"
+    head = f"odeint(method={opts.method!r}, rtol={opts.rtol:g}, atol={opts.atol:g})"
+    bad = watch.nonfinite_times(reverse)
+    if bad is not None:
+        first, good = bad
+        since = "" if good is None else f" (its last finite value was at t = {good:.6g})"
+        return FlowfieldsError(
+            f"{head}: the vector field returned NaN or Inf at t = {first:.6g}{since}, so the "
+            f"solver could not continue ({msg}). Check the field (and its inputs) for "
+            "overflow, division by zero, sqrt or log of negative values near that time."
+        )
+    if "max_num_steps" in msg:
+        return FlowfieldsError(
+            f"{head}: took more than max_num_steps = {opts.max_num_steps:,} steps between "
+            f"two requested times, last at t = {where}. The problem may be stiff or the "
+            "tolerances too tight: loosen rtol/atol, raise max_num_steps, or use a "
+            "fixed-step method with a step inside the stability region."
+        )
+    if "underflow in dt" in msg:
+        return FlowfieldsError(
+            f"{head}: the step size underflowed to zero at t = {where}. The solution may "
+            "blow up there (a finite-time singularity: shorten the time span), the field may "
+            "be discontinuous there (list the time in options['jump_t']), or the problem is "
+            "too stiff for these tolerances (loosen rtol/atol or use a fixed-step method)."
+        )
+    if "non-finite" in msg:
+        return FlowfieldsError(
+            f"{head}: the state became NaN or Inf at t = {where}. The solution may blow up "
+            "(finite-time singularity) or the field overflow; shorten the time span or check "
+            "the field."
+        )
+    return FlowfieldsError(f"{head}: torchdiffeq failed at t = {where}: {msg}")
 
 
 def _as_option_times(value: Any, key: str, t64: Tensor) -> Tensor:
@@ -420,7 +589,7 @@ def _as_option_times(value: Any, key: str, t64: Tensor) -> Tensor:
     return times
 
 
-def _make_grid_constructor(grid: Tensor, t64: Tensor) -> Callable[..., Tensor]:
+def _make_grid_constructor(grid: Tensor) -> Callable[..., Tensor]:
     """Grid constructor returning our precomputed grid (torchdiffeq may hand us -t)."""
 
     def constructor(func: Any, y0: Tensor, t: Tensor) -> Tensor:
@@ -451,30 +620,9 @@ class _BackwardPhase(torch.autograd.Function):
         return (None, *grads)
 
 
-def _odeint_adjoint_counted(
-    func: _Counted,
-    y0: State,
-    t64: Tensor,
-    rtol: float,
-    atol: float,
-    method: str,
-    opts: dict[str, Any],
-    adj_opts: dict[str, Any],
-    adjoint_params: tuple[Tensor, ...],
-    counter: _Counter,
-) -> State:
-    x = torchdiffeq.odeint_adjoint(
-        func,
-        y0,
-        t64,
-        rtol=rtol,
-        atol=atol,
-        method=method,
-        options=opts,
-        adjoint_options=adj_opts,
-        adjoint_params=adjoint_params,
-    )
-    # Mark the switch to the backward phase: the identity's backward runs before the adjoint's.
+def _mark_backward(x: Any, counter: _Counter) -> Any:
+    """Mark the switch to the backward phase: this identity's backward runs before the
+    adjoint's."""
     if isinstance(x, tuple):
         if any(xi.requires_grad for xi in x):
             return _BackwardPhase.apply(counter, *x)
@@ -482,63 +630,3 @@ def _odeint_adjoint_counted(
     if x.requires_grad:
         return _BackwardPhase.apply(counter, x)[0]
     return x
-
-
-def _combine(x: State, ks: list[State], weights: Sequence[float], h: float) -> State:
-    """``x + h * sum_j weights[j] * ks[j]`` (skipping zero weights), for tensors or tuples."""
-    if isinstance(x, tuple):
-        return tuple(
-            _combine(xi, [k[i] for k in ks], weights, h)  # type: ignore[index]
-            for i, xi in enumerate(x)
-        )
-    out = x
-    for w, k in zip(weights, ks):
-        if w != 0.0:
-            out = torch.add(out, k, alpha=h * w)
-    return out
-
-
-def _fixed_step_solve(
-    v: Callable[[Tensor, State], State],
-    x_0: State,
-    grid: Tensor,
-    t_out: Tensor,
-    tableau: tuple[tuple[float, ...], tuple[tuple[float, ...], ...], tuple[float, ...]],
-    counter: _Counter,
-) -> State:
-    """Explicit Runge-Kutta on ``grid`` (float64), returning the states at the times ``t_out``.
-
-    ``grid`` contains every time of ``t_out`` (see :func:`time_grid`); stage times are formed
-    in float64 and handed to ``v`` as 0-d tensors in the state's dtype.
-    """
-    c, a, b = tableau
-    ref = x_0[0] if isinstance(x_0, tuple) else x_0
-    dtype = ref.real.dtype if ref.is_complex() else ref.dtype
-    device = ref.device
-    times = grid.tolist()
-    wanted = t_out.tolist()
-    n_stages = len(c)
-    # All stage times at once, formed in float64 and moved in one transfer (no per-stage
-    # host-to-device copies on GPUs); each is handed to v as a 0-d tensor.
-    stage_times = torch.tensor(
-        [times[i] + ci * (times[i + 1] - times[i]) for i in range(len(times) - 1) for ci in c],
-        dtype=torch.float64,
-    ).to(device=device, dtype=dtype)
-    stage_t = stage_times.unbind(0)
-    out = [x_0]
-    j = 1
-    x = x_0
-    for i in range(len(times) - 1):
-        h = times[i + 1] - times[i]
-        ks: list[State] = []
-        for stage in range(n_stages):
-            x_stage = x if stage == 0 else _combine(x, ks, a[stage], h)
-            counter.forward += 1
-            ks.append(v(stage_t[i * n_stages + stage], x_stage))
-        x = _combine(x, ks, b, h)
-        if j < len(wanted) and times[i + 1] == wanted[j]:
-            out.append(x)
-            j += 1
-    if isinstance(x_0, tuple):
-        return tuple(torch.stack([o[p] for o in out]) for p in range(len(x_0)))  # type: ignore[index]
-    return torch.stack(out)  # type: ignore[arg-type]

@@ -1,7 +1,9 @@
 """Front door for solving SDEs: :func:`sdeint`, a thin layer over ``torchsde.sdeint``.
 
-It validates the input like :func:`~flowfields.integrate.odeint`, counts the evaluations of the
-drift (``nfe``) and of the diffusion (``extra["nfe_diffusion"]``), and returns the same
+It validates the input like :func:`~flowfields.integrate.odeint` (times through
+:func:`~flowfields.integrate.as_times`, handed to torchsde in float64; the SDE's methods get
+``t`` in the state's dtype, as odeint's fields do), counts the evaluations of the drift
+(``nfe``) and of the diffusion (``extra["nfe_diffusion"]``), and returns the same
 :class:`~flowfields.integrate.Solution` record.
 """
 
@@ -13,9 +15,10 @@ from typing import Any
 from torch import Tensor, nn
 
 from flowfields.errors import FlowfieldsError, check, check_finite, describe
-from flowfields.integrate.ode import Solution, _as_time
+from flowfields.integrate.grid import as_times, grid_dtype
+from flowfields.integrate.ode import Solution
 
-__all__ = ["SDE_METHODS", "sdeint"]
+__all__ = ["SDE_METHODS", "TORCHSDE_NAMES", "sdeint"]
 
 #: torchsde's solvers by name (which noise types and SDE types each supports is torchsde's).
 SDE_METHODS: tuple[str, ...] = (
@@ -32,12 +35,49 @@ SDE_METHODS: tuple[str, ...] = (
 _METHOD_NAMES = ("f", "g", "h", "f_and_g", "g_prod", "f_and_g_prod")
 _DRIFT = {"f", "f_and_g", "f_and_g_prod"}
 
+#: torchsde's own keys of ``names`` and the method each renames.
+TORCHSDE_NAMES: dict[str, str] = {
+    "drift": "f",
+    "diffusion": "g",
+    "prior_drift": "h",
+    "drift_and_diffusion": "f_and_g",
+    "diffusion_prod": "g_prod",
+    "drift_and_diffusion_prod": "f_and_g_prod",
+}
+
+
+def _method_names(sde: Any, names: dict[str, str] | None) -> dict[str, str]:
+    """``names`` in either form (torchsde's ``{"drift": "foo"}`` or ``{"f": "foo"}``), as
+    ``{method: attribute of sde}``, validated."""
+    if names is None:
+        return {}
+    check(isinstance(names, dict), "names", names, "a dict such as {'drift': 'my_drift'}")
+    out: dict[str, str] = {}
+    for key, target in names.items():
+        method = TORCHSDE_NAMES.get(key, key)
+        check(
+            method in _METHOD_NAMES,
+            f"names[{key!r}]",
+            key,
+            f"a key among {', '.join(TORCHSDE_NAMES)} (torchsde's) or {', '.join(_METHOD_NAMES)}",
+        )
+        check(method not in out, f"names[{key!r}]", key, f"{method!r} renamed only once")
+        check(
+            isinstance(target, str) and callable(getattr(sde, target, None)),
+            f"names[{key!r}]",
+            target,
+            "the name of a method of the SDE object",
+        )
+        out[method] = target
+    return out
+
 
 class _CountedSDE(nn.Module):
     """Forwards torchsde's method names to the user's SDE, counting drift/diffusion calls."""
 
-    def __init__(self, sde: Any, names: dict[str, str]) -> None:
+    def __init__(self, sde: Any, names: dict[str, str], dtype: Any) -> None:
         super().__init__()
+        self.dtype = dtype
         if isinstance(sde, nn.Module):
             self.sde = sde
         else:
@@ -56,12 +96,14 @@ class _CountedSDE(nn.Module):
         drift = name in _DRIFT
         diffusion = name != "f" and name != "h"
 
-        def call(*args: Any, **kwargs: Any) -> Any:
+        def call(t: Any, *args: Any, **kwargs: Any) -> Any:
             if drift:
                 self.nfe += 1
             if diffusion:
                 self.nfe_diffusion += 1
-            return fn(*args, **kwargs)
+            if isinstance(t, Tensor) and t.dtype != self.dtype:
+                t = t.to(self.dtype)  # torchsde steps in float64; fields get the state's dtype
+            return fn(t, *args, **kwargs)
 
         return call
 
@@ -99,7 +141,10 @@ def sdeint(
             parameters when it is an ``nn.Module``.
         logqp: also return the KL log-ratio (needs ``h``), in ``Solution.extra["log_ratio"]``
             with shape ``(T - 1, B)``.
-        names, options: passed to torchsde.
+        names: renames the SDE's methods, in torchsde's form (``{"drift": "my_f",
+            "diffusion": "my_g"}``, keys :data:`TORCHSDE_NAMES`) or by method
+            (``{"f": "my_f"}``).
+        options: passed to torchsde.
 
     Returns:
         :class:`~flowfields.integrate.Solution` with ``x`` of shape ``(T, B, d)``, ``nfe`` the
@@ -107,7 +152,8 @@ def sdeint(
         include the one call torchsde makes at ``t[0]`` to check shapes).
 
     Raises:
-        FlowfieldsError: unknown method, bad ``x_0`` or ``t``, an SDE object missing its parts.
+        FlowfieldsError: unknown method, bad ``x_0`` (not (batch, d), empty, not finite) or
+            ``t``, an SDE object missing its parts, bad ``names``.
     """
     import torchsde
 
@@ -126,14 +172,14 @@ def sdeint(
     check(isinstance(x_0, Tensor), "x_0", x_0, "a tensor of shape (batch, d)")
     check(x_0.ndim == 2, "x_0", x_0, "a tensor of shape (batch, d)")
     check(x_0.is_floating_point(), "x_0", x_0, "a floating-point tensor")
+    check(x_0.numel() > 0, "x_0", x_0, "a non-empty batch (an empty batch has nothing to solve)")
     check_finite(x_0, "x_0")
     t_user = t
-    t = _as_time(t)
+    t = as_times(t)
     check(bool(t[1] > t[0]), "t", t, "increasing times (torchsde integrates forward only)")
     check(isinstance(dt, (int, float)) and dt > 0, "dt", dt, "a positive float")
 
-    names = dict(names or {})
-    counted = _CountedSDE(sde, names)
+    counted = _CountedSDE(sde, _method_names(sde, names), x_0.dtype)
     kwargs: dict[str, Any] = dict(
         bm=bm,
         method=method,
@@ -144,7 +190,7 @@ def sdeint(
         options=options,
         logqp=logqp,
     )
-    ts = t.to(device=x_0.device, dtype=x_0.dtype)
+    ts = t.to(device=x_0.device, dtype=grid_dtype(x_0.device))
     if adjoint:
         if adjoint_params is None:
             adjoint_params = tuple(sde.parameters()) if isinstance(sde, nn.Module) else ()
@@ -165,4 +211,5 @@ def sdeint(
         nfe=counted.nfe,
         method=method or "default",
         extra=extra,
+        backend="torchsde",
     )

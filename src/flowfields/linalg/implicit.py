@@ -38,6 +38,7 @@ from flowfields.errors import FlowfieldsError, check
 __all__ = [
     "METHODS",
     "SingularSystemError",
+    "check_pivots",
     "implicit_linear_solve",
     "krylov_solver",
     "replace_row",
@@ -53,8 +54,14 @@ class SingularSystemError(FlowfieldsError):
     """The linear system is singular (or numerically so): its solution is not unique."""
 
 
-def _pivot_check(diag: np.ndarray | torch.Tensor, tol: float, what: str) -> None:
-    """Raise :class:`SingularSystemError` if ``min |U_ii| <= tol * max |U_ii|``."""
+def check_pivots(diag: np.ndarray | torch.Tensor, tol: float, what: str) -> None:
+    """Raise :class:`SingularSystemError` if ``min |U_ii| <= tol * max |U_ii|``.
+
+    Args:
+        diag: the diagonal of an LU factor ``U`` (any shape; a tensor or an array).
+        tol: the pivot-ratio threshold (``singular_tol``).
+        what: the name of the system in the message (e.g. ``"steady_state[2]"``).
+    """
     a = diag.detach().abs().cpu().numpy() if isinstance(diag, torch.Tensor) else np.abs(diag)
     big = float(a.max()) if a.size else 0.0
     small = float(a.min()) if big > 0 else 0.0
@@ -88,7 +95,7 @@ def sparse_lu_solver(
             f"{what}: sparse LU failed ({e}); the system is singular and its solution is not "
             "unique."
         ) from e
-    _pivot_check(lu.U.diagonal(), singular_tol, what)
+    check_pivots(lu.U.diagonal(), singular_tol, what)
     return (lambda r: lu.solve(r)), (lambda r: lu.solve(r, trans="H"))
 
 
@@ -151,7 +158,7 @@ class _DenseSolve(torch.autograd.Function):
         LU, piv, _ = torch.linalg.lu_factor_ex(A)
         diags = torch.diagonal(LU, dim1=-2, dim2=-1).reshape(-1, A.shape[-1])
         for i, d in enumerate(diags):
-            _pivot_check(d, singular_tol, "A" if diags.shape[0] == 1 else f"A[{i}]")
+            check_pivots(d, singular_tol, "A" if diags.shape[0] == 1 else f"A[{i}]")
         x = torch.linalg.lu_solve(LU, piv, b.unsqueeze(-1)).squeeze(-1)
         ctx.save_for_backward(LU, piv, x)
         return x

@@ -10,18 +10,11 @@ Convention: t = 0 is noise, t = 1 is data; ``CNF.log_prob`` integrates from t = 
 """
 
 from flowfields.matching.baselines import FullCovarianceGaussian, IndependentPixelHistogram
-from flowfields.matching.cnf import (
-    CNF,
-    ESTIMATORS,
-    CNFLogProb,
-    CNFSample,
-    IsotropicNormal,
-    StandardNormal,
-    base_for_path,
-)
+from flowfields.matching.cnf import CNF, ESTIMATORS, CNFLogProb, CNFSample
 from flowfields.matching.likelihood import BitsPerDim, bits_per_dim, dequantize
 from flowfields.matching.loss import cfm_loss, resolve_path
 from flowfields.matching.mlcnf import mlcnf_loss
+from flowfields.matching.normal import IsotropicNormal, StandardNormal, base_for_path
 
 __all__ = [
     "CNF",

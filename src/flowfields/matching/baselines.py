@@ -1,7 +1,9 @@
 """Simple density baselines for dequantized discrete data, evaluated in the same bits/dim.
 
-Both offer ``sample(n)`` and ``log_prob(x)`` with the same meaning as :class:`CNF`, so
-:func:`bits_per_dim` treats them exactly like a flow.
+Both are :class:`~flowfields.density.DensityModel` s (``sample(n)`` and ``log_prob(x)`` with
+the same meaning as :class:`CNF`), so :func:`bits_per_dim` treats them exactly like a flow.
+Their state (frequencies, mean and Cholesky factor) lives in float64 buffers; ``.to(dtype)``
+changes it, and samples come out in the buffers' dtype and device.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ import math
 import torch
 from torch import Tensor, nn
 
+from flowfields.data.images import check_levels
+from flowfields.density import check_points, check_sample_count
 from flowfields.errors import check, check_finite, check_shape
-from flowfields.matching.likelihood import _check_levels
 
 __all__ = ["FullCovarianceGaussian", "IndependentPixelHistogram"]
 
@@ -43,7 +46,7 @@ class IndependentPixelHistogram(nn.Module):
 
     def fit(self, x_int: Tensor) -> IndependentPixelHistogram:
         """Estimate the per-pixel frequencies from integer data of shape (N, *event_shape)."""
-        _check_levels(x_int, self.levels)
+        check_levels(x_int, self.levels)
         check(
             tuple(x_int.shape[1:]) == self.event_shape, "x_int", x_int, f"(N, *{self.event_shape})"
         )
@@ -51,7 +54,7 @@ class IndependentPixelHistogram(nn.Module):
         counts = torch.zeros(flat.shape[1], self.levels, dtype=torch.float64)
         counts.scatter_add_(1, flat.T.cpu(), torch.ones(flat.T.shape, dtype=torch.float64))
         probs = (counts + self.alpha) / (counts.sum(1, keepdim=True) + self.alpha * self.levels)
-        self.log_probs = probs.log().to(self.log_probs.device)
+        self.log_probs = probs.log().to(self.log_probs.device, self.log_probs.dtype)
         return self
 
     def log_prob(self, y: Tensor) -> Tensor:
@@ -59,8 +62,7 @@ class IndependentPixelHistogram(nn.Module):
 
         Points outside [0, 1)^D have density zero (log-density ``-inf``).
         """
-        check_shape(y, "y")
-        check(tuple(y.shape[1:]) == self.event_shape, "y", y, f"(B, *{self.event_shape})")
+        check_points(y, self.event_shape, "y")
         flat = y.reshape(y.shape[0], -1)
         inside = ((flat >= 0) & (flat < 1)).all(dim=1)
         idx = (flat * self.levels).floor().long().clamp(0, self.levels - 1)
@@ -70,12 +72,14 @@ class IndependentPixelHistogram(nn.Module):
         return torch.where(inside, out, torch.full_like(out, -math.inf))
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """Draw ``n`` dequantized samples in [0, 1)^D, shape (n, *event_shape)."""
+        """Draw ``n`` dequantized samples in [0, 1)^D, shape (n, *event_shape), in the
+        buffers' dtype."""
+        check_sample_count(n)
         probs = self.log_probs.double().exp().cpu()
         k = torch.multinomial(probs, n, replacement=True, generator=generator).T  # (n, D)
         u = torch.rand(k.shape, generator=generator, dtype=torch.float64)
         y = (k + u) / self.levels
-        return y.reshape(n, *self.event_shape).to(self.log_probs.device, torch.get_default_dtype())
+        return y.reshape(n, *self.event_shape).to(self.log_probs.device, self.log_probs.dtype)
 
 
 class FullCovarianceGaussian(nn.Module):
@@ -102,12 +106,14 @@ class FullCovarianceGaussian(nn.Module):
         check(tuple(x.shape[1:]) == self.event_shape, "x", x, f"(N, *{self.event_shape})")
         check(x.shape[0] >= 2, "x", x, "at least 2 examples")
         check_finite(x, "x")
+        like = self.mean
         flat = x.reshape(x.shape[0], -1).double()
-        self.mean = flat.mean(0)
-        centred = flat - self.mean
+        mean = flat.mean(0)
+        centred = flat - mean
         cov = centred.T @ centred / flat.shape[0]
         cov = cov + self.ridge * torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
-        self.scale_tril = torch.linalg.cholesky(cov)
+        self.mean = mean.to(like.device, like.dtype)
+        self.scale_tril = torch.linalg.cholesky(cov).to(like.device, like.dtype)
         return self
 
     def _dist(self) -> torch.distributions.MultivariateNormal:
@@ -115,12 +121,13 @@ class FullCovarianceGaussian(nn.Module):
 
     def log_prob(self, x: Tensor) -> Tensor:
         """Log-density, shape (B, *event_shape) -> (B,)."""
-        check_shape(x, "x")
-        check(tuple(x.shape[1:]) == self.event_shape, "x", x, f"(B, *{self.event_shape})")
-        return self._dist().log_prob(x.reshape(x.shape[0], -1).double()).to(x.dtype)
+        check_points(x, self.event_shape)
+        flat = x.reshape(x.shape[0], -1).to(self.mean.dtype)
+        return self._dist().log_prob(flat).to(x.dtype)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """Draw ``n`` samples, shape (n, *event_shape)."""
+        """Draw ``n`` samples, shape (n, *event_shape), in the buffers' dtype and device."""
+        check_sample_count(n)
         eps = torch.randn((n, self.mean.numel()), generator=generator, dtype=torch.float64)
-        x = self.mean + eps.to(self.mean.device) @ self.scale_tril.T
-        return x.reshape(n, *self.event_shape).to(torch.get_default_dtype())
+        x = self.mean + eps.to(self.mean.device, self.mean.dtype) @ self.scale_tril.T
+        return x.reshape(n, *self.event_shape)

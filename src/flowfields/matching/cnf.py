@@ -5,6 +5,12 @@ t = 1) along ``dx/dt = v(t, x)``. Its log-density follows the instantaneous chan
 variables ``d/dt log p_t(x_t) = -div v(t, x_t)``; :meth:`CNF.log_prob` integrates it from
 t = 1 back to t = 0. Numerics come from :mod:`flowfields.integrate` and
 :mod:`flowfields.divergence`; nothing here steps in time by itself.
+
+A :class:`CNF` is a :class:`~flowfields.density.DensityModel`: ``sample(n)`` and
+``log_prob(x)`` return tensors; :meth:`CNF.sample_details` and :meth:`CNF.log_prob_details`
+return the solver's cost (NFE), the base points and, for sampling, the trajectory. Solver
+settings are one :class:`~flowfields.integrate.ODEOptions` held by the model
+(``CNF(..., solver=ODEOptions(...))``) and overridable per call (``solver=``).
 """
 
 from __future__ import annotations
@@ -17,17 +23,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from flowfields.errors import check, check_finite, check_shape
+from flowfields.density import check_points, check_sample_count, weights_dtype
+from flowfields.errors import check
+from flowfields.integrate import ODEOptions
+from flowfields.matching.normal import IsotropicNormal, StandardNormal, event_shape_of
 
-__all__ = [
-    "CNF",
-    "ESTIMATORS",
-    "CNFLogProb",
-    "CNFSample",
-    "IsotropicNormal",
-    "StandardNormal",
-    "base_for_path",
-]
+__all__ = ["CNF", "ESTIMATORS", "CNFLogProb", "CNFSample"]
 
 #: Divergence estimators understood by :meth:`CNF.log_prob`.
 ESTIMATORS = ("exact", "hutchinson")
@@ -35,92 +36,24 @@ ESTIMATORS = ("exact", "hutchinson")
 _PROBES = ("rademacher", "gaussian")
 
 
-def _event_shape(dim: int | Sequence[int]) -> tuple[int, ...]:
-    if isinstance(dim, int) and not isinstance(dim, bool):
-        check(dim > 0, "dim", dim, "a positive integer or a shape such as (1, 8, 8)")
-        return (dim,)
-    ok = isinstance(dim, Sequence) and len(dim) > 0
-    ok = ok and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dim)
-    check(ok, "dim", dim, "a positive integer or a shape of positive integers such as (1, 8, 8)")
-    return tuple(int(d) for d in dim)
-
-
-class IsotropicNormal(nn.Module):
-    """Isotropic normal density N(0, std^2 I) over an event shape.
-
-    The base of a CNF trained on the VE path (whose t = 0 marginal is about
-    N(0, sigma_max^2 I)); :class:`StandardNormal` is the ``std = 1`` case.
-
-    Args:
-        event_shape: shape of one sample, e.g. ``(2,)`` or ``(1, 8, 8)``.
-        std: standard deviation, > 0.
-    """
-
-    def __init__(self, event_shape: int | Sequence[int], std: float = 1.0) -> None:
-        super().__init__()
-        check(
-            isinstance(std, (int, float)) and math.isfinite(std) and std > 0,
-            "std",
-            std,
-            "a positive finite standard deviation",
-        )
-        self.event_shape = _event_shape(event_shape)
-        self.dim = math.prod(self.event_shape)
-        self.std = float(std)
-
-    def sample(
-        self,
-        n: int,
-        generator: torch.Generator | None = None,
-        *,
-        dtype: torch.dtype | None = None,
-        device: torch.device | str | None = None,
-    ) -> Tensor:
-        """Draw ``n`` samples, shape (n, *event_shape)."""
-        where = generator.device if generator is not None else device
-        x = torch.randn((n, *self.event_shape), generator=generator, dtype=dtype, device=where)
-        x = x * self.std
-        return x.to(device) if device is not None else x
-
-    def log_prob(self, x: Tensor) -> Tensor:
-        """Log-density of ``x`` of shape (B, *event_shape); returns (B,)."""
-        flat = x.reshape(x.shape[0], -1) / self.std
-        return -0.5 * flat.pow(2).sum(dim=1) - self.dim * (
-            0.5 * math.log(2 * math.pi) + math.log(self.std)
-        )
-
-    def entropy(self) -> float:
-        """Differential entropy in nats."""
-        return self.dim * (0.5 * math.log(2 * math.pi * math.e) + math.log(self.std))
-
-
-class StandardNormal(IsotropicNormal):
-    """Standard normal density N(0, I) over an event shape (the default CNF base)."""
-
-    def __init__(self, event_shape: int | Sequence[int]) -> None:
-        super().__init__(event_shape, std=1.0)
-
-
-def base_for_path(path: Any, event_shape: int | Sequence[int]) -> IsotropicNormal:
-    """The t = 0 density a CNF trained on ``path`` should start from.
-
-    N(0, I) for CondOT and VP; N(0, sigma_max^2 I) for VE (``path.prior_std``).
-    """
-    std = float(getattr(path, "prior_std", 1.0))
-    return StandardNormal(event_shape) if std == 1.0 else IsotropicNormal(event_shape, std)
-
-
 @dataclass
 class CNFSample:
-    """Samples of a CNF with the cost of drawing them.
+    """Samples of a CNF with what it took to draw them.
 
     Attributes:
         x_1: samples at t = 1, shape (n, *event_shape).
+        x_0: the base points they were transported from, shape (n, *event_shape).
         nfe: number of evaluations of the vector field made by the solver.
+        t: the times of ``trajectory``, shape (T,) (``[0, 1]`` unless ``times`` was given).
+        trajectory: states at ``t``, shape (T, n, *event_shape); ``trajectory[0] = x_0``,
+            ``trajectory[-1] = x_1``.
     """
 
     x_1: Tensor
+    x_0: Tensor
     nfe: int
+    t: Tensor
+    trajectory: Tensor
 
 
 @dataclass
@@ -154,11 +87,21 @@ class CNF(nn.Module):
         dim: the data dimension (int) or event shape (e.g. ``(1, 8, 8)`` for images).
         base: density at t = 0 with ``sample(n, generator=None)`` and ``log_prob(x) -> (B,)``
             (a :class:`torch.distributions.Distribution` also works); standard normal if None.
+        solver: the default solver settings of :meth:`sample` and :meth:`log_prob`
+            (default ``ODEOptions()``: dopri5 at rtol = atol = 1e-5). Fixed-step methods
+            need a ``step_size`` (``1 / steps`` for ``steps`` uniform steps over [0, 1]).
 
     Example:
-        >>> cnf = CNF(MLPField(2), dim=2)
-        >>> x = cnf.sample(512, method="midpoint", steps=8)
-        >>> log_p = cnf.log_prob(x)                       # (512,), exact divergence, dopri5
+        >>> import torch
+        >>> from flowfields.integrate import ODEOptions
+        >>> from flowfields.matching import CNF
+        >>> from flowfields.nn import MLPField
+        >>> cnf = CNF(MLPField(2, hidden=16, depth=1), dim=2)
+        >>> x = cnf.sample(64, solver=ODEOptions(method="midpoint", step_size=1 / 8))
+        >>> cnf.log_prob(x).shape                       # exact divergence, dopri5
+        torch.Size([64])
+        >>> cnf.log_prob_details(x).nfe > 0
+        True
     """
 
     def __init__(
@@ -166,10 +109,12 @@ class CNF(nn.Module):
         vector_field: Callable[[Tensor, Tensor], Tensor],
         dim: int | Sequence[int],
         base: Any = None,
+        *,
+        solver: ODEOptions | None = None,
     ) -> None:
         super().__init__()
         check(callable(vector_field), "vector_field", vector_field, "a callable v(t, x)")
-        self.event_shape = _event_shape(dim)
+        self.event_shape = event_shape_of(dim)
         self.dim = math.prod(self.event_shape)
         if base is None:
             base = StandardNormal(self.event_shape)
@@ -179,8 +124,15 @@ class CNF(nn.Module):
             base,
             "a density with sample(n) and log_prob(x), or None for a standard normal",
         )
+        check(
+            solver is None or isinstance(solver, ODEOptions),
+            "solver",
+            solver,
+            "an ODEOptions record (or None for the default)",
+        )
         self.vector_field = vector_field
         self.base = base
+        self.solver = solver if solver is not None else ODEOptions()
 
     # ------------------------------------------------------------------ helpers
     def _like(self) -> tuple[torch.dtype, torch.device]:
@@ -203,15 +155,47 @@ class CNF(nn.Module):
 
         return flat
 
+    def _solver(self, solver: ODEOptions | None) -> ODEOptions:
+        check(
+            solver is None or isinstance(solver, ODEOptions),
+            "solver",
+            solver,
+            "an ODEOptions record (or None for the model's own, CNF.solver)",
+        )
+        return solver if solver is not None else self.solver
+
+    def _check_x(self, x: Tensor, argument: str = "x") -> None:
+        check_points(
+            x,
+            self.event_shape,
+            argument,
+            dtype=weights_dtype(self.vector_field),
+            allow_empty=False,
+        )
+
+    def _needs_graph(self, *tensors: Tensor | None) -> bool:
+        """Whether autograd must record: grad mode on and something requires a gradient.
+
+        A field that is not an ``nn.Module`` may close over tensors that require gradients;
+        then the graph is always recorded (we cannot see them).
+        """
+        if not torch.is_grad_enabled():
+            return False
+        if not isinstance(self.vector_field, nn.Module):
+            return True
+        if any(t is not None and t.requires_grad for t in tensors):
+            return True
+        return any(p.requires_grad for p in self.parameters())
+
+    def _base_log_prob(self, x_0: Tensor) -> Tensor:
+        if isinstance(self.base, IsotropicNormal):  # x_0 is the solver's output: no re-check
+            return self.base._log_prob(x_0)
+        return self.base.log_prob(x_0)
+
     def sample_base(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """Draw ``n`` points from the base density (t = 0), shape (n, *event_shape), in the
         model's dtype and device (e.g. to reuse the same base points across solvers)."""
-        check(
-            isinstance(n, int) and not isinstance(n, bool) and n > 0,
-            "n",
-            n,
-            "a positive integer number of samples",
-        )
+        check_sample_count(n)
         return self._base_sample(n, generator)
 
     def _base_sample(self, n: int, generator: torch.Generator | None) -> Tensor:
@@ -222,28 +206,6 @@ class CNF(nn.Module):
             return self.base.sample(n, generator, dtype=dtype, device=device)
         return self.base.sample(n, generator=generator).to(device=device, dtype=dtype)
 
-    def _grid(self, t0: float, t1: float, steps: int | None, like: Tensor) -> Tensor:
-        if steps is None:
-            return torch.tensor([t0, t1], dtype=like.dtype, device=like.device)
-        check(
-            isinstance(steps, int) and not isinstance(steps, bool) and steps > 0,
-            "steps",
-            steps,
-            "a positive integer number of uniform solver steps (or None for adaptive solvers)",
-        )
-        return torch.linspace(t0, t1, steps + 1, dtype=like.dtype, device=like.device)
-
-    def _check_x(self, x: Tensor, argument: str = "x") -> None:
-        check_shape(x, argument)
-        check(
-            x.ndim == 1 + len(self.event_shape) and tuple(x.shape[1:]) == self.event_shape,
-            argument,
-            x,
-            f"a batch of shape (B, {', '.join(map(str, self.event_shape))})",
-        )
-        check(x.is_floating_point(), argument, x, "a floating-point tensor")
-        check_finite(x, argument)
-
     def forward(self, t: Tensor, x: Tensor) -> Tensor:
         """The vector field ``v(t, x)``."""
         return self.vector_field(t, x)
@@ -252,107 +214,135 @@ class CNF(nn.Module):
     def sample(
         self,
         n: int,
-        method: str = "dopri5",
-        steps: int | None = None,
-        rtol: float = 1e-5,
-        atol: float = 1e-5,
-        generator: torch.Generator | None = None,
-        return_nfe: bool = False,
         *,
+        generator: torch.Generator | None = None,
+        solver: ODEOptions | None = None,
         x_0: Tensor | None = None,
         grad: bool = False,
-    ) -> Tensor | CNFSample:
+    ) -> Tensor:
         """Draw samples by integrating ``dx/dt = v(t, x)`` from t = 0 (base) to t = 1.
 
         Args:
             n: number of samples.
-            method: any solver of :func:`flowfields.integrate.odeint` (``"dopri5"``,
-                ``"euler"``, ``"midpoint"``, ``"rk4"``, ...).
-            steps: number of uniform steps for fixed-step methods (required for them).
-            rtol, atol: tolerances of adaptive solvers.
             generator: torch generator for the base samples.
-            return_nfe: if True, return a :class:`CNFSample` with the NFE.
+            solver: solver settings for this call (default: :attr:`solver`).
             x_0: base points to transport, shape (n, *event_shape), instead of drawing them.
             grad: keep the autograd graph (default: sample under ``torch.no_grad``).
 
         Returns:
-            Samples of shape (n, *event_shape), or a :class:`CNFSample` if ``return_nfe``.
+            Samples of shape (n, *event_shape).
 
         Raises:
-            FlowfieldsError: bad ``n``/``steps``/``x_0`` or an unknown solver name.
+            FlowfieldsError: bad ``n``/``x_0``/``solver`` (e.g. a fixed-step method without
+                ``step_size``), or a failed solve.
+        """
+        return self.sample_details(n, generator=generator, solver=solver, x_0=x_0, grad=grad).x_1
+
+    def sample_details(
+        self,
+        n: int,
+        *,
+        generator: torch.Generator | None = None,
+        solver: ODEOptions | None = None,
+        x_0: Tensor | None = None,
+        grad: bool = False,
+        times: Tensor | Sequence[float] | None = None,
+    ) -> CNFSample:
+        """:meth:`sample` with the base points, the NFE and the trajectory (:class:`CNFSample`).
+
+        Args:
+            n, generator, solver, x_0, grad: as in :meth:`sample`.
+            times: increasing times in [0, 1] starting at 0 and ending at 1 at which to record
+                the trajectory (each is a solver step, see :func:`~flowfields.integrate.odeint`);
+                default ``[0, 1]``.
         """
         from flowfields.integrate import odeint
 
-        check(
-            isinstance(n, int) and not isinstance(n, bool) and n > 0,
-            "n",
-            n,
-            "a positive integer number of samples",
-        )
+        check_sample_count(n)
+        opts = self._solver(solver)
         if x_0 is None:
             x_0 = self._base_sample(n, generator)
         else:
             self._check_x(x_0, "x_0")
             check(x_0.shape[0] == n, "x_0", x_0, f"{n} base points (the value of n)")
+        t = self._times(times)
         with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
-            grid = self._grid(0.0, 1.0, steps, x_0)
-            sol = odeint(
-                self.vector_field,
-                x_0,
-                grid,
-                method=method,
-                rtol=rtol,
-                atol=atol,
-                step_size=1.0 if steps == 1 else None,
-            )
-            x_1 = sol.x[-1]
-        if return_nfe:
-            return CNFSample(x_1=x_1, nfe=int(sol.nfe))
-        return x_1
+            sol = odeint(self.vector_field, x_0, t, opts)
+        traj = sol.x
+        assert isinstance(traj, Tensor)
+        return CNFSample(x_1=traj[-1], x_0=x_0, nfe=int(sol.nfe), t=t, trajectory=traj)
+
+    @staticmethod
+    def _times(times: Tensor | Sequence[float] | None) -> Tensor:
+        if times is None:
+            return torch.tensor([0.0, 1.0], dtype=torch.float64)
+        t = torch.as_tensor(times, dtype=torch.float64).detach().cpu()
+        check(
+            t.ndim == 1 and t.numel() >= 2 and float(t[0]) == 0.0 and float(t[-1]) == 1.0,
+            "times",
+            times,
+            "increasing times from 0 to 1 (both included)",
+        )
+        return t
 
     # ------------------------------------------------------------------ likelihood
     def log_prob(
         self,
         x: Tensor,
-        estimator: str = "exact",
-        method: str = "dopri5",
-        rtol: float = 1e-5,
-        atol: float = 1e-5,
         *,
-        steps: int | None = None,
+        estimator: str = "exact",
         probe: str | Tensor = "rademacher",
         generator: torch.Generator | None = None,
-        adjoint: bool = False,
-        return_nfe: bool = False,
-    ) -> Tensor | CNFLogProb:
-        """Log-density ``log p_1(x)`` by the instantaneous change of variables.
+        solver: ODEOptions | None = None,
+    ) -> Tensor:
+        """Log-density ``log p_1(x)`` by the instantaneous change of variables, shape (B,).
 
         Integrates the augmented state ``(x_t, l_t)`` with ``dl/dt = -div v(t, x_t)`` from
         t = 1 (``x``, 0) back to t = 0, then ``log p_1(x) = log p_0(x_0) - l_0``.
 
+        Autograd records only when grad mode is on and something requires a gradient (``x``,
+        a probe tensor, or a parameter of the model; always for a field that is not an
+        ``nn.Module``, whose tensors we cannot see): otherwise no graph is kept.
+
         Args:
-            x: points at t = 1, shape (B, *event_shape).
+            x: points at t = 1, shape (B, *event_shape), B >= 1, in the dtype of the field's
+                weights.
             estimator: ``"exact"`` (trace of the Jacobian, D vector products per evaluation)
                 or ``"hutchinson"`` (unbiased one-probe estimate, probe fixed over the solve).
-            method, rtol, atol, steps: solver settings as in :meth:`sample`.
             probe: for Hutchinson, ``"rademacher"``, ``"gaussian"`` or a probe tensor of
                 shape (B, D) with D the flattened dimension.
             generator: torch generator for the Hutchinson probe.
-            adjoint: differentiate with the adjoint method (memory O(1) in the solver steps),
-                as used for maximum-likelihood training.
-            return_nfe: if True, return a :class:`CNFLogProb` record.
-
-        Returns:
-            ``log p_1(x)`` of shape (B,), or a :class:`CNFLogProb` if ``return_nfe``.
+            solver: solver settings for this call (default: :attr:`solver`); ``adjoint=True``
+                differentiates with the adjoint method (memory O(1) in the solver steps), as
+                maximum-likelihood training does.
 
         Raises:
-            FlowfieldsError: wrong shape, NaN in ``x``, unknown estimator, probe or solver.
+            FlowfieldsError: wrong shape, dtype or an empty batch, NaN in ``x``, unknown
+                estimator or probe, invalid solver settings, a failed solve.
+        """
+        return self.log_prob_details(
+            x, estimator=estimator, probe=probe, generator=generator, solver=solver
+        ).log_p
+
+    def log_prob_details(
+        self,
+        x: Tensor,
+        *,
+        estimator: str = "exact",
+        probe: str | Tensor = "rademacher",
+        generator: torch.Generator | None = None,
+        solver: ODEOptions | None = None,
+    ) -> CNFLogProb:
+        """:meth:`log_prob` with ``x_0``, ``delta_log_p`` and the NFE (:class:`CNFLogProb`).
+
+        Same arguments as :meth:`log_prob`.
         """
         from flowfields.divergence import AugmentedDynamics, sample_probe
         from flowfields.integrate import odeint
 
         self._check_x(x)
         check(estimator in ESTIMATORS, "estimator", estimator, f"one of {', '.join(ESTIMATORS)}")
+        opts = self._solver(solver)
         batch = x.shape[0]
         x_flat = x.reshape(batch, self.dim)
         probe_tensor = None
@@ -364,18 +354,14 @@ class CNF(nn.Module):
                 check(probe in _PROBES, "probe", probe, f"one of {', '.join(_PROBES)} or a tensor")
                 probe_tensor = sample_probe(x_flat, kind=probe, generator=generator)
         dynamics = AugmentedDynamics(self._flat_field(), estimator=estimator, probe=probe_tensor)
-        grid = self._grid(1.0, 0.0, steps, x)
+        grid = torch.tensor([1.0, 0.0], dtype=torch.float64)
         state = (x_flat, torch.zeros(batch, dtype=x.dtype, device=x.device))
-        kwargs: dict[str, Any] = {"method": method, "rtol": rtol, "atol": atol}
-        if steps == 1:  # a two-point grid: tell fixed-step solvers to take a single step
-            kwargs["step_size"] = 1.0
-        if adjoint:
+        with torch.set_grad_enabled(self._needs_graph(x, probe_tensor)):
             params = tuple(p for p in self.parameters() if p.requires_grad)
-            kwargs.update(adjoint=True, adjoint_params=params)
-        sol = odeint(dynamics, state, grid, **kwargs)
-        x_0 = sol.x[0][-1].reshape(batch, *self.event_shape)
-        delta = sol.x[1][-1]
-        log_p = self.base.log_prob(x_0) - delta
-        if return_nfe:
-            return CNFLogProb(log_p=log_p, x_0=x_0, delta_log_p=delta, nfe=int(sol.nfe))
-        return log_p
+            sol = odeint(
+                dynamics, state, grid, opts, adjoint_params=params if opts.adjoint else None
+            )
+            x_0 = sol.x[0][-1].reshape(batch, *self.event_shape)
+            delta = sol.x[1][-1]
+            log_p = self._base_log_prob(x_0) - delta
+        return CNFLogProb(log_p=log_p, x_0=x_0, delta_log_p=delta, nfe=int(sol.nfe))

@@ -23,7 +23,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from flowfields.errors import check, check_finite, check_shape
+from flowfields.data.images import check_levels
+from flowfields.errors import check
 
 __all__ = ["BitsPerDim", "bits_per_dim", "dequantize"]
 
@@ -50,21 +51,6 @@ class BitsPerDim:
     bpd_k1: float = float("nan")
 
 
-def _check_levels(x_int: Tensor, levels: int) -> None:
-    check_shape(x_int, "x_int")
-    check(x_int.ndim >= 2, "x_int", x_int, "a batch of shape (N, *dims)")
-    check(
-        isinstance(levels, int) and not isinstance(levels, bool) and levels >= 2,
-        "levels",
-        levels,
-        "an integer number of discrete levels >= 2 (e.g. 256 for 8-bit images, 17 for digits)",
-    )
-    check_finite(x_int, "x_int")
-    xf = x_int.double()
-    ok = bool((xf == xf.round()).all()) and bool((xf >= 0).all()) and bool((xf < levels).all())
-    check(ok, "x_int", x_int, f"integer values in {{0, ..., {levels - 1}}}")
-
-
 def dequantize(
     x_int: Tensor,
     levels: int,
@@ -89,7 +75,7 @@ def dequantize(
     """
     from flowfields.data import uniform_dequantize
 
-    _check_levels(x_int, levels)
+    check_levels(x_int, levels)
     return uniform_dequantize(x_int, levels, generator, dtype=dtype).x
 
 
@@ -131,7 +117,7 @@ def bits_per_dim(
     Raises:
         FlowfieldsError: non-integer or out-of-range data, bad ``levels``/``K``/``scale``.
     """
-    _check_levels(x_int, levels)
+    check_levels(x_int, levels)
     check(isinstance(K, int) and not isinstance(K, bool) and K >= 1, "K", K, "an integer >= 1")
     check(isinstance(batch_size, int) and batch_size >= 1, "batch_size", batch_size, "int >= 1")
     if dtype is None:

@@ -9,12 +9,11 @@ the ``flow-matching-2d`` experiment measures the difference in wall-clock.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 
 from flowfields.errors import check
+from flowfields.integrate import ODEOptions
 from flowfields.matching.cnf import CNF
 
 __all__ = ["mlcnf_loss"]
@@ -26,12 +25,8 @@ def mlcnf_loss(
     *,
     estimator: str = "hutchinson",
     probe: str = "rademacher",
-    method: str = "dopri5",
-    rtol: float = 1e-5,
-    atol: float = 1e-5,
-    adjoint: bool = True,
+    solver: ODEOptions | None = None,
     generator: torch.Generator | None = None,
-    **kwargs: Any,
 ) -> Tensor:
     """Negative mean log-likelihood ``-mean log p_1(x_1)`` of a CNF, differentiable.
 
@@ -41,11 +36,10 @@ def mlcnf_loss(
         estimator: ``"hutchinson"`` (FFJORD, default) or ``"exact"``.
         probe: Hutchinson probe kind, ``"rademacher"`` or ``"gaussian"`` (one per example,
             held fixed over the solve).
-        method, rtol, atol: solver settings (FFJORD: dopri5 at 1e-5).
-        adjoint: gradients by the adjoint method (default) or by backpropagating through
-            the solver's operations.
+        solver: solver settings; default the model's own (:attr:`CNF.solver`, dopri5 at
+            1e-5 unless set, as FFJORD) with ``adjoint=True`` (gradients by the adjoint
+            method). Pass ``adjoint=False`` to backpropagate through the solver's operations.
         generator: torch generator for the probe.
-        **kwargs: passed on to :meth:`CNF.log_prob` (e.g. ``steps`` for fixed-step solvers).
 
     Returns:
         Scalar loss in nats per example.
@@ -54,15 +48,9 @@ def mlcnf_loss(
         FlowfieldsError: if ``model`` is not a CNF, or on bad data / names.
     """
     check(isinstance(model, CNF), "model", model, "a flowfields.matching.CNF")
+    if solver is None:
+        solver = model.solver.replace(adjoint=True)
     log_p = model.log_prob(
-        x_1,
-        estimator=estimator,
-        method=method,
-        rtol=rtol,
-        atol=atol,
-        probe=probe,
-        generator=generator,
-        adjoint=adjoint,
-        **kwargs,
+        x_1, estimator=estimator, probe=probe, generator=generator, solver=solver
     )
     return -log_p.mean()

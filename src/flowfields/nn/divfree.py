@@ -37,10 +37,11 @@ from torch import Tensor, nn
 from torch.func import jvp, vjp, vmap
 
 from flowfields.errors import check, check_finite, check_shape
+from flowfields.nn.layers import ACTIVATIONS, mlp
+from flowfields.nn.time import broadcast_time
 
 __all__ = ["DivFreeMatrixField", "DivFreeVectorField", "PeriodicFeatures"]
 
-_ACTIVATIONS = {"silu": nn.SiLU, "tanh": nn.Tanh, "softplus": nn.Softplus}
 _ENGINES = ("jet", "func")
 #: Up to this d the vector field takes all d(d+1)/2 second derivatives forward; above it
 #: ``∇ div b`` is one reverse pass. The forward-only path is exact for any d (tested at d = 3),
@@ -50,6 +51,8 @@ _ENGINES = ("jet", "func")
 #: d = 4: 1.64 / 1.46; d = 8: 3.6 / 3.0. Saving one (P, B, H) product per layer moved d = 3
 #: only to 1.28 / 1.06. So only d = 2 uses it.
 _HESSIAN_JETS_MAX_DIM = 2
+_SQRT_HALF = math.sqrt(0.5)
+_INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
 
 
 def _act_jet(name: str, z: Tensor, order: int) -> tuple[Tensor, ...]:
@@ -64,11 +67,17 @@ def _act_jet(name: str, z: Tensor, order: int) -> tuple[Tensor, ...]:
         out = (y, 1 - y * y)
         if order == 2:
             out += (-2 * y * (1 - y * y),)
-    else:  # softplus
+    elif name == "softplus":
         s = torch.sigmoid(z)
         out = (nn.functional.softplus(z), s)
         if order == 2:
             out += (s * (1 - s),)
+    else:  # gelu (exact, erf form): z Phi(z); Phi + z phi; (2 - z^2) phi
+        cdf = 0.5 * (1 + torch.erf(z * _SQRT_HALF))
+        pdf = torch.exp(-0.5 * z * z) * _INV_SQRT_2PI
+        out = (z * cdf, cdf + z * pdf)
+        if order == 2:
+            out += ((2 - z * z) * pdf,)
     return out
 
 
@@ -139,18 +148,6 @@ class PeriodicFeatures(nn.Module):
         return d1, d2
 
 
-def _mlp(n_in: int, hidden: int, depth: int, activation: str) -> nn.Sequential:
-    check(activation in _ACTIVATIONS, "activation", activation, f"one of {sorted(_ACTIVATIONS)}")
-    check(depth >= 1, "depth", depth, "an integer >= 1 (number of hidden layers)")
-    check(hidden >= 1, "hidden", hidden, "a positive integer")
-    layers: list[nn.Module] = []
-    width = n_in
-    for _ in range(depth):
-        layers += [nn.Linear(width, hidden), _ACTIVATIONS[activation]()]
-        width = hidden
-    return nn.Sequential(*layers)
-
-
 class _DivFreeBase(nn.Module):
     """Shared input handling: features, time conditioning, argument checks."""
 
@@ -168,6 +165,7 @@ class _DivFreeBase(nn.Module):
         super().__init__()
         check(isinstance(dim, int) and dim >= 1, "dim", dim, "an integer >= 1")
         check(engine in _ENGINES, "engine", engine, f"one of {_ENGINES}")
+        check(activation in ACTIVATIONS, "activation", activation, f"one of {list(ACTIVATIONS)}")
         self.dim = dim
         self.hidden = hidden
         self.activation = activation
@@ -180,12 +178,12 @@ class _DivFreeBase(nn.Module):
         n_in = self.features.out_features if self.features is not None else dim
         if self.time_dependent:
             n_in += 1
-        self.trunk = _mlp(n_in, hidden, depth, activation)
+        self.trunk = mlp(n_in, None, hidden, depth, activation)
 
     def _trunk_input(self, t: Tensor | None, x: Tensor) -> Tensor:
         z = self.features(x) if self.features is not None else x
         if self.time_dependent:
-            z = torch.cat([z, t.to(x.dtype).reshape(-1, 1).expand(x.shape[0], 1)], dim=-1)
+            z = torch.cat([z, t.unsqueeze(-1)], dim=-1)  # t: (B,) from _parse
         return z
 
     def _parse(self, args: tuple[Tensor, ...]) -> tuple[Tensor | None, Tensor]:
@@ -205,13 +203,7 @@ class _DivFreeBase(nn.Module):
         if not torch._C._functorch.is_functorch_wrapped_tensor(x):  # no data-dependent checks
             check_finite(x, "x")  # under vmap / grad transforms
         if self.time_dependent:
-            t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
-            check(
-                t.ndim == 0 or (t.ndim == 1 and t.shape[0] in (1, x.shape[0])),
-                "t",
-                t,
-                f"a scalar or a tensor of shape ({x.shape[0]},)",
-            )
+            t = broadcast_time(t, x)
             if not torch._C._functorch.is_functorch_wrapped_tensor(t):
                 check_finite(t, "t")
         return t, x

@@ -18,30 +18,7 @@ from torch import Tensor, nn
 
 from flowfields.errors import FlowfieldsError, check, describe
 
-__all__ = ["ACTIVATIONS", "Field", "TimeEmbedding", "activation", "as_field", "broadcast_time"]
-
-#: Smooth activations (second derivatives exist everywhere), by name.
-ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
-    "silu": nn.SiLU,
-    "softplus": nn.Softplus,
-    "tanh": nn.Tanh,
-    "gelu": nn.GELU,
-}
-
-
-def activation(name: str) -> nn.Module:
-    """A fresh smooth activation module by name (``silu``, ``softplus``, ``tanh``, ``gelu``).
-
-    Raises:
-        FlowfieldsError: for any other name (ReLU-like activations are refused: CNF
-            likelihoods and divergence-based losses need second derivatives).
-    """
-    if name not in ACTIVATIONS:
-        raise FlowfieldsError(
-            f"activation: got {name!r}, expected one of {', '.join(ACTIVATIONS)} "
-            "(smooth activations only: divergences and CNF training need second derivatives)."
-        )
-    return ACTIVATIONS[name]()
+__all__ = ["Field", "TimeEmbedding", "as_field", "broadcast_time"]
 
 
 def broadcast_time(t: Tensor | float, x: Tensor) -> Tensor:

@@ -1,16 +1,18 @@
-"""Probability paths for Flow Matching (Lipman et al., arXiv:2210.02747, Sec. 4).
+"""Probability paths for Flow Matching (Lipman et al., arXiv:2210.02747, Secs. 3-4).
 
-Gaussian conditional paths ``p_t(x | x_1) = N(alpha_t x_1, sigma_t^2 I)`` with t = 0 noise and
-t = 1 data: :class:`CondOTPath`, :class:`VPPath`, :class:`VEPath`, built by name with
-:func:`get_path`. Each gives ``sample(x_0, x_1, t) -> PathSample(t, x_t, u_t)``,
-``mean_std(t, x_1)``, ``sample_t(n)`` and the conditional vector field of Theorem 3.
+:class:`ProbPath` is the contract every path meets: ``sample(x_0, x_1, t) -> PathSample(t,
+x_t, u_t, x_0, x_1)`` and ``sample_t(n)``. The Gaussian conditional paths
+``p_t(x | x_1) = N(alpha_t x_1, sigma_t^2 I)`` with t = 0 noise and t = 1 data are
+:class:`CondOTPath`, :class:`VPPath`, :class:`VEPath` (all :class:`GaussianPath`), built by
+name with :func:`get_path`; they add ``mean_std(t, x_1)``, ``schedule(t)`` and the
+conditional vector field of Theorem 3.
 """
 
+from flowfields.paths.base import PathSample, ProbPath, check_path_inputs, check_times
 from flowfields.paths.gaussian import (
     PATHS,
     CondOTPath,
     GaussianPath,
-    PathSample,
     Schedule,
     VEPath,
     VPPath,
@@ -22,8 +24,11 @@ __all__ = [
     "CondOTPath",
     "GaussianPath",
     "PathSample",
+    "ProbPath",
     "Schedule",
     "VEPath",
     "VPPath",
+    "check_path_inputs",
+    "check_times",
     "get_path",
 ]

@@ -26,7 +26,12 @@ from flowfields.quantum.models import (
     v_system_heat,
 )
 from flowfields.quantum.observables import dissipator, expect, heat_current, rectification
-from flowfields.quantum.steady import AUTO_DENSE_MAX, STEADY_METHODS, steady_state
+from flowfields.quantum.steady import (
+    AUTO_DENSE_MAX,
+    STEADY_METHODS,
+    evolve_default_tol,
+    steady_state,
+)
 
 __all__ = [
     "AUTO_DENSE_MAX",
@@ -40,6 +45,7 @@ __all__ = [
     "as_operator",
     "bose_einstein",
     "dissipator",
+    "evolve_default_tol",
     "expect",
     "grid_search",
     "heat_current",

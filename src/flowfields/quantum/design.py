@@ -49,6 +49,7 @@ class Box:
             "names, low, high and log of equal lengths",
         )
         for n, lo, hi, lg in zip(self.names, self.low, self.high, self.log):
+            check(math.isfinite(lo) and math.isfinite(hi), n, (lo, hi), "finite bounds")
             check(lo < hi, n, (lo, hi), "low < high")
             check(not lg or lo > 0, n, (lo, hi), "a positive range for a log coordinate")
 
@@ -108,7 +109,8 @@ def grid_search(
     solves_per_call: int = 1,
 ) -> GridResult:
     """Evaluate ``objective(u)`` (no gradient) on a regular ``points^dim`` grid of [0, 1]^dim."""
-    check(points >= 2, "points", points, "at least 2 grid points per axis")
+    check(isinstance(points, int) and points >= 2, "points", points, "at least 2 points per axis")
+    check(isinstance(dim, int) and dim >= 1, "dim", dim, "an integer >= 1")
     ax = torch.linspace(0.0, 1.0, points, dtype=torch.float64)
     vals = torch.empty((points,) * dim, dtype=torch.float64)
     with torch.no_grad():
@@ -141,7 +143,15 @@ def projected_ascent(
             evaluation of each start has no backward and counts half.
         target: running-best value whose first attainment is recorded in solves.
     """
-    check(steps >= 1, "steps", steps, "at least one step")
+    check(isinstance(steps, int) and steps >= 1, "steps", steps, "at least one step")
+    check(isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0, "lr", lr, "lr > 0")
+    for i, u0 in enumerate(starts):
+        check(
+            isinstance(u0, torch.Tensor) and bool(torch.isfinite(u0).all()),
+            f"starts[{i}]",
+            u0,
+            "a finite tensor of box coordinates in [0, 1]",
+        )
     best_u, best_val = None, -math.inf
     res = AscentResult(torch.empty(0), -math.inf)
     for u0 in starts:

@@ -27,7 +27,15 @@ import torch
 
 from flowfields.errors import FlowfieldsError, check
 
-__all__ = ["Lindbladian", "as_operator", "lindbladian", "liouvillian", "unvec", "vec"]
+__all__ = [
+    "Lindbladian",
+    "as_operator",
+    "check_finite_operator",
+    "lindbladian",
+    "liouvillian",
+    "unvec",
+    "vec",
+]
 
 HERMITIAN_TOL = 1e-10
 
@@ -39,9 +47,29 @@ def as_operator(x: Any, argument: str, dtype: torch.dtype = torch.complex128) ->
     if isinstance(x, np.ndarray):
         x = torch.as_tensor(x)
     check(isinstance(x, torch.Tensor), argument, x, "a torch.Tensor, numpy array or qutip.Qobj")
+    check(
+        x.is_complex() or x.is_floating_point() or x.dtype in _INTEGER_DTYPES,
+        argument,
+        x,
+        "a numeric (complex, floating or integer) tensor",
+    )
+    check_finite_operator(x, argument)
     if not x.is_complex():
         x = x.to(torch.float64 if dtype == torch.complex128 else torch.float32)
     return x.to(dtype) if x.dtype != dtype else x
+
+
+_INTEGER_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+
+
+def check_finite_operator(x: torch.Tensor, argument: str) -> None:
+    """Raise FlowfieldsError if ``x`` (real or complex) holds NaN or Inf entries."""
+    if x.numel() and not bool(torch.isfinite(x.detach()).all()):
+        bad = int((~torch.isfinite(x.detach())).sum())
+        raise FlowfieldsError(
+            f"{argument}: got {tuple(x.shape)} entries with {bad} NaN or Inf, expected finite "
+            "values (one would make every entry of a steady state NaN)."
+        )
 
 
 def vec(rho: torch.Tensor) -> torch.Tensor:
@@ -188,7 +216,7 @@ def lindbladian(
     """
     H = as_operator(H, "H", dtype)
     check(H.ndim >= 2 and H.shape[-1] == H.shape[-2], "H", H, "a square (..., d, d) matrix")
-    check(bool(torch.isfinite(H).all()), "H", H, "finite entries")
+    check(H.shape[-1] >= 1, "H", H, "a (..., d, d) matrix with d >= 1")
     d = H.shape[-1]
     scale = max(1.0, float(H.detach().abs().max())) if H.numel() else 1.0
     herm = float((H.detach() - H.detach().conj().transpose(-1, -2)).abs().max()) if H.numel() else 0

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from flowfields.errors import check
-from flowfields.quantum.liouvillian import Lindbladian, as_operator
+from flowfields.quantum.liouvillian import Lindbladian, as_operator, check_finite_operator
 
 __all__ = ["dissipator", "expect", "heat_current", "rectification"]
 
@@ -22,6 +22,8 @@ def expect(O: Any, rho: torch.Tensor, *, real: bool = True) -> torch.Tensor:
     Returns:
         (...,) real (or complex) tensor, differentiable in both.
     """
+    check(isinstance(rho, torch.Tensor) and rho.ndim >= 2, "rho", rho, "a (..., d, d) tensor")
+    check_finite_operator(rho, "rho")
     O = as_operator(O, "O", rho.dtype)
     check(O.shape[-1] == rho.shape[-1], "O", O, f"an operator of size {rho.shape[-1]}")
     val = torch.einsum("...ij,...ji->...", O, rho)
@@ -30,6 +32,9 @@ def expect(O: Any, rho: torch.Tensor, *, real: bool = True) -> torch.Tensor:
 
 def dissipator(C: torch.Tensor, rates: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
     """``D(ρ) = Σ_k g_k (C_k ρ C_k^† - ½{C_k^† C_k, ρ})`` for (..., K, d, d) C, (..., K) g."""
+    for name, value in (("C", C), ("rates", rates), ("rho", rho)):
+        check(isinstance(value, torch.Tensor), name, value, "a tensor")
+        check_finite_operator(value, name)
     return Lindbladian(torch.zeros_like(rho), C, rates).apply(rho)
 
 

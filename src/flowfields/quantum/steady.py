@@ -17,7 +17,8 @@ Forward methods (``method=``):
 - ``"evolve"``: time integration ``ρ(t) = exp(L t) ρ(0)`` to long times (``scipy.linalg.expm``
   with repeated squaring -- the step doubles each time -- for d² <= 1024, else
   ``scipy.sparse.linalg.expm_multiply`` on a doubling time grid), stopped when
-  ``||L ρ||_1 <= tol * ||L||_1``.
+  ``||L ρ||_1 <= tol * ||L||_1`` (``tol`` following the dtype) and the residual no longer
+  halves; a stalled residual or an overflowing propagator raises, saying which.
 
 Backward, whatever the forward method: one adjoint solve ``A^H λ = g`` (dense LU for dense, the
 forward's SuperLU factors for sparse, preconditioned GMRES on ``A^H`` for krylov, SuperLU / dense
@@ -27,7 +28,8 @@ the forward iterations is kept, and the cost is independent of the number of par
 Non-uniqueness: an LU pivot ratio ``min|U_ii| / max|U_ii| <= singular_tol`` (default 1e-12), an
 exactly singular SuperLU factor, or a Krylov solve that does not converge raises
 :class:`flowfields.linalg.SingularSystemError` (a ``FlowfieldsError``). For ``"evolve"`` the
-check happens in the adjoint solve (backward), and forward when ``check_unique=True``.
+check is a forward sparse LU (``check_unique=True``, the default) and happens in the adjoint
+solve (backward) otherwise.
 
 Paper: Vargas-Hernández, Chen, Jung, Brumer, "Fully differentiable optimization protocols for
 non-equilibrium steady states" (arXiv:2103.12604).
@@ -49,16 +51,16 @@ import torch
 
 from flowfields.errors import FlowfieldsError, check
 from flowfields.linalg import (
+    check_pivots,
     implicit_linear_solve,
     krylov_solver,
     replace_row,
     sparse_lu_solver,
 )
 from flowfields.linalg import solve as linear_solve
-from flowfields.linalg.implicit import _pivot_check
 from flowfields.quantum.liouvillian import Lindbladian, unvec, vec
 
-__all__ = ["AUTO_DENSE_MAX", "STEADY_METHODS", "steady_state"]
+__all__ = ["AUTO_DENSE_MAX", "STEADY_METHODS", "evolve_default_tol", "steady_state"]
 
 #: Forward methods accepted by :func:`steady_state`.
 STEADY_METHODS = ("dense", "sparse", "krylov", "evolve")
@@ -84,41 +86,114 @@ def _augmented_scipy(L: sp.spmatrix, d: int) -> sp.csc_matrix:
     return sp.csc_matrix(sp.diags(keep) @ sp.csr_matrix(L) + trace)
 
 
-def _evolve(L: sp.spmatrix | np.ndarray, d: int, tol: float, max_doublings: int) -> np.ndarray:
-    """Long-time limit of ``exp(L t) vec(I/d)``; raises if not converged."""
+#: A doubling must cut the residual at least this much to count as progress.
+_PROGRESS = 0.5
+#: Doublings without progress before ``"evolve"`` calls the residual stalled -- and only once
+#: it fell below ``sqrt(eps)`` times its first value: a slowly relaxing system sits on a
+#: plateau near its first residual for ``log2(||L|| / gap)`` doublings before it decays.
+_STALL_DOUBLINGS = 6
+
+
+def evolve_default_tol(dtype: Any) -> float:
+    """Default ``tol`` of ``method="evolve"`` for a Liouvillian of this (complex) dtype:
+    1e-13 in double precision, 1e-5 in single (its rounding floor is about 1e-7)."""
+    single = dtype in (torch.complex64, torch.float32, np.complex64, np.float32)
+    return 1e-5 if single else 1e-13
+
+
+def _propagator(Ls: sp.csr_matrix, t: float, dense: bool) -> Callable[[np.ndarray], np.ndarray]:
+    """``x -> exp(L T) x`` with ``T`` doubling at every call (dense squaring or
+    ``expm_multiply`` on a doubling time grid)."""
+    state: dict[str, Any] = {"t": t}
+    if dense:
+        state["P"] = sla.expm(Ls.toarray() * t)
+
+    def advance(x: np.ndarray) -> np.ndarray:
+        if dense:
+            x = state["P"] @ x
+            state["P"] = state["P"] @ state["P"]
+        else:
+            x = spla.expm_multiply(Ls * state["t"], x)
+            state["t"] *= 2.0
+        return x
+
+    return advance
+
+
+def _evolve(
+    L: sp.spmatrix | np.ndarray, d: int, tol: float, max_doublings: int, dtype: Any
+) -> np.ndarray:
+    """Long-time limit of ``exp(L t) vec(I/d)``, polished to the rounding floor.
+
+    The time doubles at every step. Once ``||L rho||_1 <= tol ||L||_1`` it keeps doubling
+    while the residual still halves (each doubling squares the decay of the transient, so
+    this costs one or two steps and makes small populations accurate to the floor, not only
+    relative to the whole matrix). Stops with a FlowfieldsError when the propagator
+    overflows, the residual stalls above ``tol`` or ``max_doublings`` run out. ``dtype`` is
+    the precision the Liouvillian was given in (its rounding floor).
+    """
     n = d * d
+    Ls = sp.csr_matrix(L)
+    single = evolve_default_tol(dtype) > 1e-10
+    eps = float(np.finfo(np.complex64 if single else np.complex128).eps)
+    norm = float(abs(Ls).sum(axis=0).max()) or 1.0
+    advance = _propagator(Ls, 1.0 / norm, dense=n <= 1024)
     x = np.zeros(n, dtype=complex)
     x[:: d + 1] = 1.0 / d
-    Ls = sp.csr_matrix(L)
-    norm = float(abs(Ls).sum(axis=0).max()) or 1.0
-    t = 1.0 / norm
-    res = np.inf
-    if n <= 1024:
-        P = sla.expm(Ls.toarray() * t)
-        for _ in range(max_doublings):
-            x = P @ x
+    best, best_x, idle, k, why, first = np.inf, x, 0, 0, "budget", np.inf
+    for k in range(1, max_doublings + 1):
+        with np.errstate(all="ignore"):
+            x = advance(x)
             x = x / x[:: d + 1].sum()
-            res = float(np.abs(Ls @ x).sum())
-            if res <= tol * norm:
-                return x
-            P = P @ P
-    else:
-        for _ in range(max_doublings):
-            x = spla.expm_multiply(Ls * t, x)
-            x = x / x[:: d + 1].sum()
-            res = float(np.abs(Ls @ x).sum())
-            if res <= tol * norm:
-                return x
-            t *= 2.0
-    raise FlowfieldsError(
-        f"steady_state(method='evolve'): ||L rho||_1 = {res:.2e} after {max_doublings} time "
-        f"doublings, expected <= {tol:.0e} * ||L||_1. The relaxation is too slow (or the "
-        "steady state is not unique / oscillates); use method='sparse' or raise max_doublings."
+            res = float(np.abs(Ls @ x).sum()) / norm
+        if not np.isfinite(res):
+            why = "overflow"
+            break
+        first = min(first, res) if k == 1 else first
+        idle = 0 if res < _PROGRESS * best else idle + 1
+        if res < best:
+            best, best_x = res, x
+        if best <= tol and (idle > 0 or best <= 10 * eps):
+            return best_x
+        if idle >= _STALL_DOUBLINGS and best <= math.sqrt(eps) * first:
+            why = "stall"
+            break
+    raise _evolve_failure(why, best, tol, k, norm, "complex64" if single else "complex128", eps)
+
+
+def _evolve_failure(
+    why: str, best: float, tol: float, k: int, norm: float, dtype: str, eps: float
+) -> FlowfieldsError:
+    head = (
+        f"steady_state(method='evolve'): ||L rho||_1 / ||L||_1 = {best:.2e} after {k} time "
+        f"doublings (t = {2.0 ** (k - 1) / norm:.3g}), expected <= tol = {tol:.0e}"
     )
+    if why == "overflow":
+        tail = (
+            f"The propagator overflowed: rounding (in {dtype}, eps {eps:.1e}) lifts the "
+            "Liouvillian's zero eigenvalue slightly above zero, so exp(L t) grows."
+        )
+    elif why == "stall":
+        tail = (
+            f"The residual stalled at the rounding floor of {dtype}: pass "
+            f"tol >= {2 * best:.0e}, or use complex128."
+        )
+    else:
+        tail = "The relaxation is too slow (or oscillates): raise max_doublings."
+    return FlowfieldsError(f"{head}. {tail} method='sparse' solves the same system directly.")
 
 
 def _as_lindbladian_or_matrix(L: Any) -> Lindbladian | torch.Tensor:
     if isinstance(L, Lindbladian):
+        check(L.dim >= 1, "L", L.H, "a Lindbladian of dimension d >= 1")
+        for name in ("H", "C", "rates"):
+            part = getattr(L, name)
+            check(
+                bool(torch.isfinite(part).all()),
+                f"L.{name}",
+                part,
+                "finite entries (NaN or Inf would make every entry of rho NaN)",
+            )
         return L
     if hasattr(L, "full") and not isinstance(L, torch.Tensor):
         L = torch.as_tensor(L.full())
@@ -131,8 +206,15 @@ def _as_lindbladian_or_matrix(L: Any) -> Lindbladian | torch.Tensor:
         "a (..., d², d²) tensor / array / qutip superoperator, or a Lindbladian",
     )
     check(L.ndim >= 2 and L.shape[-1] == L.shape[-2], "L", L, "a square (..., d², d²) matrix")
+    check(L.shape[-1] >= 1 and L.numel() > 0, "L", L, "a non-empty (..., d², d²) matrix, d >= 1")
     d = round(L.shape[-1] ** 0.5)
     check(d * d == L.shape[-1], "L", L, "a size d² x d² (vectorised d x d density matrices)")
+    check(
+        bool(torch.isfinite(L).all()),
+        "L",
+        L,
+        "finite entries (NaN or Inf would make every entry of rho NaN)",
+    )
     if not L.is_complex():
         L = L.to(torch.complex128)
     return L
@@ -295,7 +377,7 @@ def _dense_solvers(
     LU, piv, _ = torch.linalg.lu_factor_ex(Ar.mT)
     diags = torch.diagonal(LU, dim1=-2, dim2=-1).abs().cpu().numpy()
     for i, dg in enumerate(diags):
-        _pivot_check(dg, singular_tol, "steady_state" if len(diags) == 1 else f"steady_state[{i}]")
+        check_pivots(dg, singular_tol, "steady_state" if len(diags) == 1 else f"steady_state[{i}]")
     *_, P, Q = _basis_tables(d, Ar.dtype, Ar.device)
 
     def lu_solve(r: torch.Tensor, adjoint: bool) -> torch.Tensor:
@@ -339,7 +421,7 @@ def _batch_solvers(
                 return cache["lu"][1](r)
 
             def s_f(r, Lb=Lb):
-                return _evolve(Lb, d, opts["tol"], opts["max_doublings"])
+                return _evolve(Lb, d, opts["tol"], opts["max_doublings"], opts["dtype"])
 
             if opts["check_unique"]:
                 cache["lu"] = sparse_lu_solver(A, singular_tol=singular_tol, what=what)
@@ -369,9 +451,9 @@ def steady_state(
     rtol: float = 1e-12,
     kind: str = "gmres",
     maxiter: int = 2000,
-    tol: float = 1e-13,
+    tol: float | None = None,
     max_doublings: int = 200,
-    check_unique: bool = False,
+    check_unique: bool = True,
 ) -> torch.Tensor:
     """The unique steady state ρ_ss (``L ρ_ss = 0``, ``Tr ρ_ss = 1``), differentiable.
 
@@ -385,17 +467,30 @@ def steady_state(
             CPU thread), sparse LU above.
         singular_tol: LU pivot-ratio threshold for declaring the steady state non-unique.
         rtol, kind, maxiter: Krylov settings (``kind`` ``"gmres"`` or ``"bicgstab"``).
-        tol, max_doublings: convergence of ``"evolve"`` (``||Lρ||_1 <= tol ||L||_1``).
-        check_unique: for ``"evolve"``, also factorise the augmented matrix forward to detect
-            a non-unique steady state before returning.
+        tol, max_doublings: convergence of ``"evolve"`` (``||Lρ||_1 <= tol ||L||_1``, then
+            polished while the residual still halves). ``tol=None`` follows the dtype of
+            ``L``: 1e-13 for complex128, 1e-5 for complex64 (:func:`evolve_default_tol`).
+        check_unique: for ``"evolve"``, factorise the augmented matrix (sparse LU) before
+            evolving, so that a non-unique steady state raises ``SingularSystemError``
+            instead of returning whichever steady state the maximally mixed start relaxes
+            to; the factors are reused by the gradient. Default True; False skips the
+            factorisation (then non-uniqueness is detected only when a gradient is taken).
 
     Returns:
         ρ_ss: (..., d, d) complex density matrix (trace one, Hermitian, positive
         semi-definite up to rounding).
 
     Raises:
-        FlowfieldsError: bad input; ``SingularSystemError`` (a FlowfieldsError) when the steady
-            state is not unique.
+        FlowfieldsError: bad input (non-finite entries anywhere in ``L``, an empty ``L``, bad
+            shapes); ``SingularSystemError`` (a FlowfieldsError) when the steady state is not
+            unique; for ``"evolve"``, a propagator that overflows or a residual that stalls
+            above ``tol`` (each message says which, at which time).
+
+    Accuracy: every method's error is absolute, of the order of rounding times ``||L||``:
+    populations far below 1 are accurate only relative to the whole matrix. Measured on a
+    thermal qubit with excited population 1e-12 (relative error of that population):
+    sparse LU 2e-16, dense LU 9e-5, evolve 4e-16 with the polish (1e-2 when stopped at
+    ``tol = 1e-13``, as before the polish).
 
     Example:
         >>> Lb = lindbladian(H, [a], rates=torch.tensor([0.1], requires_grad=True))
@@ -409,7 +504,16 @@ def steady_state(
     if method == "auto":
         n_sq = L.dim**2 if isinstance(L, Lindbladian) else L.shape[-1]
         method = "dense" if n_sq <= AUTO_DENSE_MAX else "sparse"
+    if tol is None:
+        tol = evolve_default_tol(L.H.dtype if isinstance(L, Lindbladian) else L.dtype)
+    check(
+        isinstance(tol, (int, float)) and math.isfinite(tol) and tol > 0,
+        "tol",
+        tol,
+        "a positive float (or None for the dtype's default)",
+    )
     opts = {
+        "dtype": L.H.dtype if isinstance(L, Lindbladian) else L.dtype,
         "singular_tol": singular_tol,
         "rtol": rtol,
         "kind": kind,

@@ -6,8 +6,8 @@ import torch
 from torch import Tensor, nn
 
 from flowfields.errors import check, check_shape
+from flowfields.nn.layers import mlp
 from flowfields.nn.time import TimeEmbedding, broadcast_time
-from flowfields.nn.time import activation as make_activation
 
 __all__ = ["MLPField"]
 
@@ -26,7 +26,8 @@ class MLPField(nn.Module):
         hidden: hidden width.
         depth: number of hidden layers (>= 1).
         time_embed_dim: size of the sinusoidal time embedding (even).
-        activation: ``"silu"``, ``"softplus"``, ``"tanh"`` or ``"gelu"``.
+        activation: a name from :data:`~flowfields.nn.ACTIVATIONS` (``"silu"``,
+            ``"softplus"``, ``"tanh"``, ``"gelu"``).
         max_frequency: highest angular frequency of the time embedding (see
             :class:`~flowfields.nn.TimeEmbedding`).
 
@@ -60,14 +61,7 @@ class MLPField(nn.Module):
             )
         self.dim = dim
         self.time_embedding = TimeEmbedding(time_embed_dim, max_frequency=max_frequency)
-        layers: list[nn.Module] = [
-            nn.Linear(dim + time_embed_dim, hidden),
-            make_activation(activation),
-        ]
-        for _ in range(depth - 1):
-            layers += [nn.Linear(hidden, hidden), make_activation(activation)]
-        layers.append(nn.Linear(hidden, dim))
-        self.net = nn.Sequential(*layers)
+        self.net = mlp(dim + time_embed_dim, dim, hidden, depth, activation)
 
     def forward(self, t: Tensor | float, x: Tensor) -> Tensor:
         check_shape(x, "x", ndim=2, last=self.dim)
