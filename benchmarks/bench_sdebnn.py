@@ -72,7 +72,10 @@ def bench_front_door(rounds: int) -> str:
     sde = net.augmented_sde(BATCH)
     y_0 = sde.pack(h_0, w_0).detach().requires_grad_()
     bm = PaddedBrownian(net.brownian_motion(SAMPLES), before=sde.n_hidden, after=1)
-    ts = torch.tensor([0.0, 1.0])
+    # float64 times for both, as our front door hands torchsde: with float32 times, twenty
+    # steps of 0.05 end with a step of ~6e-8 and BrownianInterval then builds a search tree
+    # for that resolution (seconds per solve)
+    ts = torch.tensor([0.0, 1.0], dtype=torch.float64)
 
     def ours(backward: bool):
         def run():
