@@ -5,7 +5,8 @@ Importing the package is cheap: subpackages are imported on first attribute acce
 Subpackages (shared numerics): ``integrate``, ``divergence``, ``linalg``,
 ``paths``, ``nn``, ``data``; ``density`` holds the density-model contract. One package per
 paper: ``matching`` (arXiv:2210.02747),
-``conservation`` (arXiv:2210.01741), ``quantum`` (arXiv:2103.12604), ... Running things:
+``conservation`` (arXiv:2210.01741), ``quantum`` (arXiv:2103.12604), ``sdebnn``
+(arXiv:2102.06559), ... Running things:
 ``engine``, ``experiments``, ``report``, ``cli``.
 """
 
@@ -28,6 +29,7 @@ _SUBPACKAGES = (
     "matching",
     "conservation",
     "quantum",
+    "sdebnn",
     "engine",
     "experiments",
     "report",

@@ -2,7 +2,8 @@
 
 Nothing is downloaded at run time. See :mod:`flowfields.data.toys` (checkerboard, 8gaussians,
 2spirals, moons, pinwheel, rings), :mod:`flowfields.data.images` (8x8 digits, an MNIST subset,
-uniform dequantization) and :mod:`flowfields.data.metrics` (sliced Wasserstein).
+uniform dequantization) and :mod:`flowfields.data.metrics` (sliced Wasserstein, expected
+calibration error).
 """
 
 from flowfields.data.images import (
@@ -15,7 +16,12 @@ from flowfields.data.images import (
     split_train_test,
     uniform_dequantize,
 )
-from flowfields.data.metrics import sliced_wasserstein, wasserstein_1d
+from flowfields.data.metrics import (
+    Calibration,
+    expected_calibration_error,
+    sliced_wasserstein,
+    wasserstein_1d,
+)
 from flowfields.data.toys import (
     TOYS,
     Checkerboard,
@@ -33,6 +39,7 @@ __all__ = [
     "DIGITS_LEVELS",
     "MNIST_LEVELS",
     "TOYS",
+    "Calibration",
     "Checkerboard",
     "Dequantized",
     "EightGaussians",
@@ -42,6 +49,7 @@ __all__ = [
     "Toy2D",
     "TwoSpirals",
     "check_levels",
+    "expected_calibration_error",
     "get_toy",
     "load_digits",
     "load_mnist_subset",

@@ -1,13 +1,15 @@
-"""Sample-quality metrics between point clouds."""
+"""Sample-quality metrics between point clouds, and calibration of class probabilities."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from flowfields.errors import check, check_finite
 
-__all__ = ["sliced_wasserstein", "wasserstein_1d"]
+__all__ = ["Calibration", "expected_calibration_error", "sliced_wasserstein", "wasserstein_1d"]
 
 
 def _check_cloud(x: object, argument: str, shape: str) -> None:
@@ -112,3 +114,101 @@ def sliced_wasserstein(
     theta = (theta / torch.linalg.vector_norm(theta, dim=0, keepdim=True)).to(x.device)
     w = wasserstein_1d(x @ theta, y @ theta, p=p)
     return w.mean().pow(1.0 / p)
+
+
+@dataclass
+class Calibration:
+    """Expected calibration error and the reliability diagram it is computed from.
+
+    Attributes:
+        ece: 0-d tensor, ``sum_b (n_b / N) |accuracy_b - confidence_b|``.
+        edges: (bins + 1,) bin edges, equal width on [0, 1]; bin b is
+            ``(edges[b], edges[b + 1]]`` (the first also holds 0).
+        confidence: (bins,) mean max-probability of the points in each bin (0 where empty).
+        accuracy: (bins,) fraction of those points whose arg-max class is the label.
+        count: (bins,) number of points per bin (int64).
+    """
+
+    ece: Tensor
+    edges: Tensor
+    confidence: Tensor
+    accuracy: Tensor
+    count: Tensor
+
+
+def _check_probabilities(probs: Tensor, labels: Tensor) -> None:
+    check(
+        isinstance(probs, Tensor) and probs.ndim == 2 and probs.shape[0] > 0,
+        "probs",
+        probs,
+        "a tensor (N, C) of class probabilities",
+    )
+    check(probs.is_floating_point(), "probs", probs, "a floating-point tensor")
+    check_finite(probs, "probs")
+    # float32 rounding of a softmax (even after a cast to float64) stays far below these;
+    # logits and log-probabilities are far above
+    tol = 1e-4 if probs.dtype in (torch.float16, torch.bfloat16, torch.float32) else 1e-6
+    check(
+        bool((probs >= 0).all()) and bool((probs.sum(-1) - 1).abs().max() <= tol * probs.shape[1]),
+        "probs",
+        probs,
+        "probabilities: entries >= 0, rows summing to 1",
+        hint="Calibration is measured on probabilities, never logits: apply softmax first.",
+    )
+    check(
+        isinstance(labels, Tensor) and labels.ndim == 1 and labels.shape[0] == probs.shape[0],
+        "labels",
+        labels,
+        f"integer labels of shape ({probs.shape[0]},)",
+    )
+    check(not labels.is_floating_point(), "labels", labels, "an integer tensor")
+    in_range = bool(((labels >= 0) & (labels < probs.shape[1])).all())
+    check(in_range, "labels", labels, f"labels in [0, {probs.shape[1]})")
+
+
+def expected_calibration_error(probs: Tensor, labels: Tensor, bins: int = 15) -> Calibration:
+    """Expected calibration error with equal-width confidence bins, and its reliability diagram.
+
+    The confidence of a prediction is its largest class probability; points are grouped in
+    ``bins`` equal-width bins of confidence, and the ECE is the bin-size-weighted mean gap
+    between each bin's accuracy and its mean confidence (Guo et al., "On Calibration of
+    Modern Neural Networks", arXiv:1706.04599). It is computed on probabilities: rows that
+    do not sum to 1 (logits, log-probabilities) are refused, not silently normalised.
+
+    Args:
+        probs: (N, C) class probabilities.
+        labels: (N,) integer labels in [0, C).
+        bins: number of bins (>= 1).
+
+    Returns:
+        :class:`Calibration` (``ece`` plus the per-bin confidence, accuracy and count to draw
+        the reliability diagram).
+
+    Raises:
+        FlowfieldsError: shapes, non-probabilities, labels out of range, ``bins < 1``.
+
+    Example:
+        >>> probs = torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7]])
+        >>> cal = expected_calibration_error(probs, torch.tensor([0, 1, 1]), bins=10)
+        >>> round(float(cal.ece), 4)  # |1-.9|/3 + |0-.8|/3 + |1-.7|/3
+        0.4
+    """
+    _check_probabilities(probs, labels)
+    check(
+        isinstance(bins, int) and not isinstance(bins, bool) and bins >= 1,
+        "bins",
+        bins,
+        "an integer >= 1",
+    )
+    conf, pred = probs.max(dim=-1)
+    correct = (pred == labels.to(pred.device)).to(probs.dtype)
+    index = (torch.ceil(conf * bins).long() - 1).clamp(0, bins - 1)
+    count = torch.bincount(index, minlength=bins)
+    zeros = torch.zeros(bins, dtype=probs.dtype, device=probs.device)
+    conf_sum = zeros.index_add(0, index, conf)
+    acc_sum = zeros.index_add(0, index, correct)
+    denom = count.clamp(min=1).to(probs.dtype)
+    confidence, accuracy = conf_sum / denom, acc_sum / denom
+    ece = ((acc_sum - conf_sum).abs()).sum() / probs.shape[0]
+    edges = torch.linspace(0, 1, bins + 1, dtype=probs.dtype, device=probs.device)
+    return Calibration(ece=ece, edges=edges, confidence=confidence, accuracy=accuracy, count=count)

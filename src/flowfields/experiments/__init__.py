@@ -32,6 +32,9 @@ REGISTRY: dict[str, str] = {
     "conservation-fluid": "flowfields.experiments.conservation_fluid",
     "steady-state-heat": "flowfields.experiments.steady_state_heat",
     "steady-state-light": "flowfields.experiments.steady_state_light",
+    "sdebnn-toy1d": "flowfields.experiments.sdebnn_toy1d",
+    "sdebnn-digits": "flowfields.experiments.sdebnn_digits",
+    "sdebnn-stl": "flowfields.experiments.sdebnn_stl",
 }
 
 
