@@ -20,7 +20,18 @@ __all__ = ["BENCHES", "assemble", "main"]
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-BENCHES = ("matching", "conservation", "quantum")
+BENCHES = (
+    "matching",
+    "conservation",
+    "quantum",
+    "ppd",
+    "cpflow",
+    "voronoi",
+    "sdebnn",
+    "rl",
+    "gflownet",
+    "compression",
+)
 
 HEADER = """# Benchmarks
 
@@ -63,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     failed = []
     for name in [] if args.assemble_only else args.names:
+        if not (ROOT / "benchmarks" / f"bench_{name}.py").is_file():
+            print(f"skip {name}: no benchmarks/bench_{name}.py", flush=True)
+            continue
         cmd = [sys.executable, "-m", f"benchmarks.bench_{name}"]
         cmd += ["--quick"] if args.quick else []
         print("$", " ".join(cmd), flush=True)
