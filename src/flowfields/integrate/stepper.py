@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -98,18 +98,17 @@ def _scaled_sum(ks: Sequence[State], weights: Sequence[float], h: float | Tensor
 def _add_terms(x: State, ks: Sequence[State], weights: Sequence[float], h: float | Tensor) -> State:
     """``x + h w_1 k_1 + h w_2 k_2 + ...`` added term by term (the update without retraction)."""
     if isinstance(x, tuple):
-        return tuple(
-            _add_terms(xi, [k[i] for k in ks], weights, h)  # type: ignore[index]
-            for i, xi in enumerate(x)
-        )
+        parts = [_add_terms(xi, [k[i] for k in ks], weights, h) for i, xi in enumerate(x)]  # type: ignore[index]
+        return tuple(cast(Tensor, p) for p in parts)
     out = x
     for w, k in zip(weights, ks):
         if w == 0.0:
             continue
+        assert isinstance(k, Tensor)
         if isinstance(h, Tensor):
             out = out + (h * w).to(out.real.dtype) * k
         else:
-            out = torch.add(out, k, alpha=h * w)  # type: ignore[arg-type]
+            out = torch.add(out, k, alpha=h * w)
     return out
 
 
@@ -150,7 +149,7 @@ def _stage_times(
 
 
 def rk_solve(
-    v: Callable[[Tensor, State], State],
+    v: Callable[[Tensor, Any], Any],
     x_0: State,
     grid: Tensor,
     out_index: Sequence[int],

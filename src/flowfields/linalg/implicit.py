@@ -138,7 +138,7 @@ def krylov_solver(
             if kind == "gmres":
                 kw["restart"] = min(100, M.shape[0])
             x, info = routine(M, r, **kw)
-            res = np.linalg.norm(M @ x - r) / max(np.linalg.norm(r), 1e-300)
+            res = float(np.linalg.norm(M @ x - r)) / max(float(np.linalg.norm(r)), 1e-300)
             if info != 0 and res > 1e3 * rtol:
                 raise SingularSystemError(
                     f"{what}: {kind} did not converge (info={info}, relative residual "
