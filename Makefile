@@ -35,6 +35,7 @@ reproduce: venv
 lint: venv
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/mypy
 
 format: venv
 	$(VENV)/bin/ruff format src tests benchmarks

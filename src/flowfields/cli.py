@@ -65,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
         "the small models here)",
     )
     common.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    common.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="a fresh run into an --out directory that holds a previous run replaces it",
+    )
 
     run = sub.add_parser("run", parents=[common], help="run one experiment")
     run.add_argument("name", metavar="NAME", help="experiment name (see `flowfields list`)")
@@ -88,6 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
         "reproduce", parents=[common], help="run several experiments and write one summary report"
     )
     rep.add_argument("names", nargs="*", metavar="NAME", help="experiments (default: all)")
+    rep.add_argument(
+        "--jobs",
+        type=_threads,
+        default=None,
+        metavar="N",
+        help="experiments run side by side in N processes, one thread each (default: one per "
+        "CPU core)",
+    )
 
     sub.add_parser("bench", help="how to run the benchmarks")
     return parser
@@ -102,8 +115,7 @@ def _list() -> int:
         if name not in present:
             continue
         try:
-            module = get(name)
-            paper, line = getattr(module, "PAPER", ""), describe(name)
+            paper, line = get(name).PAPER, describe(name)
         except Exception as err:  # a broken module must not hide the others
             paper, line = "", f"(cannot import: {type(err).__name__}: {err})"
         print(f"{name:<{width}}  {line}")
@@ -120,8 +132,7 @@ def _print_result(result, run_dir) -> None:
     held = sum(bool(c.holds) for c in result.claims)
     print(f"{result.name}: {held} of {len(result.claims)} claims held ({result.wall_s:.1f} s)")
     for c in result.claims:
-        mark = "held        " if c.holds else "did not hold"
-        print(f"  [{mark}] {c.id}: measured {c.measured} (threshold {c.threshold})")
+        print(f"  {c.describe()}")
     print(f"run directory: {run_dir}")
     print(f"report: {run_dir / 'report.html'}")
 
@@ -138,6 +149,7 @@ def _run(args: argparse.Namespace) -> int:
         device=args.device,
         threads=args.threads,
         resume=args.resume,
+        overwrite=args.overwrite,
         progress=not args.no_progress,
     )
     _print_result(result, run_dir)
@@ -160,6 +172,8 @@ def _reproduce(args: argparse.Namespace) -> int:
         threads=args.threads,
         device=args.device,
         progress=not args.no_progress,
+        jobs=args.jobs,
+        overwrite=args.overwrite,
         on_done=on_done,
     )
     results = [e for e, _ in entries if not isinstance(e, BaseException)]

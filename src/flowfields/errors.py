@@ -61,7 +61,11 @@ def check(condition: bool, argument: str, given: Any, expected: str, hint: str =
     """Raise :class:`FlowfieldsError` naming ``argument`` unless ``condition`` holds.
 
     Example:
+        >>> n = -3
         >>> check(n > 0, "n", n, "a positive integer")
+        Traceback (most recent call last):
+            ...
+        flowfields.errors.FlowfieldsError: n: got -3, expected a positive integer.
     """
     if not condition:
         msg = f"{argument}: got {describe(given)}, expected {expected}."

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import torch
 from torch import nn
 
-from flowfields.engine import fit, load_weights
-from flowfields.report import Claim, Result, save_figure
+from flowfields.experiments import Experiment
+from flowfields.report import Claim
 
 NAME = "fake-frame"
 PAPER = "A Fake Paper for Testing the Runner (arXiv:0000.00000)"
@@ -53,69 +52,65 @@ def make_model(cfg: Config) -> nn.Module:
     return nn.Sequential(*layers)
 
 
-def run(cfg: Config, out_dir: Path, *, resume: bool = False, progress: bool = True) -> Result:
-    torch.manual_seed(cfg.seed)
-    model = make_model(cfg).to(cfg.device)
-    target = torch.sin if cfg.mode == "sin" else torch.cos
+class FakeFrame(Experiment, config=Config):
+    """A small MLP fit to sin or cos; saves its EMA and raw weights."""
 
-    def loss_fn(m, step):
-        if cfg.sleep:
-            time.sleep(cfg.sleep)
-        x = torch.randn(64, 2, device=cfg.device)
-        return ((m(x) - target(x)) ** 2).mean()
+    NAME, PAPER = NAME, PAPER
+    VARIANTS = ("ema", "raw")
 
-    res = fit(
-        model,
-        loss_fn,
-        steps=cfg.steps,
-        lr=cfg.lr,
-        checkpoint=out_dir / "checkpoint.pt",
-        checkpoint_every=cfg.checkpoint_every,
-        resume=resume,
-        progress=progress,
-        ema_decay=0.9,
-    )
-    import matplotlib.pyplot as plt
+    def train(self) -> dict[str, nn.Module]:
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed)
+        model = make_model(cfg).to(cfg.device)
+        target = torch.sin if cfg.mode == "sin" else torch.cos
 
-    fig, ax = plt.subplots(figsize=(3, 2))
-    ax.plot(res.losses)
-    fig_path = save_figure(fig, out_dir / "losses.png")
-    final = sum(res.losses[-5:]) / 5
-    claims = [
-        Claim(
-            "loss-drops",
-            "training lowers the loss",
-            final,
-            f"< {res.losses[0]:.4f}",
-            final < res.losses[0],
-        ),
-        Claim(
-            "impossible",
-            "the loss reaches zero",
-            final,
-            0.0,
-            final == 0.0,
-            note="cannot hold with a finite network",
-        ),
-    ]
-    return Result(
-        NAME,
-        PAPER,
-        config={},
-        metrics={
-            "train/final_loss": final,
-            "train/first_loss": res.losses[0],
-            "train/steps": res.steps,
-            "train/nan_metric": float("nan"),
-        },
-        claims=claims,
-        figures=[Path(fig_path.name)],
-        tables={"losses": [{"step": i, "loss": v} for i, v in enumerate(res.losses[:3])]},
-    )
+        def loss_fn(m, step):
+            if cfg.sleep:
+                time.sleep(cfg.sleep)
+            x = torch.randn(64, 2, device=cfg.device)
+            return ((m(x) - target(x)) ** 2).mean()
+
+        self.res = self.fit(
+            "model",
+            model,
+            loss_fn,
+            steps=cfg.steps,
+            lr=cfg.lr,
+            checkpoint_every=cfg.checkpoint_every,
+            ema_decay=0.9,
+        )
+        return {"ema": self.res.ema, "raw": self.res.model}
+
+    def evaluate(self, models: dict[str, nn.Module]) -> None:
+        losses = self.res.losses
+        self.final = sum(losses[-5:]) / 5
+        self.metrics.update(
+            {
+                "train/final_loss": self.final,
+                "train/first_loss": losses[0],
+                "train/steps": self.res.steps,
+                "train/nan_metric": float("nan"),
+            }
+        )
+        self.tables["losses"] = [{"step": i, "loss": v} for i, v in enumerate(losses[:3])]
+
+    def claims(self) -> list[Claim]:
+        first = self.res.losses[0]
+        return [
+            Claim("loss-drops", "training lowers the loss", self.final, f"< {first:.4f}",
+                  self.final < first),
+            Claim("impossible", "the loss reaches zero", self.final, 0.0, self.final == 0.0,
+                  note="cannot hold with a finite network"),
+        ]  # fmt: skip
+
+    def figures(self, models: dict[str, nn.Module]) -> None:
+        fig, ax = self.plt.subplots(figsize=(3, 2))
+        ax.plot(self.res.losses)
+        self.save_figure(fig, "losses.png")
+
+    @classmethod
+    def build_model(cls, cfg: Config, variant: str) -> nn.Module:
+        return make_model(cfg)
 
 
-def load_model(run_dir: Path, variant: str | None = None) -> nn.Module:
-    from flowfields.experiments import load_config
-
-    model = make_model(load_config(run_dir))
-    return load_weights(Path(run_dir) / "checkpoint.pt", model, ema=variant != "raw")
+EXPERIMENT = FakeFrame

@@ -21,7 +21,8 @@ from flowfields.cli import main
 from flowfields.engine import load_checkpoint
 from flowfields.errors import FlowfieldsError
 from flowfields.experiments import REGISTRY, load_config
-from flowfields.experiments.runner import apply_overrides, latest_run_dir, parse_value
+from flowfields.experiments.config import apply_overrides, parse_value
+from flowfields.experiments.rundir import latest_run_dir
 
 HERE = Path(__file__).parent
 FAKE = "fake-frame"
@@ -43,7 +44,7 @@ def run_cli(*argv: str) -> int:
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
-    return load_checkpoint(path)["model"]
+    return load_checkpoint(path)["train_state"]["modules"]["model"]
 
 
 def test_list_shows_fake(fake, capsys):
@@ -85,14 +86,14 @@ def test_default_run_dir_and_resume_latest(fake, tmp_path):
     assert run_cli("--set", "steps=20") == 0
     first = latest_run_dir(FAKE)
     assert first.parent == tmp_path / "runs" / FAKE
-    assert load_checkpoint(first / "checkpoint.pt")["step"] == 20
+    assert load_checkpoint(first / "train_model.pt")["step"] == 20
     # --resume without --out continues the latest run, with more steps.
     assert run_cli("--resume", "--set", "steps=40") == 0
     assert latest_run_dir(FAKE) == first
-    assert load_checkpoint(first / "checkpoint.pt")["step"] == 40
+    assert load_checkpoint(first / "train_model.pt")["step"] == 40
     fresh = tmp_path / "fresh"
     assert run_cli("--out", str(fresh), "--set", "steps=40") == 0
-    a, b = weights(first / "checkpoint.pt"), weights(fresh / "checkpoint.pt")
+    a, b = weights(first / "train_model.pt"), weights(fresh / "train_model.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -167,11 +168,11 @@ def test_load_returns_trained_model(fake, tmp_path):
     out = tmp_path / "r"
     assert run_cli("--quick", "--out", str(out)) == 0
     model = flowfields.load(out)
-    state = load_checkpoint(out / "checkpoint.pt")
+    state = load_checkpoint(out / "train_model.pt")["train_state"]
     for k, v in model.state_dict().items():
-        assert torch.equal(v, state["ema"][k])
+        assert torch.equal(v, state["emas"]["model"][k])
     raw = flowfields.load(out, variant="raw")
-    assert all(torch.equal(v, state["model"][k]) for k, v in raw.state_dict().items())
+    assert all(torch.equal(v, state["modules"]["model"][k]) for k, v in raw.state_dict().items())
 
 
 def test_load_rejects_non_run_dirs(tmp_path):
@@ -257,7 +258,7 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted(fake, tmp_path):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    ckpt = out / "checkpoint.pt"
+    ckpt = out / "train_model.pt"
     deadline = time.monotonic() + 60
     step = 0
     try:
@@ -291,9 +292,12 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted(fake, tmp_path):
     # The uninterrupted reference, in this process (same code, one thread, same seed).
     ref = tmp_path / "ref"
     assert run_cli("--out", str(ref), "--set", "steps=200", "checkpoint_every=10") == 0
-    a, b = weights(ckpt), weights(ref / "checkpoint.pt")
+    a, b = weights(ckpt), weights(ref / "train_model.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert load_checkpoint(ckpt)["losses"] == load_checkpoint(ref / "checkpoint.pt")["losses"]
+    history = [
+        load_checkpoint(p)["train_state"]["history"]["loss"] for p in (ckpt, ref / "train_model.pt")
+    ]
+    assert torch.equal(*history)
 
 
 def test_torchrun_without_out_exits_2(fake, monkeypatch, capsys):

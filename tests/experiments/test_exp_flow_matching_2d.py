@@ -10,6 +10,8 @@ import torch
 from flowfields.errors import FlowfieldsError
 from flowfields.experiments import flow_matching_2d as exp
 
+Exp = exp.EXPERIMENT
+
 
 def tiny(**kw) -> exp.Config:
     cfg = exp.Config(
@@ -36,7 +38,7 @@ def tiny(**kw) -> exp.Config:
 
 def test_tiny_run_metrics_claims_resume_and_load(tmp_path):
     cfg = tiny()
-    res = exp.run(cfg, tmp_path, progress=False)
+    res = Exp.run(cfg, tmp_path, progress=False)
     for v in exp.VARIANTS:
         for key in ("nll_nats", "nll_se", "nfe_dopri5", "train_s", "sw_dopri5", "support_dopri5"):
             assert f"{v}/{key}" in res.metrics, f"{v}/{key}"
@@ -58,7 +60,9 @@ def test_tiny_run_metrics_claims_resume_and_load(tmp_path):
     # the checkerboard target cannot hold after 6 steps: claims are not forced
     assert res.claims[-1].holds is False
     assert {p.name for p in res.figures} == {"samples.png", "nll_vs_wallclock.png", "density.png"}
-    assert all(p.is_file() and p.stat().st_size > 1000 for p in res.figures)
+    assert all(
+        (tmp_path / p).is_file() and (tmp_path / p).stat().st_size > 1000 for p in res.figures
+    )
     for v in exp.VARIANTS:
         assert (tmp_path / f"train_{v}.pt").is_file()
 
@@ -69,55 +73,55 @@ def test_tiny_run_metrics_claims_resume_and_load(tmp_path):
 
     test_x = get_toy(cfg.data).sample(cfg.n_test, generator=gen)
     for v in ("condot", "ve", "mlcnf"):
-        cnf = exp.load_model(tmp_path, None if v == "condot" else v)
+        cnf = Exp.load_model(tmp_path, None if v == "condot" else v)
         with torch.no_grad():
             tol = ODEOptions(rtol=cfg.nll_rtol, atol=cfg.nll_rtol)
             nll = -cnf.log_prob(test_x, solver=tol).double().mean()
         assert abs(nll.item() - res.metrics[f"{v}/nll_nats"]) < 1e-6
-    assert exp.load_model(tmp_path).sample(5).shape == (5, 2)
+    assert Exp.load_model(tmp_path).sample(5).shape == (5, 2)
 
     # resume=True on a finished run re-uses the checkpoints: the same models and numbers
-    again = exp.run(cfg, tmp_path, resume=True, progress=False)
+    again = Exp.run(cfg, tmp_path, resume=True, progress=False)
     for v in exp.VARIANTS:
         assert again.metrics[f"{v}/nll_nats"] == res.metrics[f"{v}/nll_nats"]
         assert again.metrics[f"{v}/train_s"] == pytest.approx(res.metrics[f"{v}/train_s"])
 
     # resume=True with a larger budget continues each variant from its checkpoint
-    more = exp.run(tiny(steps=9, variants=("condot",)), tmp_path, resume=True, progress=False)
+    more = Exp.run(
+        tiny(steps=9, variants=("condot",), curve_points=3), tmp_path, resume=True, progress=False
+    )
     assert more.metrics["condot/steps"] == 9
     assert more.metrics["condot/train_s"] > res.metrics["condot/train_s"]
+    # the NLL-vs-wall-clock curve stays cumulative across the resumed segments
+    curve = more.tables["nll_vs_wallclock"]
+    assert [c["step"] for c in curve] == [3, 6, 9]
+    assert curve[0]["train_s"] < curve[1]["train_s"] < curve[2]["train_s"]
+    assert curve[-1]["train_s"] == more.metrics["condot/train_s"]
     assert more.metrics["condot/nll_nats"] != res.metrics["condot/nll_nats"]
 
 
 def test_other_toys_and_bad_config(tmp_path):
-    res = exp.run(tiny(data="moons", variants=("condot",)), tmp_path, progress=False)
+    res = Exp.run(tiny(data="moons", variants=("condot",)), tmp_path, progress=False)
     assert "condot/support_dopri5" not in res.metrics  # support is a checkerboard metric
     assert [c.id for c in res.claims] == []
     with pytest.raises(FlowfieldsError, match="variant"):
-        exp.load_model(tmp_path, "vp")
+        Exp.load_model(tmp_path, "vp")
     with pytest.raises(FlowfieldsError, match="data"):
-        exp.run(tiny(data="swissroll"), tmp_path / "x", progress=False)
+        Exp.run(tiny(data="swissroll"), tmp_path / "x", progress=False)
     with pytest.raises(FlowfieldsError, match="variants"):
-        exp.run(tiny(variants=("condot", "rf")), tmp_path / "x", progress=False)
+        Exp.run(tiny(variants=("condot", "rf")), tmp_path / "x", progress=False)
     with pytest.raises(FlowfieldsError, match="run_dir"):
-        exp.load_model(tmp_path / "nothing-here")
-
-
-def test_stitch_clock_makes_resumed_segments_cumulative():
-    evals = [(2, {"nll": 5.0, "train_s": 1.0}), (4, {"nll": 4.0, "train_s": 2.0})]
-    evals += [(6, {"nll": 3.5, "train_s": 0.5}), (8, {"nll": 3.4, "train_s": 1.5})]
-    out = exp.stitch_clock(evals)
-    assert [c["train_s"] for c in out] == [1.0, 2.0, 2.5, 3.5]
+        Exp.load_model(tmp_path / "nothing-here")
 
 
 def test_time_max_frequency_reaches_every_variant_and_is_checked(tmp_path):
     cfg = tiny(variants=("condot", "vp"), time_max_frequency=25.0, curve_points=1)
-    exp.run(cfg, tmp_path, progress=False)
+    Exp.run(cfg, tmp_path, progress=False)
     for variant in ("condot", "vp"):
-        freqs = exp.load_model(tmp_path, variant).vector_field.time_embedding.frequencies
+        freqs = Exp.load_model(tmp_path, variant).vector_field.time_embedding.frequencies
         assert float(freqs.max()) == pytest.approx(25.0, rel=1e-6)
         assert float(freqs.min()) == pytest.approx(1.0, rel=1e-6)
     assert exp.Config().time_max_frequency == 100.0
     for bad in (0.5, float("nan"), "20"):
         with pytest.raises(FlowfieldsError, match="time_max_frequency"):
-            exp.run(tiny(time_max_frequency=bad), tmp_path / "x", progress=False)
+            Exp.run(tiny(time_max_frequency=bad), tmp_path / "x", progress=False)

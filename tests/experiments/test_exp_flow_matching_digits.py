@@ -8,10 +8,13 @@ import pytest
 import torch
 
 from flowfields.data import DIGITS_LEVELS, load_digits, split_train_test
+from flowfields.engine import load_checkpoint
 from flowfields.errors import FlowfieldsError
 from flowfields.experiments import flow_matching_digits as exp
 from flowfields.integrate import ODEOptions
 from flowfields.matching import bits_per_dim
+
+Exp = exp.EXPERIMENT
 
 
 def tiny(**kw) -> exp.Config:
@@ -34,7 +37,7 @@ def tiny(**kw) -> exp.Config:
 
 def test_tiny_run_metrics_claims_and_load(tmp_path):
     cfg = tiny()
-    res = exp.run(cfg, tmp_path, progress=False)
+    res = Exp.run(cfg, tmp_path, progress=False)
     m = res.metrics
     for key in ("condot", "vp", "histogram", "gaussian"):
         assert math.isfinite(m[f"{key}/bpd"]) and m[f"{key}/bpd"] > 0
@@ -42,7 +45,9 @@ def test_tiny_run_metrics_claims_and_load(tmp_path):
     assert m["condot/nfe_dopri5"] > 0 and m["estimator"] == "exact"
     # early stopping picked one of the two curve points (validation images, not test ones)
     assert m["condot/selected_step"] in (2, 4) and m["n_train"] + m["n_val"] == 1438
-    assert (tmp_path / "best_condot.pt").is_file()
+    best = load_checkpoint(tmp_path / "train_condot.pt")["train_state"]["best"]
+    assert best["step"] == m["condot/selected_step"]
+    assert best["value"] == min(v["nll"] for _, v in res_evals(tmp_path, "condot"))
     assert [c.id for c in res.claims] == [
         "fm-beats-histogram",
         "fm-beats-gaussian",
@@ -63,7 +68,7 @@ def test_tiny_run_metrics_claims_and_load(tmp_path):
     assert abs(m["histogram/bpd"] - (-logp.mean().item() / (64 * math.log(2)))) < 1e-9
 
     # load_model round trip reproduces the reported bits/dim with the same dequantization noise
-    cnf = exp.load_model(tmp_path)
+    cnf = Exp.load_model(tmp_path)
     g = torch.Generator().manual_seed(cfg.seed + 3000)
     b = bits_per_dim(
         cnf,
@@ -77,7 +82,11 @@ def test_tiny_run_metrics_claims_and_load(tmp_path):
     )
     assert abs(b.bpd - m["condot/bpd"]) < 1e-6
     euler = ODEOptions("euler", step_size=0.5)
-    assert exp.load_model(tmp_path, "vp").sample(3, solver=euler).shape == (3, 1, 8, 8)
+    assert Exp.load_model(tmp_path, "vp").sample(3, solver=euler).shape == (3, 1, 8, 8)
+
+
+def res_evals(run_dir, variant):
+    return load_checkpoint(run_dir / f"train_{variant}.pt")["train_state"]["evals"]
 
 
 def test_bad_config_and_missing_variant(tmp_path):
@@ -89,7 +98,7 @@ def test_bad_config_and_missing_variant(tmp_path):
         ({"K": 0}, "K"),
     ):
         with pytest.raises(FlowfieldsError, match=match):
-            exp.run(tiny(**kw), tmp_path, progress=False)
-    exp.run(tiny(variants=("vp",), steps=2, n_eval=4), tmp_path, progress=False)
+            Exp.run(tiny(**kw), tmp_path, progress=False)
+    Exp.run(tiny(variants=("vp",), steps=2, n_eval=4), tmp_path, progress=False)
     with pytest.raises(FlowfieldsError, match="variant"):
-        exp.load_model(tmp_path, "condot")
+        Exp.load_model(tmp_path, "condot")

@@ -66,9 +66,9 @@ def test_experiment_contract_tiny(name: str, tmp_path) -> None:
     tiny = mod.Config(grid_points=3, ga_starts=1, ga_steps=3, scan_points=3)
     if hasattr(tiny, "timing_reps"):
         tiny.timing_reps = 2
-    res = mod.run(tiny, tmp_path, progress=False)
+    res = mod.EXPERIMENT.run(tiny, tmp_path, progress=False)
     assert (tmp_path / "checkpoint.pt").exists()
-    assert res.figures and all(p.exists() and p.suffix == ".png" for p in res.figures)
+    assert res.figures and all((tmp_path / p).exists() and p.suffix == ".png" for p in res.figures)
     by_id = {c.id: c for c in res.claims}
     # the numerical claims must hold even at this size; the design claims are reported as found
     assert by_id["grad-matches-fd"].holds

@@ -20,6 +20,7 @@ from flowfields.report import (
     write_run,
     write_summary,
 )
+from flowfields.report.records import read_json
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -68,11 +69,10 @@ def test_write_run_files(tmp_path):
     assert metrics["paper"] == "Some Paper (arXiv:1234.56789)"
     assert [c["holds"] for c in metrics["claims"]] == [True, False]
     assert metrics["claims"][1]["measured"] == "nan"
-    assert json.loads(paths["config"].read_text()) == {
-        "steps": 10,
-        "hidden": [8, 8],
-        "path": str(tmp_path),
-    }
+    assert "config" not in paths and not (tmp_path / "config.json").exists()  # the runner's
+    verified = read_json(paths["metrics"])  # checksummed: read back verified
+    assert verified == {k: v for k, v in metrics.items() if k != "sha256"}
+    assert len(metrics["sha256"]) == 64
     html = paths["report"].read_text()
     png = (tmp_path / "curve.png").read_bytes()
     assert f"data:image/png;base64,{base64.b64encode(png).decode()}" in html

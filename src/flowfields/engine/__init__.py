@@ -1,16 +1,26 @@
-"""Training engine: seeded loop with EMA, atomic checkpoints + bit-for-bit resume, DDP.
+"""Training engine: a train state of many models and optimizers, one seeded loop, atomic
+checkpoints with bit-for-bit resume, EMA, the NaN/Inf guard, DDP.
 
-Main entry point: :func:`fit`. Helpers: :func:`seed_everything`, :func:`resolve_device`,
-:func:`set_threads`, checkpoint I/O (:func:`save_checkpoint`, :func:`load_checkpoint`,
-:func:`load_weights`) and the :class:`EMA` of a model's weights.
+Main entry points: :class:`TrainState` and :func:`fit`. Helpers: :func:`seed_everything`,
+:func:`resolve_device`, :func:`set_threads`, checkpoint I/O (:func:`save_checkpoint`,
+:func:`load_checkpoint`, :func:`load_weights`), the :class:`EMA` of a model's weights and
+:class:`GeneratorState` (a private ``torch.Generator`` as checkpointed extra state).
 
-Example:
-    >>> from flowfields.engine import fit
-    >>> def loss_fn(model, step):          # draws its batch from torch's global RNG
-    ...     x = torch.randn(512, 2)
-    ...     return ((model(x) - x.sin()) ** 2).mean()
-    >>> res = fit(net, loss_fn, steps=2000, checkpoint="run/train.pt", resume=True)
-    >>> res.ema, res.losses[-1], res.wall_s
+Example (two modules, two optimizers, the order of updates chosen by the step function):
+    >>> import torch
+    >>> from torch import nn
+    >>> from flowfields.engine import TrainState, fit
+    >>> f, g = nn.Linear(2, 2), nn.Linear(2, 2)
+    >>> opts = {"f": torch.optim.Adam(f.parameters()), "g": torch.optim.SGD(g.parameters(), 0.1)}
+    >>> state = TrainState({"f": f, "g": g}, opts, ema={"f": 0.99})
+    >>> def step_fn(state, step):          # draws its batch from torch's global RNG
+    ...     x = torch.randn(64, 2)
+    ...     loss_f = state.update("f", (state["f"](x) - x.sin()).pow(2).mean())
+    ...     loss_g = state.update("g", (state["g"](x) - state["f"](x).detach()).pow(2).mean())
+    ...     return {"loss_f": loss_f, "loss_g": loss_g}
+    >>> res = fit(state, step_fn, steps=30, progress=False)
+    >>> len(state.history["loss_f"]), state.step
+    (30, 30)
 
 The same code runs data-parallel under ``torchrun`` (gloo on CPU, nccl on GPU)::
 
@@ -37,15 +47,21 @@ from flowfields.engine.distributed import (
     world_size,
 )
 from flowfields.engine.ema import EMA
-from flowfields.engine.loop import FitResult, fit
+from flowfields.engine.loop import FitResult, StepFn, fit
 from flowfields.engine.seeding import get_rng_state, seed_everything, set_rng_state
+from flowfields.engine.state import BestRecord, GeneratorState, Stateful, TrainState
 from flowfields.engine.weights import load_weights
 
 __all__ = [
     "CHECKPOINT_FORMAT",
     "DEFAULT_THREADS",
     "EMA",
+    "BestRecord",
     "FitResult",
+    "GeneratorState",
+    "Stateful",
+    "StepFn",
+    "TrainState",
     "fit",
     "get_rng_state",
     "init_distributed",

@@ -94,7 +94,6 @@ def save_checkpoint(
         ``path`` as a ``Path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = dict(state)
     state["format"] = CHECKPOINT_FORMAT
     state.pop("sha256", None)
@@ -102,15 +101,32 @@ def save_checkpoint(
     buf = io.BytesIO()
     torch.save(state, buf)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(buf.getbuffer())
-        f.flush()
-        os.fsync(f.fileno())
-    if keep_previous and path.exists():
-        os.replace(path, previous_path(path))
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            f.write(buf.getbuffer())
+            f.flush()
+            os.fsync(f.fileno())
+        if keep_previous and path.exists():
+            os.replace(path, previous_path(path))
+        os.replace(tmp, path)
+    except OSError as err:
+        _discard(tmp)
+        kept = [str(p) for p in (path, previous_path(path)) if p.exists()]
+        raise CheckpointError(
+            f"checkpoint: could not write {str(path)!r} ({err.strerror or err}); "
+            + (f"the previous checkpoint(s) {kept} are intact. " if kept else "")
+            + "Free disk space or make the directory writable, then resume."
+        ) from None
     _fsync_dir(path.parent)
     return path
+
+
+def _discard(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
@@ -135,8 +151,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
     except Exception as err:  # torch raises RuntimeError, EOFError, UnpicklingError, ...
         raise CheckpointError(
             f"checkpoint: {str(path)!r} is truncated or corrupt and cannot be read "
-            f"({type(err).__name__}: {str(err).splitlines()[0][:160]}). "
-            f"The previous good checkpoint, if any, is {str(previous_path(path))!r}."
+            f"({type(err).__name__}: {str(err).splitlines()[0][:160]})." + _previous_hint(path)
         ) from err
     if not isinstance(state, dict) or "sha256" not in state:
         raise CheckpointError(
@@ -147,10 +162,17 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
     if digest != state["sha256"]:
         raise CheckpointError(
             f"checkpoint: {str(path)!r} is corrupt: its content digest {digest[:12]} does not "
-            f"match the stored {str(state['sha256'])[:12]}. The previous good checkpoint, if "
-            f"any, is {str(previous_path(path))!r}."
+            f"match the stored {str(state['sha256'])[:12]}." + _previous_hint(path)
         )
     return state
+
+
+def _previous_hint(path: Path) -> str:
+    """Where the previous checkpoint is, said only when it exists."""
+    prev = previous_path(path)
+    if path.name.endswith(f".prev{path.suffix}") or not prev.is_file():
+        return ""
+    return f" The previous checkpoint {str(prev)!r} is tried next when resuming."
 
 
 def load_latest_checkpoint(
@@ -190,5 +212,8 @@ def load_latest_checkpoint(
                 )
             return state, prev
     if errors:
-        raise CheckpointError(" ".join(errors))
+        raise CheckpointError(
+            " ".join(errors)
+            + " No readable checkpoint is left: start a fresh run (without resume)."
+        )
     return None

@@ -34,9 +34,12 @@ class EMA:
             does, from the checkpoint's step).
 
     Example:
+        >>> from torch import nn
+        >>> net = nn.Linear(2, 2)
         >>> ema = EMA(net, decay=0.999)
-        >>> ...  # after each optimizer step
-        >>> ema.update(net)
+        >>> ema.update(net)  # after each optimizer step
+        >>> ema.num_updates, ema.current_decay()
+        (1, 0.18181818181818182)
     """
 
     def __init__(self, model: nn.Module, decay: float = 0.999, warmup: bool = True) -> None:
@@ -59,7 +62,10 @@ class EMA:
         # Walking the module tree every step costs more than the averaging itself on small
         # models: pair the tensors once per source model.
         if model is not self._source:
-            float_e, float_n, other_e, other_n = [], [], [], []
+            float_e: list[torch.Tensor] = []
+            float_n: list[torch.Tensor] = []
+            other_e: list[torch.Tensor] = []
+            other_n: list[torch.Tensor] = []
             for e, n in zip(self.model.parameters(), model.parameters()):
                 if e.dtype.is_floating_point or e.dtype.is_complex:
                     float_e.append(e)
@@ -67,9 +73,9 @@ class EMA:
                 else:
                     other_e.append(e)
                     other_n.append(n)
-            for e, n in zip(self.model.buffers(), model.buffers()):
-                other_e.append(e)
-                other_n.append(n)
+            for b_e, b_n in zip(self.model.buffers(), model.buffers()):
+                other_e.append(b_e)
+                other_n.append(b_n)
             self._source = model
             self._pairs = (float_e, float_n, other_e, other_n)
         return self._pairs

@@ -1,28 +1,27 @@
-"""Experiments: one module per paper claim set, each with a ``Config`` and ``run``.
+"""Experiments: one module per paper claim set, each an :class:`Experiment` subclass.
 
-Contract of an experiment module (see ``docs/design.md``):
-
-- ``NAME: str`` (the CLI name) and ``PAPER: str`` (title + arXiv id).
-- ``Config``: a dataclass with ``quick()`` and ``full()`` classmethods; fields ``seed: int`` and
-  ``device: str`` are set by the CLI; ``--set key=value`` overrides any other field.
-- ``run(cfg, out_dir, *, resume=False, progress=True) -> flowfields.report.Result``: trains and
-  evaluates, writing figures and ``checkpoint.pt`` into ``out_dir``; the runner writes
-  ``metrics.json``, ``config.json`` and ``report.html``.
-- ``load_model(run_dir, variant=None)`` (optional): the trained model of a finished run.
+Contract of an experiment module (see ``docs/design.md`` and :mod:`flowfields.experiments.base`):
+it defines a subclass of :class:`~flowfields.experiments.base.Experiment` with ``NAME``, ``PAPER``
+and ``Config`` (a dataclass with ``quick()`` / ``full()`` and the fields ``seed`` and
+``device``; ``--set key=value`` overrides any field), supplies its own steps (``check_config``,
+``train``, ``evaluate``, ``claims``, ``figures``, ``build_model``) and ends with
+``EXPERIMENT = TheClass``. The registry below maps CLI names to modules, imported lazily.
 
 Run directories (written by :mod:`flowfields.experiments.runner`) hold ``run.json`` (which
-experiment, preset, status), ``config.json`` (the ``Config`` fields, flat; rebuild it with
-:func:`load_config`), ``metrics.json``, ``report.html``, figures and ``checkpoint.pt``.
+experiment, preset, status), ``config.json`` (the ``Config`` fields; rebuild it with
+:func:`load_config`), ``metrics.json``, ``report.html``, figures and ``checkpoint.pt`` (every
+trained model; :func:`load` rebuilds any of them).
 """
 
 from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-__all__ = ["REGISTRY", "describe", "get", "load", "load_config", "names"]
+from flowfields.experiments.base import Experiment
+
+__all__ = ["REGISTRY", "Experiment", "describe", "get", "load", "load_config", "names"]
 
 #: CLI name -> module path. Modules are imported only when used.
 REGISTRY: dict[str, str] = {
@@ -43,8 +42,8 @@ def names() -> list[str]:
     return [n for n, m in REGISTRY.items() if importlib.util.find_spec(m) is not None]
 
 
-def get(name: str) -> ModuleType:
-    """The experiment module registered as ``name``.
+def get(name: str) -> type[Experiment]:
+    """The experiment class registered as ``name`` (its module's ``EXPERIMENT``).
 
     Raises:
         FlowfieldsError: if ``name`` is not registered.
@@ -56,62 +55,61 @@ def get(name: str) -> ModuleType:
             f"experiment: got {name!r}, expected one of {', '.join(REGISTRY)}. "
             "Run `flowfields list` to see them."
         )
-    return importlib.import_module(REGISTRY[name])
+    module = importlib.import_module(REGISTRY[name])
+    cls = getattr(module, "EXPERIMENT", None)
+    if not (isinstance(cls, type) and issubclass(cls, Experiment)):
+        raise FlowfieldsError(
+            f"experiment: module {REGISTRY[name]!r} defines no EXPERIMENT (an Experiment subclass)."
+        )
+    return cls
 
 
 def describe(name: str) -> str:
     """One-line description of an experiment: the first line of its module docstring."""
-    doc = (get(name).__doc__ or "").strip()
+    import sys
+
+    doc = (sys.modules[get(name).__module__].__doc__ or "").strip()
     return doc.splitlines()[0].strip() if doc else ""
 
 
 def load_config(run_dir: str | Path) -> Any:
-    """The ``Config`` instance a run directory was run with (tuples restored from JSON lists).
+    """The ``Config`` instance a run directory was run with (verified, tuples restored).
 
     Raises:
-        FlowfieldsError: if ``run_dir`` is not a run directory.
+        FlowfieldsError: if ``run_dir`` is not a run directory or its config is damaged.
     """
-    import json
+    from flowfields.experiments.config import config_from_dict
+    from flowfields.experiments.rundir import read_run_info
+    from flowfields.report.records import read_json
 
-    from flowfields.experiments.runner import config_from_dict, read_run_info
-
-    run_dir = Path(run_dir)
     info = read_run_info(run_dir)
-    module = get(info["experiment"])
-    return config_from_dict(module.Config, json.loads((run_dir / "config.json").read_text()))
+    cfg_file = Path(run_dir) / "config.json"
+    return config_from_dict(get(info["experiment"]).Config, read_json(cfg_file), str(cfg_file))
 
 
 def load(run_dir: str | Path, variant: str | None = None) -> Any:
     """The trained model of a finished run, for use from Python (``flowfields.load``).
 
-    Reads the run directory's ``run.json`` / ``config.json``, imports the experiment and calls
-    its ``load_model(run_dir, variant)``. For runs that train several variants the experiment
-    returns its primary one unless ``variant`` names another.
+    Reads the run directory's ``run.json``, finds the experiment and rebuilds the model from
+    the weights and config stored in ``checkpoint.pt`` (checksummed: a damaged file raises).
+    Runs that train several variants return their primary one unless ``variant`` names another.
 
     Args:
         run_dir: a directory written by ``flowfields run`` (``runs/NAME/<timestamp>``).
         variant: which of the run's models, e.g. ``"vp"`` (experiment specific).
 
     Returns:
-        The model (density models offer ``sample`` and ``log_prob``).
+        The model in eval mode (density models offer ``sample`` and ``log_prob``).
 
     Raises:
-        FlowfieldsError: if ``run_dir`` is not a run directory, or the experiment cannot load
-            models.
+        FlowfieldsError: if ``run_dir`` is not a finished run directory, its files are damaged,
+            or the experiment saves no models.
 
     Example:
-        >>> model = flowfields.load("runs/flow-matching-2d/20260101-120000")
-        >>> x = model.sample(1000)
+        >>> model = flowfields.load("runs/flow-matching-2d/20260101-120000")  # doctest: +SKIP
+        >>> x = model.sample(1000)  # doctest: +SKIP
     """
-    from flowfields.errors import FlowfieldsError
-    from flowfields.experiments.runner import read_run_info
+    from flowfields.experiments.rundir import read_run_info
 
     info = read_run_info(run_dir)
-    module = get(info["experiment"])
-    loader = getattr(module, "load_model", None)
-    if loader is None:
-        raise FlowfieldsError(
-            f"run_dir: {str(run_dir)!r} is a run of {info['experiment']!r}, which does not "
-            "offer load_model; read its metrics.json / checkpoint.pt instead."
-        )
-    return loader(Path(run_dir), variant)
+    return get(info["experiment"]).load_model(Path(str(run_dir)), variant)

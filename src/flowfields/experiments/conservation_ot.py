@@ -20,16 +20,17 @@ Cases:
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch import nn
 
 from flowfields.conservation import PositiveDensityFlux
-from flowfields.report import Claim, Result, save_figure
+from flowfields.experiments.base import Experiment
+from flowfields.report import Claim
 
-__all__ = ["NAME", "PAPER", "Config", "load_model", "mccann_path_error", "run"]
+__all__ = ["EXPERIMENT", "NAME", "PAPER", "Config", "ConservationOT", "mccann_path_error"]
 
 NAME = "conservation-ot"
 PAPER = "Neural Conservation Laws: A Divergence-Free Perspective (arXiv:2210.01741)"
@@ -155,21 +156,8 @@ def _build(dim: int, k: int, hidden: int) -> PositiveDensityFlux:
     )
 
 
-def _train(
-    model: PositiveDensityFlux,
-    sample_0: Any,
-    sample_1: Any,
-    cfg: Config,
-    steps: int,
-    ckpt: Path,
-    resume: bool,
-    progress: bool,
-    desc: str,
-) -> Any:
-    from flowfields.engine import fit
-
-    if not (resume and ckpt.exists()):
-        model.init_endpoints(sample_0(4096), sample_1(4096))
+def _objective(cfg: Config, sample_0: Any, sample_1: Any) -> Any:
+    """Kinetic energy plus λ times the endpoint NLLs (the Benamou–Brenier relaxation)."""
 
     def loss_fn(m: Any, step: int) -> torch.Tensor:
         ke = m.kinetic_energy(cfg.n_t, cfg.n_x, quadrature="stratified")
@@ -177,21 +165,7 @@ def _train(
         nll_1 = -m.log_rho(1.0, sample_1(cfg.batch)).mean()
         return ke + cfg.lam * (nll_0 + nll_1)
 
-    sched = lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(steps, 1))  # noqa: E731
-    return fit(
-        model,
-        loss_fn,
-        steps=steps,
-        lr=cfg.lr,
-        ema_decay=None,
-        grad_clip=None,
-        checkpoint=ckpt,
-        checkpoint_every=max(steps // 4, 50),
-        resume=resume,
-        progress=progress,
-        desc=desc,
-        scheduler=sched,
-    )
+    return loss_fn
 
 
 def _transport(model: PositiveDensityFlux, x0: torch.Tensor, steps: int) -> torch.Tensor:
@@ -200,7 +174,9 @@ def _transport(model: PositiveDensityFlux, x0: torch.Tensor, steps: int) -> torc
 
     t = torch.linspace(0.0, 1.0, steps + 1, dtype=x0.dtype)
     with torch.no_grad():
-        return odeint(lambda s, x: model.velocity(s, x), x0, t, method="rk4").x
+        traj = odeint(lambda s, x: model.velocity(s, x), x0, t, method="rk4").x  # type: ignore[arg-type]
+    assert isinstance(traj, torch.Tensor)
+    return traj
 
 
 def _exact_ot(x: torch.Tensor, y: torch.Tensor) -> float:
@@ -213,112 +189,105 @@ def _exact_ot(x: torch.Tensor, y: torch.Tensor) -> float:
     return float(ot.emd2(a, b, cost, numItermax=10_000_000))
 
 
-def run(cfg: Config, out_dir: Path, *, resume: bool = False, progress: bool = True) -> Result:
-    """Train each case, measure kinetic energies and transport costs, write figures."""
-    import matplotlib
+class ConservationOT(Experiment, config=Config):
+    """Dynamical OT with exact continuity: Gaussian endpoints (closed form) and 2-D toys
+    (exact discrete OT by POT). Models saved: one :class:`PositiveDensityFlux` per case
+    (``gauss-1d``, ``gauss-2d``, ``toy-<name>``); ``gauss-2d`` by default."""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    NAME, PAPER = NAME, PAPER
+    VARIANTS = ("gauss-2d", "gauss-1d")
 
-    from flowfields.data import get_toy
-    from flowfields.engine import seed_everything
+    @classmethod
+    def build_model(cls, cfg: Config, variant: str) -> nn.Module:
+        if variant in GAUSS_CASES:
+            return _build(len(GAUSS_CASES[variant][0]), 1, cfg.hidden)
+        return _build(2, cfg.toy_components, cfg.hidden)
 
-    start = time.perf_counter()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    metrics: dict[str, float | int | str] = {}
-    claims: list[Claim] = []
-    figures: list[Path] = []
-    rows: list[dict[str, Any]] = []
-    states: dict[str, Any] = {}
-    losses: dict[str, list[float]] = {}
-
-    # ---- Gaussian endpoints: closed form --------------------------------------------------
-    for i, (case, (m0, s0, m1, s1)) in enumerate(GAUSS_CASES.items()):
-        seed_everything(cfg.seed + i)
-        d = len(m0)
-        mean_0 = torch.tensor(m0)
-        mean_1 = torch.tensor(m1)
-        model = _build(d, 1, cfg.hidden)
-        res = _train(
-            model,
-            lambda n, m=mean_0, s=s0: m + s * torch.randn(n, m.shape[0]),
-            lambda n, m=mean_1, s=s1: m + s * torch.randn(n, m.shape[0]),
-            cfg,
-            cfg.gauss_steps,
-            out_dir / f"train_{case}.pt",
-            resume,
-            progress,
+    def _train_case(self, case: str, model: PositiveDensityFlux, sample_0: Any, sample_1: Any,
+                    steps: int) -> PositiveDensityFlux:  # fmt: skip
+        cfg = self.cfg
+        if not (self.resume and (self.run_dir / f"train_{case}.pt").exists()):
+            model.init_endpoints(sample_0(4096), sample_1(4096))
+        res = self.fit(
             case,
+            model,
+            _objective(cfg, sample_0, sample_1),
+            steps=steps,
+            lr=cfg.lr,
+            ema_decay=None,
+            checkpoint_every=max(steps // 4, 50),
+            scheduler=lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(steps, 1)),
         )
+        self.losses[case] = res.losses
+        self.metrics[f"{case}/train_s"] = res.train_s
+        return model
+
+    def train(self) -> dict[str, nn.Module]:
+        from flowfields.data import get_toy
+
+        cfg = self.cfg
+        models: dict[str, nn.Module] = {}
+        self.losses: dict[str, list[float]] = {}
+        for i, (case, (m0, s0, m1, s1)) in enumerate(GAUSS_CASES.items()):
+            self.reseed(i)
+            mean_0, mean_1 = torch.tensor(m0), torch.tensor(m1)
+            models[case] = self._train_case(
+                case,
+                _build(len(m0), 1, cfg.hidden),
+                lambda n, m=mean_0, s=s0: m + s * torch.randn(n, m.shape[0]),
+                lambda n, m=mean_1, s=s1: m + s * torch.randn(n, m.shape[0]),
+                cfg.gauss_steps,
+            )
+        for i, name in enumerate(cfg.toys):
+            self.reseed(10 + i)
+            toy = get_toy(name)
+            models[f"toy-{name}"] = self._train_case(
+                f"toy-{name}",
+                _build(2, cfg.toy_components, cfg.hidden),
+                lambda n: torch.randn(n, 2),
+                lambda n, toy=toy: toy.sample(n, dtype=torch.float32),
+                cfg.toy_steps,
+            )
+        return models
+
+    def evaluate(self, models: dict[str, nn.Module]) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self.transports: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        for case in GAUSS_CASES:
+            self._evaluate_gauss(case, models[case])
+        for i, name in enumerate(self.cfg.toys):
+            self._evaluate_toy(i, name, models[f"toy-{name}"])
+        self.tables["dynamical_ot"] = self.rows
+
+    def _evaluate_gauss(self, case: str, model: Any) -> None:
+        cfg, m = self.cfg, self.metrics
+        m0, s0, m1, s1 = GAUSS_CASES[case]
         gen = torch.Generator().manual_seed(cfg.seed + 100)
         with torch.no_grad():
             ke = model.kinetic_energy(cfg.eval_n_t, cfg.eval_n_x, generator=gen).item()
             c0, c1 = model.components(0.0), model.components(1.0)
         exact = _gaussian_w2sq(m0, s0, m1, s1)
         fitted = _gaussian_w2sq(
-            c0["mu"][0, 0].tolist(),
-            c0["std"][0, 0].item(),
-            c1["mu"][0, 0].tolist(),
-            c1["std"][0, 0].item(),
-        )
+            c0["mu"][0, 0].tolist(), c0["std"][0, 0].item(),
+            c1["mu"][0, 0].tolist(), c1["std"][0, 0].item(),
+        )  # fmt: skip
         rel = abs(ke - exact) / exact
-        path_mean_err, path_std_err = mccann_path_error(model, m0, s0, m1, s1)
-        metrics[f"{case}/mccann_mean_max_rel_err"] = path_mean_err
-        metrics[f"{case}/mccann_std_max_rel_err"] = path_std_err
-        metrics[f"{case}/kinetic_energy"] = ke
-        metrics[f"{case}/w2sq_closed_form"] = exact
-        metrics[f"{case}/w2sq_fitted_endpoints"] = fitted
-        metrics[f"{case}/rel_error"] = rel
-        metrics[f"{case}/train_s"] = res.wall_s
-        rows.append(
-            {
-                "case": case,
-                "estimate": ke,
-                "reference": exact,
-                "rel_error": rel,
-                "train_s": res.wall_s,
-            }
+        mean_err, std_err = mccann_path_error(model, m0, s0, m1, s1)
+        m[f"{case}/mccann_mean_max_rel_err"], m[f"{case}/mccann_std_max_rel_err"] = (
+            mean_err,
+            std_err,
         )
-        claims.append(
-            Claim(
-                id=f"ot-{case}-within-5pct",
-                statement=f"Dynamical OT between Gaussians ({case}): the learned kinetic energy "
-                "equals W2² = |m0 - m1|² + d (s0 - s1)² within 5%.",
-                measured=rel,
-                threshold=0.05,
-                holds=rel <= 0.05,
-                note=f"kinetic energy {ke:.4f} vs closed form {exact:.4f}; W2² between the "
-                f"fitted endpoints {fitted:.4f} (endpoint-fit error included in the estimate). "
-                f"Path vs McCann's interpolant: mean off by at most {path_mean_err:.1%} of "
-                f"|m1 - m0|, std by at most {path_std_err:.1%} of max(s0, s1).",
-            )
-        )
-        states[case] = model.state_dict()
-        losses[case] = res.losses
-        if d == 1:
-            figures.append(_plot_density_1d(model, out_dir / "ot_gauss_1d_density.png", plt))
+        m[f"{case}/kinetic_energy"], m[f"{case}/w2sq_closed_form"] = ke, exact
+        m[f"{case}/w2sq_fitted_endpoints"], m[f"{case}/rel_error"] = fitted, rel
+        self._row(case, ke, exact, rel)
 
-    # ---- toys: ODE transport vs exact discrete OT ------------------------------------------
-    for i, name in enumerate(cfg.toys):
-        case = f"toy-{name}"
-        seed_everything(cfg.seed + 10 + i)
-        toy = get_toy(name)
-        model = _build(2, cfg.toy_components, cfg.hidden)
-        res = _train(
-            model,
-            lambda n: torch.randn(n, 2),
-            lambda n, toy=toy: toy.sample(n, dtype=torch.float32),
-            cfg,
-            cfg.toy_steps,
-            out_dir / f"train_{case}.pt",
-            resume,
-            progress,
-            case,
-        )
+    def _evaluate_toy(self, i: int, name: str, model: Any) -> None:
+        from flowfields.data import get_toy
+
+        cfg, m, case = self.cfg, self.metrics, f"toy-{name}"
         gen = torch.Generator().manual_seed(cfg.seed + 200 + i)
         x0 = torch.randn(cfg.n_ot, 2, generator=gen)
-        target = toy.sample(cfg.n_ot, generator=gen, dtype=torch.float32)
+        target = get_toy(name).sample(cfg.n_ot, generator=gen, dtype=torch.float32)
         traj = _transport(model, x0, cfg.ode_steps)
         ode_cost = ((traj[-1] - traj[0]) ** 2).sum(-1).mean().item()
         with torch.no_grad():
@@ -326,72 +295,72 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False, progress: bool = Tr
         t_ot = time.perf_counter()
         exact = _exact_ot(x0, target)
         fit_gap = _exact_ot(traj[-1], target)  # how far the pushforward is from the toy
-        ot_s = time.perf_counter() - t_ot
+        m[f"{case}/emd_s"] = time.perf_counter() - t_ot
         rel = abs(ode_cost - exact) / exact
-        metrics[f"{case}/ode_cost"] = ode_cost
-        metrics[f"{case}/kinetic_energy"] = ke
-        metrics[f"{case}/exact_ot_cost"] = exact
-        metrics[f"{case}/rel_error"] = rel
-        metrics[f"{case}/pushforward_w2sq_to_target"] = fit_gap
-        metrics[f"{case}/train_s"] = res.wall_s
-        metrics[f"{case}/emd_s"] = ot_s
-        rows.append(
-            {
-                "case": case,
-                "estimate": ode_cost,
-                "reference": exact,
-                "rel_error": rel,
-                "train_s": res.wall_s,
-            }
-        )
-        claims.append(
-            Claim(
-                id=f"ot-{case}-vs-exact",
-                statement=f"N(0, I) -> {name}: the ODE-transported cost E|x_1 - x_0|² matches the "
-                f"exact discrete OT cost (ot.emd2, {cfg.n_ot} samples).",
-                measured=rel,
-                threshold=0.10,
-                holds=rel <= 0.10,
-                note="Threshold 10% is ours (the paper reports costs, not a tolerance). The "
-                f"pushforward is W2²={fit_gap:.3f} from the target; a Gaussian-mixture ρ with "
-                f"{cfg.toy_components} components limits the fit of sharp toys.",
+        m[f"{case}/ode_cost"], m[f"{case}/kinetic_energy"] = ode_cost, ke
+        m[f"{case}/exact_ot_cost"], m[f"{case}/rel_error"] = exact, rel
+        m[f"{case}/pushforward_w2sq_to_target"] = fit_gap
+        self._row(case, ode_cost, exact, rel)
+        self.transports[name] = (traj, target)
+
+    def _row(self, case: str, estimate: float, reference: float, rel: float) -> None:
+        train_s = self.metrics[f"{case}/train_s"]
+        self.rows.append(
+            {"case": case, "estimate": estimate, "reference": reference, "rel_error": rel,
+             "train_s": train_s}
+        )  # fmt: skip
+
+    def claims(self) -> list[Claim]:
+        m, cfg = self.metrics, self.cfg
+        claims = []
+        for case in GAUSS_CASES:
+            rel, ke, exact = (
+                m[f"{case}/rel_error"],
+                m[f"{case}/kinetic_energy"],
+                m[f"{case}/w2sq_closed_form"],
             )
-        )
-        states[case] = model.state_dict()
-        losses[case] = res.losses
-        figures.append(_plot_transport(traj, target, name, out_dir / f"ot_{name}.png", plt))
+            claims.append(
+                Claim(
+                    id=f"ot-{case}-within-5pct",
+                    statement=f"Dynamical OT between Gaussians ({case}): the learned kinetic "
+                    "energy equals W2² = |m0 - m1|² + d (s0 - s1)² within 5%.",
+                    measured=rel,
+                    threshold=0.05,
+                    holds=rel <= 0.05,
+                    note=f"kinetic energy {ke:.4f} vs closed form {exact:.4f}; W2² between the "
+                    f"fitted endpoints {m[f'{case}/w2sq_fitted_endpoints']:.4f} (endpoint-fit "
+                    "error included in the estimate). Path vs McCann's interpolant: mean off by "
+                    f"at most {m[f'{case}/mccann_mean_max_rel_err']:.1%} of |m1 - m0|, std by at "
+                    f"most {m[f'{case}/mccann_std_max_rel_err']:.1%} of max(s0, s1).",
+                )
+            )
+        for name in cfg.toys:
+            case = f"toy-{name}"
+            rel, gap = m[f"{case}/rel_error"], m[f"{case}/pushforward_w2sq_to_target"]
+            claims.append(
+                Claim(
+                    id=f"ot-{case}-vs-exact",
+                    statement=f"N(0, I) -> {name}: the ODE-transported cost E|x_1 - x_0|² "
+                    f"matches the exact discrete OT cost (ot.emd2, {cfg.n_ot} samples).",
+                    measured=rel,
+                    threshold=0.10,
+                    holds=rel <= 0.10,
+                    note="Threshold 10% is ours (the paper reports costs, not a tolerance). The "
+                    f"pushforward is W2²={gap:.3f} from the target; a Gaussian-mixture ρ with "
+                    f"{cfg.toy_components} components limits the fit of sharp toys.",
+                )
+            )
+        return claims
 
-    figures.append(_plot_losses(losses, out_dir / "ot_losses.png", plt))
-    torch.save({"config": asdict(cfg), "models": states}, out_dir / "checkpoint.pt")
-    return Result(
-        name=NAME,
-        paper=PAPER,
-        config=asdict(cfg),
-        metrics=metrics,
-        claims=claims,
-        figures=figures,
-        tables={"dynamical_ot": rows},
-        wall_s=time.perf_counter() - start,
-    )
+    def figures(self, models: dict[str, nn.Module]) -> None:
+        plt = self.plt
+        self.save_figure(_plot_density_1d(models["gauss-1d"], plt), "ot_gauss_1d_density.png")
+        for name, (traj, target) in self.transports.items():
+            self.save_figure(_plot_transport(traj, target, name, plt), f"ot_{name}.png")
+        self.save_figure(_plot_losses(self.losses, plt), "ot_losses.png")
 
 
-def load_model(run_dir: Path, variant: str | None = None) -> PositiveDensityFlux:
-    """The trained model of case ``variant`` (default ``gauss-2d``) of a finished run."""
-    from flowfields.errors import check
-
-    ckpt = torch.load(Path(run_dir) / "checkpoint.pt", map_location="cpu", weights_only=False)
-    cfg = Config(**ckpt["config"])
-    variant = variant or "gauss-2d"
-    check(variant in ckpt["models"], "variant", variant, f"one of {sorted(ckpt['models'])}")
-    if variant in GAUSS_CASES:
-        model = _build(len(GAUSS_CASES[variant][0]), 1, cfg.hidden)
-    else:
-        model = _build(2, cfg.toy_components, cfg.hidden)
-    model.load_state_dict(ckpt["models"][variant])
-    return model
-
-
-def _plot_density_1d(model: PositiveDensityFlux, path: Path, plt: Any) -> Path:
+def _plot_density_1d(model: Any, plt: Any) -> Any:
     ts = torch.linspace(0, 1, 101)
     xs = torch.linspace(-4, 6, 201)
     with torch.no_grad():
@@ -401,12 +370,10 @@ def _plot_density_1d(model: PositiveDensityFlux, path: Path, plt: Any) -> Path:
     ax.set_xlabel("t")
     ax.set_ylabel("x")
     ax.set_title("ρ(t, x): learned 1-D Gaussian transport (continuity exact)")
-    return save_figure(fig, path)
+    return fig
 
 
-def _plot_transport(
-    traj: torch.Tensor, target: torch.Tensor, name: str, path: Path, plt: Any
-) -> Path:
+def _plot_transport(traj: torch.Tensor, target: torch.Tensor, name: str, plt: Any) -> Any:
     fig, axes = plt.subplots(1, 4, figsize=(12, 3.2))
     n_steps = traj.shape[0] - 1
     for ax, frac in zip(axes[:3], (0.0, 0.5, 1.0), strict=True):
@@ -422,10 +389,10 @@ def _plot_transport(
     ax.set_title(f"{name}: target and paths")
     ax.set_xlim(-4.5, 4.5)
     ax.set_ylim(-4.5, 4.5)
-    return save_figure(fig, path)
+    return fig
 
 
-def _plot_losses(losses: dict[str, list[float]], path: Path, plt: Any) -> Path:
+def _plot_losses(losses: dict[str, list[float]], plt: Any) -> Any:
     fig, ax = plt.subplots(figsize=(6, 3.2))
     for case, ls in losses.items():
         if ls:
@@ -434,4 +401,7 @@ def _plot_losses(losses: dict[str, list[float]], path: Path, plt: Any) -> Path:
     ax.set_xlabel("step")
     ax.set_ylabel("KE + λ NLL")
     ax.legend(fontsize=7)
-    return save_figure(fig, path)
+    return fig
+
+
+EXPERIMENT = ConservationOT

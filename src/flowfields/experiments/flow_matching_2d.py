@@ -14,19 +14,18 @@ NLL-vs-wall-clock curve. Convention: t = 0 noise, t = 1 data.
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from flowfields.errors import CheckpointError, FlowfieldsError, check
+from flowfields.errors import check
+from flowfields.experiments.base import Experiment
 from flowfields.integrate import ODEOptions
-from flowfields.report.result import Claim, Result
+from flowfields.report.result import Claim
 
-__all__ = ["NAME", "PAPER", "VARIANTS", "Config", "TrainClock", "load_model", "run"]
+__all__ = ["EXPERIMENT", "NAME", "PAPER", "VARIANTS", "Config", "FlowMatching2D"]
 
 NAME = "flow-matching-2d"
 PAPER = "Flow Matching for Generative Modeling (Lipman et al., arXiv:2210.02747)"
@@ -123,44 +122,6 @@ class Config:
 
 
 # ---------------------------------------------------------------------------------- helpers
-class TrainClock:
-    """Training wall-clock that excludes evaluation time (pause around each evaluation)."""
-
-    def __init__(self) -> None:
-        self.train_s = 0.0
-        self._mark = time.perf_counter()
-
-    def pause(self) -> float:
-        """Stop counting; return the training seconds so far."""
-        self.train_s += time.perf_counter() - self._mark
-        return self.train_s
-
-    def resume(self) -> None:
-        """Start counting again."""
-        self._mark = time.perf_counter()
-
-
-def stitch_clock(evals: list[tuple[int, dict[str, Any]]]) -> list[dict[str, float]]:
-    """Curve points ``{step, train_s, nll}`` with resumed segments' clocks made cumulative.
-
-    A resumed run restarts :class:`TrainClock` at zero; a drop in ``train_s`` marks a new
-    segment, which is offset by the previous segment's last value.
-    """
-    out: list[dict[str, float]] = []
-    offset, last = 0.0, -1.0
-    for step, val in evals:
-        raw = float(val["train_s"])
-        if raw < last:
-            offset += last
-        last = raw
-        out.append({"step": int(step), "train_s": offset + raw, "nll": float(val["nll"])})
-    return out
-
-
-def _ema_or_model(fit_result: Any) -> torch.nn.Module:
-    return fit_result.ema if fit_result.ema is not None else fit_result.model
-
-
 def _build_field(cfg: Config) -> torch.nn.Module:
     from flowfields.nn import MLPField
 
@@ -222,184 +183,172 @@ def _nll(cnf: Any, x: Tensor, rtol: float) -> tuple[float, float, int, Tensor]:
 
 
 # ---------------------------------------------------------------------------------- training
-def _train_variant(
-    cfg: Config,
-    variant: str,
-    toy: Any,
-    curve_x: Tensor,
-    out_dir: Path,
-    resume: bool,
-    progress: bool,
-) -> tuple[torch.nn.Module, list[dict[str, float]], float, int]:
-    from flowfields.engine import fit, seed_everything
+def _loss_fn(cfg: Config, variant: str, toy: Any, device: torch.device) -> Any:
     from flowfields.matching import cfm_loss, mlcnf_loss
 
-    device = torch.device(cfg.device)
-    seed_everything(cfg.seed)
-    field = _build_field(cfg).to(device)  # the same initial weights for every variant
-    steps = cfg.steps if variant != "mlcnf" or cfg.mlcnf_steps is None else cfg.mlcnf_steps
     if variant == "mlcnf":
 
-        def loss_fn(model: torch.nn.Module, step: int) -> Tensor:
+        def mlcnf_step(model: torch.nn.Module, step: int) -> Tensor:
             x_1 = toy.sample(cfg.batch_size, device=device)
-            cnf = _cnf(cfg, variant, model)
-            return mlcnf_loss(
-                cnf, x_1, solver=ODEOptions(rtol=cfg.mlcnf_rtol, atol=cfg.mlcnf_rtol, adjoint=True)
-            )
+            solver = ODEOptions(rtol=cfg.mlcnf_rtol, atol=cfg.mlcnf_rtol, adjoint=True)
+            return mlcnf_loss(_cnf(cfg, variant, model), x_1, solver=solver)
 
-    else:
-        path = _path(cfg, variant)
+        return mlcnf_step
+    path = _path(cfg, variant)
 
-        def loss_fn(model: torch.nn.Module, step: int) -> Tensor:
-            x_1 = toy.sample(cfg.batch_size, device=device)
-            return cfm_loss(model, path, x_1)
+    def fm_step(model: torch.nn.Module, step: int) -> Tensor:
+        return cfm_loss(model, path, toy.sample(cfg.batch_size, device=device))
 
-    clock = TrainClock()
-
-    def eval_fn(model: torch.nn.Module, step: int, ema: torch.nn.Module | None) -> dict:
-        train_s = clock.pause()
-        try:
-            net = ema if ema is not None else model
-            nll = _nll(_cnf(cfg, variant, net), curve_x, cfg.curve_rtol)[0]
-        finally:
-            clock.resume()
-        return {"nll": nll, "train_s": train_s}
-
-    result = fit(
-        field,
-        loss_fn,
-        steps=steps,
-        lr=cfg.lr,
-        ema_decay=cfg.ema_decay,
-        checkpoint=out_dir / f"train_{variant}.pt",
-        checkpoint_every=cfg.checkpoint_every,
-        resume=resume,
-        eval_fn=eval_fn,
-        eval_every=max(1, steps // cfg.curve_points),
-        progress=progress,
-        desc=f"{NAME}:{variant}",
-    )
-    curve = stitch_clock(result.evals)
-    train_s = curve[-1]["train_s"] if curve else clock.pause()
-    model = _ema_or_model(result)
-    model.eval()
-    return model, curve, train_s, result.steps
+    return fm_step
 
 
-# ---------------------------------------------------------------------------------- run
-def run(cfg: Config, out_dir: Path, *, resume: bool = False, progress: bool = True) -> Result:
-    """Train every variant, evaluate, check the paper's claims, write figures + checkpoint.
+class FlowMatching2D(Experiment, config=Config):
+    """Flow Matching on 2-D toys: CondOT, VP and VE paths and the ML-CNF on one network.
 
-    Args:
-        cfg: the configuration (``Config.quick()`` / ``Config.full()`` / overrides).
-        out_dir: run directory; receives ``train_<variant>.pt`` training checkpoints, the
-            final ``checkpoint.pt`` (config + EMA weights of every variant) and PNG figures.
-        resume: continue each variant from its training checkpoint when present.
-        progress: show progress bars.
-
-    Returns:
-        :class:`flowfields.report.Result` with flat metrics (``condot/nll_nats``, ...),
-        the four claims (and the checkerboard NLL target) and the figure paths.
+    Reproduces the 2-D comparisons of "Flow Matching for Generative Modeling" (Lipman et al.,
+    arXiv:2210.02747). Models saved: one :class:`~flowfields.matching.CNF` per variant (EMA
+    weights); ``flowfields.load(run_dir, variant)`` returns it, CondOT by default.
     """
-    from flowfields.data import get_toy, sliced_wasserstein, support_fraction
 
-    _check_config(cfg)
-    t_start = time.perf_counter()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    device = torch.device(cfg.device)
-    toy = get_toy(cfg.data)
-    gen = torch.Generator().manual_seed(cfg.seed + 1000)  # evaluation data, not the RNG stream
-    test_x = toy.sample(cfg.n_test, generator=gen).to(device)
-    curve_x = test_x[: cfg.n_curve]
-    ref_x = toy.sample(cfg.n_samples, generator=gen).to(device)
-    ref_x2 = toy.sample(cfg.n_samples, generator=gen).to(device)
-    is_checker = cfg.data == "checkerboard"
-    floor = toy.entropy
+    NAME, PAPER = NAME, PAPER
+    VARIANTS = ("condot", "vp", "ve", "mlcnf")
 
-    def sw(x: Tensor) -> float:
-        g = torch.Generator().manual_seed(cfg.seed + 7)
-        return float(sliced_wasserstein(x.double().cpu(), ref_x.double().cpu(), 256, generator=g))
+    def check_config(self) -> None:
+        _check_config(self.cfg)
 
-    metrics: dict[str, float | int | str] = {"data": cfg.data}
-    metrics["data/sw_floor"] = sw(ref_x2)
-    if floor is not None:
-        metrics["data/entropy_nats"] = floor
-    if is_checker:
-        metrics["data/support_fraction"] = support_fraction(ref_x2.cpu())
+    @classmethod
+    def build_model(cls, cfg: Config, variant: str) -> torch.nn.Module:
+        return _cnf(cfg, variant, _build_field(cfg))
 
-    models: dict[str, torch.nn.Module] = {}
-    curves: dict[str, list[dict[str, float]]] = {}
-    samples: dict[str, dict[str, Tensor]] = {}
-    per_point: dict[str, Tensor] = {}  # per-test-point NLL, for paired comparisons
-    for variant in cfg.variants:
-        model, curve, train_s, steps = _train_variant(
-            cfg, variant, toy, curve_x, out_dir, resume, progress
+    # ------------------------------------------------------------------ train
+    def train(self) -> dict[str, torch.nn.Module]:
+        from flowfields.data import get_toy
+
+        cfg = self.cfg
+        self.toy = get_toy(cfg.data)
+        gen = torch.Generator().manual_seed(cfg.seed + 1000)  # evaluation data, not the RNG stream
+        self.test_x = self.toy.sample(cfg.n_test, generator=gen).to(self.device)
+        self.ref_x = self.toy.sample(cfg.n_samples, generator=gen).to(self.device)
+        self.ref_x2 = self.toy.sample(cfg.n_samples, generator=gen).to(self.device)
+        self.curves: dict[str, list[dict[str, float]]] = {}
+        return {v: self._train_variant(v) for v in cfg.variants}
+
+    def _train_variant(self, variant: str) -> torch.nn.Module:
+        cfg = self.cfg
+        self.reseed()
+        field = _build_field(cfg).to(self.device)  # the same initial weights for every variant
+        steps = cfg.steps if variant != "mlcnf" or cfg.mlcnf_steps is None else cfg.mlcnf_steps
+        curve_x = self.test_x[: cfg.n_curve]
+
+        def eval_fn(state: Any, step: int) -> dict[str, float]:
+            cnf = _cnf(cfg, variant, state.averaged("model"))
+            return {"nll": _nll(cnf, curve_x, cfg.curve_rtol)[0], "train_s": state.train_s}
+
+        return self._fit_variant(variant, field, steps, eval_fn)
+
+    def _fit_variant(self, variant: str, field: torch.nn.Module, steps: int, eval_fn: Any) -> Any:
+        from flowfields.engine import TrainState
+
+        cfg = self.cfg
+        state = TrainState.single(field, lr=cfg.lr, ema_decay=cfg.ema_decay)
+        loss_fn = _loss_fn(cfg, variant, self.toy, self.device)
+
+        def step_fn(st: Any, step: int) -> dict[str, Tensor]:
+            return {"loss": st.update("model", loss_fn(st["model"], step))}
+
+        self.fit(
+            variant,
+            state,
+            step_fn,
+            steps=steps,
+            checkpoint_every=cfg.checkpoint_every,
+            eval_fn=eval_fn,
+            eval_every=max(1, steps // cfg.curve_points),
         )
-        models[variant], curves[variant] = model, curve
-        cnf = _cnf(cfg, variant, model)
+        curve = [{"step": int(s), **v} for s, v in state.evals]
+        self.curves[variant] = curve
         p = f"{variant}/"
-        metrics[p + "train_s"] = train_s
-        metrics[p + "steps"] = steps
-        metrics[p + "s_per_step"] = train_s / max(steps, 1)
-        nll, se, nfe_nll, per_point[variant] = _nll(cnf, test_x, cfg.nll_rtol)
-        metrics[p + "nll_nats"], metrics[p + "nll_se"] = nll, se
-        metrics[p + "nfe_nll"] = nfe_nll
-        metrics[p + "curve_final_nll"] = curve[-1]["nll"] if curve else float("nan")
+        self.metrics[p + "train_s"] = curve[-1]["train_s"] if curve else state.train_s
+        self.metrics[p + "steps"] = state.step
+        self.metrics[p + "s_per_step"] = self.metrics[p + "train_s"] / max(state.step, 1)
+        model = state.averaged("model").eval()
+        return _cnf(cfg, variant, model)
+
+    # ------------------------------------------------------------------ evaluate
+    def _sw(self, x: Tensor) -> float:
+        from flowfields.data import sliced_wasserstein
+
+        g = torch.Generator().manual_seed(self.cfg.seed + 7)
+        return float(
+            sliced_wasserstein(x.double().cpu(), self.ref_x.double().cpu(), 256, generator=g)
+        )
+
+    def evaluate(self, models: dict[str, torch.nn.Module]) -> None:
+        from flowfields.data import support_fraction
+
+        cfg, m = self.cfg, self.metrics
+        self.is_checker = cfg.data == "checkerboard"
+        self.floor = self.toy.entropy
+        data = {"data": cfg.data, "data/sw_floor": self._sw(self.ref_x2)}
+        if self.floor is not None:
+            data["data/entropy_nats"] = self.floor
+        if self.is_checker:
+            data["data/support_fraction"] = support_fraction(self.ref_x2.cpu())
+        self.metrics = {**data, **m}
+        self.samples: dict[str, dict[str, Tensor]] = {}
+        self.per_point: dict[str, Tensor] = {}  # per-test-point NLL, for paired comparisons
+        for variant, cnf in models.items():
+            self._evaluate_variant(variant, cnf)
+        self.tables["variants"] = [self._row(v) for v in cfg.variants]
+        self.tables["nll_vs_wallclock"] = [
+            {"variant": v, **point} for v, curve in self.curves.items() for point in curve
+        ]
+
+    def _evaluate_variant(self, variant: str, cnf: Any) -> None:
+        from flowfields.data import support_fraction
+
+        cfg, m, p = self.cfg, self.metrics, f"{variant}/"
+        nll, se, nfe_nll, self.per_point[variant] = _nll(cnf, self.test_x, cfg.nll_rtol)
+        m[p + "nll_nats"], m[p + "nll_se"], m[p + "nfe_nll"] = nll, se, nfe_nll
+        curve = self.curves[variant]
+        m[p + "curve_final_nll"] = curve[-1]["nll"] if curve else float("nan")
         g = torch.Generator().manual_seed(cfg.seed + 2000)
         x0 = cnf.sample_base(cfg.n_samples, g)  # the same base points for every solver
-        samples[variant] = {}
         s = cnf.sample_details(cfg.n_samples, solver=ODEOptions(rtol=1e-5, atol=1e-5), x_0=x0)
-        metrics[p + "nfe_dopri5"] = s.nfe
-        samples[variant]["dopri5"] = s.x_1
-        settings = [("dopri5", s.x_1)]
+        m[p + "nfe_dopri5"] = s.nfe
+        settings = {"dopri5": s.x_1}
         for method in ("euler", "midpoint"):
             for k in cfg.sample_steps:
-                xk = cnf.sample(
-                    cfg.n_samples, solver=ODEOptions(method=method, step_size=1 / k), x_0=x0
-                )
-                samples[variant][f"{method}_{k}"] = xk
-                settings.append((f"{method}_{k}", xk))
-        for key, xk in settings:
+                fixed = ODEOptions(method=method, step_size=1 / k)
+                settings[f"{method}_{k}"] = cnf.sample(cfg.n_samples, solver=fixed, x_0=x0)
+        self.samples[variant] = settings
+        for key, xk in settings.items():
             finite = torch.isfinite(xk).all(dim=1)
-            metrics[p + f"sw_{key}"] = sw(xk[finite]) if bool(finite.any()) else float("inf")
-            if is_checker:
-                metrics[p + f"support_{key}"] = support_fraction(xk.cpu())
+            m[p + f"sw_{key}"] = self._sw(xk[finite]) if bool(finite.any()) else float("inf")
+            if self.is_checker:
+                m[p + f"support_{key}"] = support_fraction(xk.cpu())
 
-    # ------------------------------------------------------------------ claims
-    claims = _claims(cfg, metrics, curves, per_point)
-    figures = _figures(cfg, out_dir, toy, samples, curves, models, floor)
-    torch.save(
-        {
-            "experiment": NAME,
-            "config": asdict(cfg),
-            "variants": {v: m.state_dict() for v, m in models.items()},
-        },
-        out_dir / "checkpoint.pt",
-    )
-    table = [
-        {
+    def _row(self, v: str) -> dict[str, Any]:
+        m = self.metrics
+        return {
             "variant": _LABEL[v],
-            "NLL (nats)": round(float(metrics[f"{v}/nll_nats"]), 3),
-            "NFE dopri5": metrics[f"{v}/nfe_dopri5"],
+            "NLL (nats)": round(float(m[f"{v}/nll_nats"]), 3),
+            "NFE dopri5": m[f"{v}/nfe_dopri5"],
             **{
-                f"SW euler {k}": round(float(metrics[f"{v}/sw_euler_{k}"]), 3)
-                for k in cfg.sample_steps
+                f"SW euler {k}": round(float(m[f"{v}/sw_euler_{k}"]), 3)
+                for k in self.cfg.sample_steps
             },
-            "train s": round(float(metrics[f"{v}/train_s"]), 1),
+            "train s": round(float(m[f"{v}/train_s"]), 1),
         }
-        for v in cfg.variants
-    ]
-    return Result(
-        name=NAME,
-        paper=PAPER,
-        config=asdict(cfg),
-        metrics=metrics,
-        claims=claims,
-        figures=figures,
-        tables={"variants": table},
-        wall_s=time.perf_counter() - t_start,
-    )
+
+    def claims(self) -> list[Claim]:
+        return _claims(self.cfg, self.metrics, self.curves, self.per_point)
+
+    def figures(self, models: dict[str, torch.nn.Module]) -> None:
+        plt, cfg = self.plt, self.cfg
+        self.save_figure(_plot_samples(plt, cfg, self.samples), "samples.png")
+        self.save_figure(_plot_curves(plt, cfg, self.curves, self.floor), "nll_vs_wallclock.png")
+        self.save_figure(_plot_densities(plt, cfg, self.toy, models), "density.png")
 
 
 def _claims(
@@ -513,24 +462,10 @@ def _claims(
 
 
 # ---------------------------------------------------------------------------------- figures
-def _figures(
-    cfg: Config,
-    out_dir: Path,
-    toy: Any,
-    samples: dict[str, dict[str, Tensor]],
-    curves: dict[str, list[dict[str, float]]],
-    models: dict[str, torch.nn.Module],
-    floor: float | None,
-) -> list[Path]:
-    import matplotlib
+_LIM = 4.5
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    from flowfields.report import save_figure
-
-    lim = 4.5
-    figs: list[Path] = []
+def _plot_samples(plt: Any, cfg: Config, samples: dict[str, dict[str, Tensor]]) -> Any:
     cols = [f"euler_{k}" for k in cfg.sample_steps] + ["dopri5"]
     rows = list(samples)
     fig, axes = plt.subplots(
@@ -541,8 +476,8 @@ def _figures(
             ax = axes[i][j]
             x = samples[v][key][:2000].detach().cpu()
             ax.scatter(x[:, 0], x[:, 1], s=0.5, alpha=0.5, color=_COLOR[v])
-            ax.set_xlim(-lim, lim)
-            ax.set_ylim(-lim, lim)
+            ax.set_xlim(-_LIM, _LIM)
+            ax.set_ylim(-_LIM, _LIM)
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:
@@ -550,19 +485,17 @@ def _figures(
             if j == 0:
                 ax.set_ylabel(_LABEL[v], fontsize=9)
     fig.suptitle(f"{cfg.data}: samples per variant and solver", fontsize=10)
-    figs.append(save_figure(fig, out_dir / "samples.png"))
+    return fig
 
+
+def _plot_curves(
+    plt: Any, cfg: Config, curves: dict[str, list[dict[str, float]]], floor: float | None
+) -> Any:
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for v, curve in curves.items():
         if curve:
-            ax.plot(
-                [c["train_s"] for c in curve],
-                [c["nll"] for c in curve],
-                "o-",
-                ms=3,
-                color=_COLOR[v],
-                label=_LABEL[v],
-            )
+            xs, ys = [c["train_s"] for c in curve], [c["nll"] for c in curve]
+            ax.plot(xs, ys, "o-", ms=3, color=_COLOR[v], label=_LABEL[v])
     if floor is not None:
         ax.axhline(floor, color="k", ls="--", lw=1, label=f"entropy {floor:.3f}")
     ax.set_xscale("log")
@@ -570,64 +503,29 @@ def _figures(
     ax.set_ylabel("test NLL (nats)")
     ax.legend(fontsize=8)
     ax.set_title(f"{cfg.data}: NLL vs wall-clock", fontsize=10)
-    figs.append(save_figure(fig, out_dir / "nll_vs_wallclock.png"))
+    return fig
 
+
+def _plot_densities(plt: Any, cfg: Config, toy: Any, models: dict[str, Any]) -> Any:
     n = cfg.grid
-    g = torch.linspace(-lim, lim, n)
+    g = torch.linspace(-_LIM, _LIM, n)
     xx, yy = torch.meshgrid(g, g, indexing="xy")
     pts = torch.stack([xx.reshape(-1), yy.reshape(-1)], 1).to(cfg.device)
     panels: list[tuple[str, Tensor]] = []
     if toy.has_log_prob:
         panels.append(("data", toy.log_prob(pts.double().cpu()).exp().reshape(n, n)))
-    for v, model in models.items():
+    for v, cnf in models.items():
         with torch.no_grad():
-            lp = _cnf(cfg, v, model).log_prob(
-                pts, solver=ODEOptions(rtol=cfg.curve_rtol, atol=cfg.curve_rtol)
-            )
+            lp = cnf.log_prob(pts, solver=ODEOptions(rtol=cfg.curve_rtol, atol=cfg.curve_rtol))
         panels.append((_LABEL[v], lp.exp().reshape(n, n).cpu()))
     fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 2.8), squeeze=False)
     for ax, (title, dens) in zip(axes[0], panels):
-        ax.imshow(dens.numpy(), extent=(-lim, lim, -lim, lim), origin="lower", cmap="viridis")
+        ax.imshow(dens.numpy(), extent=(-_LIM, _LIM, -_LIM, _LIM), origin="lower", cmap="viridis")
         ax.set_title(title, fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(f"{cfg.data}: model densities", fontsize=10)
-    figs.append(save_figure(fig, out_dir / "density.png"))
-    return figs
+    return fig
 
 
-# ---------------------------------------------------------------------------------- loading
-def load_model(run_dir: str | Path, variant: str | None = None) -> Any:
-    """The trained CNF of a finished run (EMA weights), CondOT by default.
-
-    Args:
-        run_dir: the run directory (holds ``checkpoint.pt``).
-        variant: ``"condot"`` (default), ``"vp"``, ``"ve"`` or ``"mlcnf"``.
-
-    Returns:
-        A :class:`flowfields.matching.CNF` in eval mode, with ``sample`` and ``log_prob``.
-
-    Raises:
-        FlowfieldsError: no checkpoint in ``run_dir``, or a variant the run did not train.
-    """
-    path = Path(run_dir) / "checkpoint.pt"
-    if not path.is_file():
-        raise CheckpointError(
-            f"run_dir: {str(run_dir)!r} has no checkpoint.pt, expected a finished "
-            f"{NAME} run directory."
-        )
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if state.get("experiment") != NAME:
-        raise FlowfieldsError(f"run_dir: {str(run_dir)!r} is not a {NAME} run.")
-    cfg_d = dict(state["config"])
-    for key in ("variants", "sample_steps"):
-        cfg_d[key] = tuple(cfg_d[key])
-    cfg = Config(**cfg_d)
-    trained = tuple(state["variants"])
-    if variant is None:
-        variant = "condot" if "condot" in trained else trained[0]
-    check(variant in trained, "variant", variant, f"one of the trained variants {trained}")
-    field = _build_field(cfg)
-    field.load_state_dict(state["variants"][variant])
-    field.eval()
-    return _cnf(cfg, variant, field)
+EXPERIMENT = FlowMatching2D

@@ -15,20 +15,18 @@ Preprocessing: ``z = 2 (x + u) / L - 1`` in [-1, 1); its Jacobian is accounted f
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from flowfields.errors import CheckpointError, FlowfieldsError, check
-from flowfields.experiments.flow_matching_2d import TrainClock, stitch_clock
+from flowfields.errors import check
+from flowfields.experiments.base import Experiment
 from flowfields.integrate import ODEOptions
-from flowfields.report.result import Claim, Result
+from flowfields.report.result import Claim
 
-__all__ = ["NAME", "PAPER", "VARIANTS", "Config", "FlatField", "load_model", "run"]
+__all__ = ["EXPERIMENT", "NAME", "PAPER", "VARIANTS", "Config", "FlowMatchingDigits"]
 
 NAME = "flow-matching-digits"
 PAPER = "Flow Matching for Generative Modeling (Lipman et al., arXiv:2210.02747)"
@@ -118,17 +116,6 @@ class Config:
         return cls(steps=10000)
 
 
-class FlatField(nn.Module):
-    """Adapts a vector field on flat vectors (B, D) to images (B, C, H, W)."""
-
-    def __init__(self, field: nn.Module) -> None:
-        super().__init__()
-        self.field = field
-
-    def forward(self, t: Tensor, x: Tensor) -> Tensor:
-        return self.field(t, x.reshape(x.shape[0], -1)).reshape(x.shape)
-
-
 def _load(cfg: Config) -> tuple[Tensor, Tensor, int]:
     from flowfields.data import (
         DIGITS_LEVELS,
@@ -142,6 +129,7 @@ def _load(cfg: Config) -> tuple[Tensor, Tensor, int]:
         x, levels = load_digits(), DIGITS_LEVELS
     else:
         x, levels = load_mnist_subset(), MNIST_LEVELS
+    assert isinstance(x, Tensor)
     train, test = split_train_test(x, test_fraction=cfg.test_fraction, seed=cfg.seed)
     return train, test, int(levels)
 
@@ -151,7 +139,7 @@ def _shape(cfg: Config) -> tuple[int, int, int]:
 
 
 def _build_field(cfg: Config) -> nn.Module:
-    from flowfields.nn import MLPField, UNet
+    from flowfields.nn import FlatField, MLPField, UNet
 
     shape = _shape(cfg)
     if cfg.model == "unet":
@@ -200,199 +188,177 @@ def _dequant_batch(x_int: Tensor, levels: int, device: torch.device) -> Tensor:
     return (uniform_dequantize(x_int, levels).x * _SCALE + _SHIFT).to(device)
 
 
-def _train_variant(
-    cfg: Config,
-    variant: str,
-    train: Tensor,
-    curve_x: Tensor,
-    levels: int,
-    out_dir: Path,
-    resume: bool,
-    progress: bool,
-) -> tuple[nn.Module, list[dict[str, float]], float, int]:
-    """Train one path; return the selected model, its curve, train seconds and its step."""
-    from flowfields.engine import fit, seed_everything
-    from flowfields.matching import bits_per_dim, cfm_loss
-    from flowfields.paths import get_path
+def _val_bpd(cfg: Config, cnf: Any, x: Tensor, levels: int) -> float:
+    """Bits/dim on validation images (K = 1, tolerance 1e-3): the curve and model selection."""
+    from flowfields.matching import bits_per_dim
 
-    device = torch.device(cfg.device)
-    seed_everything(cfg.seed)
-    field = _build_field(cfg).to(device)
-    path = get_path(variant)
-    n = train.shape[0]
-
-    def loss_fn(model: nn.Module, step: int) -> Tensor:
-        idx = torch.randint(0, n, (cfg.batch_size,))
-        return cfm_loss(model, path, _dequant_batch(train[idx], levels, device))
-
-    clock = TrainClock()
-    best_path = out_dir / f"best_{variant}.pt"
-    best = {"bpd": math.inf}
-    if resume and best_path.is_file():
-        best["bpd"] = float(torch.load(best_path, map_location="cpu", weights_only=False)["bpd"])
-
-    def eval_fn(model: nn.Module, step: int, ema: nn.Module | None) -> dict:
-        train_s = clock.pause()
-        try:
-            net = ema if ema is not None else model
-            with torch.no_grad():
-                bpd = bits_per_dim(
-                    _cnf(cfg, net),
-                    curve_x,
-                    levels,
-                    K=1,
-                    scale=_SCALE,
-                    shift=_SHIFT,
-                    generator=torch.Generator().manual_seed(cfg.seed + 5),
-                    estimator=_estimator(cfg),
-                    solver=ODEOptions(rtol=1e-3, atol=1e-3),
-                ).bpd
-            if cfg.select_best and bpd < best["bpd"]:
-                best["bpd"] = bpd
-                tmp = best_path.with_suffix(".tmp")
-                torch.save({"bpd": bpd, "step": step, "state": net.state_dict()}, tmp)
-                tmp.replace(best_path)
-        finally:
-            clock.resume()
-        return {"nll": bpd, "train_s": train_s}
-
-    result = fit(
-        field,
-        loss_fn,
-        steps=cfg.steps,
-        lr=cfg.lr,
-        ema_decay=cfg.ema_decay,
-        checkpoint=out_dir / f"train_{variant}.pt",
-        checkpoint_every=cfg.checkpoint_every,
-        resume=resume,
-        eval_fn=eval_fn,
-        eval_every=max(1, cfg.steps // cfg.curve_points),
-        progress=progress,
-        desc=f"{NAME}:{variant}",
-    )
-    curve = stitch_clock(result.evals)
-    train_s = curve[-1]["train_s"] if curve else clock.pause()
-    model = result.ema if result.ema is not None else result.model
-    best_step = result.steps
-    if cfg.select_best and best_path.is_file():
-        snap = torch.load(best_path, map_location="cpu", weights_only=False)
-        model.load_state_dict(snap["state"])
-        best_step = int(snap["step"])
-    model.eval()
-    return model, curve, train_s, best_step
+    with torch.no_grad():
+        return bits_per_dim(
+            cnf, x, levels, K=1, scale=_SCALE, shift=_SHIFT,
+            generator=torch.Generator().manual_seed(cfg.seed + 5),
+            estimator=_estimator(cfg), solver=ODEOptions(rtol=1e-3, atol=1e-3),
+        ).bpd  # fmt: skip
 
 
-def run(cfg: Config, out_dir: Path, *, resume: bool = False, progress: bool = True) -> Result:
-    """Train CondOT / VP flows and the baselines, report bits/dim, claims and a sample grid.
+class FlowMatchingDigits(Experiment, config=Config):
+    """Flow Matching on 8x8 digits (or MNIST): bits/dim of CondOT vs VP and two baselines.
 
-    Args:
-        cfg: the configuration.
-        out_dir: run directory (training checkpoints, ``checkpoint.pt``, ``samples.png``).
-        resume: continue each path's training from its checkpoint when present.
-        progress: show progress bars.
-
-    Returns:
-        :class:`flowfields.report.Result` with metrics such as ``condot/bpd``,
-        ``histogram/bpd``, ``gaussian/bpd`` and the claims.
+    "Flow Matching for Generative Modeling" (Lipman et al., arXiv:2210.02747). Models saved:
+    one :class:`~flowfields.matching.CNF` per path (the EMA weights selected on validation
+    bits/dim); they act on ``z = 2 (x + u) / L - 1``: use
+    :func:`flowfields.matching.bits_per_dim` with ``scale=2, shift=-1``.
     """
-    from flowfields.matching import FullCovarianceGaussian, IndependentPixelHistogram, bits_per_dim
 
-    _check_config(cfg)
-    t_start = time.perf_counter()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    train, test, levels = _load(cfg)
-    from flowfields.data import split_train_test
+    NAME, PAPER = NAME, PAPER
+    VARIANTS = ("condot", "vp")
 
-    train, val = split_train_test(train, test_fraction=cfg.val_fraction, seed=cfg.seed + 1)
-    test_eval = test if cfg.n_eval is None else test[: cfg.n_eval]
-    curve_x = val[: cfg.n_curve]
-    shape = _shape(cfg)
-    est = _estimator(cfg)
-    metrics: dict[str, float | int | str] = {
-        "dataset": cfg.dataset,
-        "levels": levels,
-        "n_train": int(train.shape[0]),
-        "n_val": int(val.shape[0]),
-        "n_eval": int(test_eval.shape[0]),
-        "estimator": est,
-    }
+    def check_config(self) -> None:
+        _check_config(self.cfg)
 
-    def bpd_of(model: Any, **kw: Any) -> Any:
+    @classmethod
+    def build_model(cls, cfg: Config, variant: str) -> nn.Module:
+        return _cnf(cfg, _build_field(cfg))
+
+    # ------------------------------------------------------------------ train
+    def train(self) -> dict[str, nn.Module]:
+        from flowfields.data import split_train_test
+
+        cfg = self.cfg
+        train, self.test, self.levels = _load(cfg)
+        self.train_x, self.val = split_train_test(
+            train, test_fraction=cfg.val_fraction, seed=cfg.seed + 1
+        )
+        self.curves: dict[str, list[dict[str, float]]] = {}
+        return {v: self._train_variant(v) for v in cfg.variants}
+
+    def _train_variant(self, variant: str) -> nn.Module:
+        """Train one path; return its CNF with the EMA weights selected on validation."""
+        from flowfields.engine import TrainState
+        from flowfields.matching import cfm_loss
+        from flowfields.paths import get_path
+
+        cfg, levels, train = self.cfg, self.levels, self.train_x
+        self.reseed()
+        state = TrainState.single(
+            _build_field(cfg).to(self.device), lr=cfg.lr, ema_decay=cfg.ema_decay
+        )
+        path, n, curve_x = get_path(variant), train.shape[0], self.val[: cfg.n_curve]
+
+        def step_fn(st: TrainState, step: int) -> dict[str, Tensor]:
+            idx = torch.randint(0, n, (cfg.batch_size,))
+            x_1 = _dequant_batch(train[idx], levels, self.device)
+            return {"loss": st.update("model", cfm_loss(st["model"], path, x_1))}
+
+        def eval_fn(st: TrainState, step: int) -> dict[str, float]:
+            bpd = _val_bpd(cfg, _cnf(cfg, st.averaged("model")), curve_x, levels)
+            return {"nll": bpd, "train_s": st.train_s}
+
+        self.fit(
+            variant,
+            state,
+            step_fn,
+            steps=cfg.steps,
+            checkpoint_every=cfg.checkpoint_every,
+            eval_fn=eval_fn,
+            eval_every=max(1, cfg.steps // cfg.curve_points),
+            best=("nll", "min") if cfg.select_best else None,
+        )
+        curve = [{"step": int(s), **v} for s, v in state.evals]
+        self.curves[variant] = curve
+        p = f"{variant}/"
+        self.metrics[p + "train_s"] = curve[-1]["train_s"] if curve else state.train_s
+        self.metrics[p + "steps"] = cfg.steps
+        selected = state.step
+        if cfg.select_best and state.best is not None:
+            state.load_best()
+            selected = state.best.step
+        self.metrics[p + "selected_step"] = selected
+        return _cnf(cfg, state.averaged("model").eval())
+
+    # ------------------------------------------------------------------ evaluate
+    def _bpd(self, model: Any, **kw: Any) -> Any:
+        from flowfields.matching import bits_per_dim
+
+        cfg = self.cfg
         g = torch.Generator().manual_seed(cfg.seed + 3000)  # the same u for every model
         with torch.no_grad():
             return bits_per_dim(
-                model, test_eval, levels, K=cfg.K, generator=g, scale=_SCALE, shift=_SHIFT, **kw
-            )
+                model, self.test_eval, self.levels, K=cfg.K, generator=g, scale=_SCALE,
+                shift=_SHIFT, **kw,
+            )  # fmt: skip
 
-    # baselines, in the same bits/dim
-    hist = IndependentPixelHistogram(shape, levels).fit(train)
-    hist_b = bpd_of(_HistogramInZ(hist), dtype=torch.float64)
-    gen = torch.Generator().manual_seed(cfg.seed + 4000)
-    copies = torch.cat([train] * 4)
-    from flowfields.data import uniform_dequantize
+    def evaluate(self, models: dict[str, nn.Module]) -> None:
+        cfg = self.cfg
+        self.test_eval = self.test if cfg.n_eval is None else self.test[: cfg.n_eval]
+        self.metrics = {
+            "dataset": cfg.dataset,
+            "levels": self.levels,
+            "n_train": int(self.train_x.shape[0]),
+            "n_val": int(self.val.shape[0]),
+            "n_eval": int(self.test_eval.shape[0]),
+            "estimator": _estimator(cfg),
+            **self.metrics,
+        }
+        self.per_example: dict[str, Tensor] = {}
+        self.samples: dict[str, Tensor] = {}
+        self._baselines()
+        for variant, cnf in models.items():
+            self._evaluate_variant(variant, cnf)
+        self._reference_samples()
+        keys = [(v, _LABEL[v]) for v in cfg.variants]
+        keys += [
+            ("histogram", "independent-pixel histogram"),
+            ("gaussian", "full-covariance Gaussian"),
+        ]
+        self.tables["bits_per_dim"] = [
+            {"model": name, "bits/dim": round(float(self.metrics[f"{key}/bpd"]), 3)}
+            for key, name in keys
+        ]
 
-    z_train = uniform_dequantize(copies, levels, gen, dtype=torch.float64).x * _SCALE + _SHIFT
-    gauss = FullCovarianceGaussian(shape, ridge=1e-6).fit(z_train)
-    gauss_b = bpd_of(gauss, dtype=torch.float64)
-    per_example: dict[str, Tensor] = {"histogram": hist_b.per_example}
-    per_example["gaussian"] = gauss_b.per_example
-    for name, b in (("histogram", hist_b), ("gaussian", gauss_b)):
-        metrics[f"{name}/bpd"], metrics[f"{name}/bpd_se"] = b.bpd, b.stderr
-        metrics[f"{name}/bpd_k1"] = b.bpd_k1
+    def _baselines(self) -> None:
+        from flowfields.data import uniform_dequantize
+        from flowfields.matching import FullCovarianceGaussian, IndependentPixelHistogram
 
-    models: dict[str, nn.Module] = {}
-    curves: dict[str, list[dict[str, float]]] = {}
-    samples: dict[str, Tensor] = {}
-    for variant in cfg.variants:
-        model, curve, train_s, best_step = _train_variant(
-            cfg, variant, train, curve_x, levels, out_dir, resume, progress
-        )
-        models[variant], curves[variant] = model, curve
-        cnf = _cnf(cfg, model)
-        p = f"{variant}/"
-        metrics[p + "train_s"], metrics[p + "steps"] = train_s, cfg.steps
-        metrics[p + "selected_step"] = best_step
-        b = bpd_of(cnf, estimator=est, solver=ODEOptions(rtol=cfg.bpd_rtol, atol=cfg.bpd_rtol))
-        per_example[variant] = b.per_example
-        metrics[p + "bpd"], metrics[p + "bpd_se"], metrics[p + "bpd_k1"] = b.bpd, b.stderr, b.bpd_k1
-        s = cnf.sample_details(
-            64, solver=ODEOptions(rtol=1e-5, atol=1e-5), generator=torch.Generator().manual_seed(9)
-        )
-        metrics[p + "nfe_dopri5"] = s.nfe
-        samples[_LABEL[variant]] = s.x_1
-    samples["Gaussian"] = gauss.sample(64, generator=torch.Generator().manual_seed(9))
-    samples["histogram"] = hist.sample(64, generator=torch.Generator().manual_seed(9)) * 2 - 1
-    idx = torch.randperm(test.shape[0], generator=torch.Generator().manual_seed(9))[:64]
-    samples["data"] = test[idx].double() / (levels - 1) * 2 - 1
+        cfg, shape, levels, m = self.cfg, _shape(self.cfg), self.levels, self.metrics
+        self.hist = IndependentPixelHistogram(shape, levels).fit(self.train_x)
+        results = {"histogram": self._bpd(_HistogramInZ(self.hist), dtype=torch.float64)}
+        gen = torch.Generator().manual_seed(cfg.seed + 4000)
+        copies = torch.cat([self.train_x] * 4)
+        z_train = uniform_dequantize(copies, levels, gen, dtype=torch.float64).x * _SCALE + _SHIFT
+        self.gauss = FullCovarianceGaussian(shape, ridge=1e-6).fit(z_train)
+        results["gaussian"] = self._bpd(self.gauss, dtype=torch.float64)
+        for name, b in results.items():
+            self.per_example[name] = b.per_example
+            m[f"{name}/bpd"], m[f"{name}/bpd_se"], m[f"{name}/bpd_k1"] = b.bpd, b.stderr, b.bpd_k1
 
-    claims = _claims(cfg, metrics, per_example)
-    figures = [_sample_grid(out_dir, samples, cfg)]
-    if curves:
-        figures.append(_curve_figure(out_dir, curves, metrics, cfg))
-    torch.save(
-        {
-            "experiment": NAME,
-            "config": asdict(cfg),
-            "variants": {v: m.state_dict() for v, m in models.items()},
-        },
-        out_dir / "checkpoint.pt",
-    )
-    table = [
-        {"model": name, "bits/dim": round(float(metrics[f"{key}/bpd"]), 3)}
-        for key, name in [(v, _LABEL[v]) for v in cfg.variants]
-        + [("histogram", "independent-pixel histogram"), ("gaussian", "full-covariance Gaussian")]
-    ]
-    return Result(
-        name=NAME,
-        paper=PAPER,
-        config=asdict(cfg),
-        metrics=metrics,
-        claims=claims,
-        figures=figures,
-        tables={"bits_per_dim": table},
-        wall_s=time.perf_counter() - t_start,
-    )
+    def _evaluate_variant(self, variant: str, cnf: Any) -> None:
+        cfg, m, p = self.cfg, self.metrics, f"{variant}/"
+        solver = ODEOptions(rtol=cfg.bpd_rtol, atol=cfg.bpd_rtol)
+        b = self._bpd(cnf, estimator=_estimator(cfg), solver=solver)
+        self.per_example[variant] = b.per_example
+        m[p + "bpd"], m[p + "bpd_se"], m[p + "bpd_k1"] = b.bpd, b.stderr, b.bpd_k1
+        g = torch.Generator().manual_seed(9)
+        s = cnf.sample_details(64, solver=ODEOptions(rtol=1e-5, atol=1e-5), generator=g)
+        m[p + "nfe_dopri5"] = s.nfe
+        self.samples[_LABEL[variant]] = s.x_1
+
+    def _reference_samples(self) -> None:
+        levels, test = self.levels, self.test
+        self.samples["Gaussian"] = self.gauss.sample(64, generator=torch.Generator().manual_seed(9))
+        hist = self.hist.sample(64, generator=torch.Generator().manual_seed(9))
+        self.samples["histogram"] = hist * 2 - 1
+        idx = torch.randperm(test.shape[0], generator=torch.Generator().manual_seed(9))[:64]
+        self.samples["data"] = test[idx].double() / (levels - 1) * 2 - 1
+
+    def claims(self) -> list[Claim]:
+        return _claims(self.cfg, self.metrics, self.per_example)
+
+    def figures(self, models: dict[str, nn.Module]) -> None:
+        plt, cfg = self.plt, self.cfg
+        self.save_figure(_plot_samples(plt, self.samples, cfg), "samples.png")
+        if self.curves:
+            fig = _plot_curves(plt, self.curves, self.metrics, cfg)
+            self.save_figure(fig, "bpd_vs_wallclock.png")
 
 
 class _HistogramInZ(nn.Module):
@@ -453,14 +419,7 @@ def _claims(cfg: Config, m: dict[str, Any], per_example: dict[str, Tensor]) -> l
     return claims
 
 
-def _sample_grid(out_dir: Path, samples: dict[str, Tensor], cfg: Config) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from flowfields.report import save_figure
-
+def _plot_samples(plt: Any, samples: dict[str, Tensor], cfg: Config) -> Any:
     fig, axes = plt.subplots(1, len(samples), figsize=(2.4 * len(samples), 2.6), squeeze=False)
     for ax, (name, x) in zip(axes[0], samples.items()):
         img = ((x.detach().double().cpu() - _SHIFT) / _SCALE).clamp(0, 1)[:64]
@@ -475,59 +434,23 @@ def _sample_grid(out_dir: Path, samples: dict[str, Tensor], cfg: Config) -> Path
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(f"{cfg.dataset}: samples (dopri5 for the flows)", fontsize=10)
-    return save_figure(fig, out_dir / "samples.png")
+    return fig
 
 
-def _curve_figure(
-    out_dir: Path, curves: dict[str, list[dict[str, float]]], m: dict[str, Any], cfg: Config
-) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from flowfields.report import save_figure
-
+def _plot_curves(
+    plt: Any, curves: dict[str, list[dict[str, float]]], m: dict[str, Any], cfg: Config
+) -> Any:
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for v, curve in curves.items():
-        ax.plot(
-            [c["train_s"] for c in curve], [c["nll"] for c in curve], "o-", ms=3, label=_LABEL[v]
-        )
+        xs, ys = [c["train_s"] for c in curve], [c["nll"] for c in curve]
+        ax.plot(xs, ys, "o-", ms=3, label=_LABEL[v])
     for key, style in (("histogram", ":"), ("gaussian", "--")):
         ax.axhline(float(m[f"{key}/bpd"]), color="k", ls=style, lw=1, label=key)
     ax.set_xlabel("training wall-clock (s, evaluation excluded)")
     ax.set_ylabel(f"bits/dim ({cfg.n_curve} validation images, K = 1)")
     ax.legend(fontsize=8)
     ax.set_title(f"{cfg.dataset}: bits/dim during training", fontsize=10)
-    return save_figure(fig, out_dir / "bpd_vs_wallclock.png")
+    return fig
 
 
-def load_model(run_dir: str | Path, variant: str | None = None) -> Any:
-    """The trained CNF of a finished run (EMA weights), CondOT by default.
-
-    The model acts on ``z = 2 (x + u) / L - 1`` (see the module docstring); use
-    :func:`flowfields.matching.bits_per_dim` with ``scale=2, shift=-1`` for bits/dim.
-
-    Raises:
-        FlowfieldsError: no checkpoint in ``run_dir``, or a variant the run did not train.
-    """
-    path = Path(run_dir) / "checkpoint.pt"
-    if not path.is_file():
-        raise CheckpointError(
-            f"run_dir: {str(run_dir)!r} has no checkpoint.pt, expected a finished "
-            f"{NAME} run directory."
-        )
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if state.get("experiment") != NAME:
-        raise FlowfieldsError(f"run_dir: {str(run_dir)!r} is not a {NAME} run.")
-    cfg_d = dict(state["config"])
-    cfg_d["variants"] = tuple(cfg_d["variants"])
-    cfg = Config(**cfg_d)
-    trained = tuple(state["variants"])
-    if variant is None:
-        variant = "condot" if "condot" in trained else trained[0]
-    check(variant in trained, "variant", variant, f"one of the trained variants {trained}")
-    field = _build_field(cfg)
-    field.load_state_dict(state["variants"][variant])
-    field.eval()
-    return _cnf(cfg, field)
+EXPERIMENT = FlowMatchingDigits

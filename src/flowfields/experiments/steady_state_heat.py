@@ -25,27 +25,26 @@ from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-from flowfields.experiments._design_claims import ascent_vs_grid_claim
+from flowfields.experiments._design_claims import ascent_vs_grid, ascent_vs_grid_claim
+from flowfields.experiments.base import Experiment
 from flowfields.quantum import (
     STEADY_METHODS,
     Box,
     expect,
-    grid_search,
     heat_current,
     lindbladian,
-    projected_ascent,
     rectification,
     steady_state,
     v_system_heat,
 )
-from flowfields.report import Claim, Result, save_figure
+from flowfields.report import Claim
 
-__all__ = ["NAME", "PAPER", "Config", "run"]
+__all__ = ["EXPERIMENT", "NAME", "PAPER", "Config", "SteadyStateHeat"]
 
 NAME = "steady-state-heat"
 PAPER = (
@@ -134,73 +133,25 @@ def _gradient_time(P: int, reps: int) -> float:
     return statistics.median(times[1:])
 
 
-def run(cfg: Config, out_dir: Path, *, resume: bool = False, progress: bool = True) -> Result:
-    """Grid search vs gradient ascent for J_h and R, sensitivity scan, gradient checks.
-
-    ``resume`` is accepted for the contract; a run is short and restarts from scratch.
-    """
-    import matplotlib.pyplot as plt
-
-    t_start = time.perf_counter()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
-    metrics: dict[str, float | int | str] = {}
-    claims: list[Claim] = []
-    figures: list[Path] = []
-
-    def log(msg: str) -> None:
-        if progress:
-            print(f"[{NAME}] {msg}", flush=True)
-
-    tasks = {
+def _design(cfg: Config, task: str, metrics: dict[str, Any], log: Any) -> tuple[Any, Claim]:
+    """Grid search vs gradient ascent for one task; its metrics and claim."""
+    obj, n_ss, box = {
         "current": (lambda u: _current(cfg, u), 1, CURRENT_BOX),
         "rectification": (lambda u: _rect(cfg, u), 2, RECT_BOX),
-    }
-    outcomes = {}
-    for task, (obj, n_ss, box) in tasks.items():
-        t0 = time.perf_counter()
-        grid = grid_search(obj, box.dim, cfg.grid_points, solves_per_call=n_ss)
-        t_grid = time.perf_counter() - t0
-        starts = [torch.rand(box.dim, dtype=torch.float64) for _ in range(cfg.ga_starts)]
-        t0 = time.perf_counter()
-        ga = projected_ascent(
-            obj,
-            starts,
-            steps=cfg.ga_steps,
-            lr=cfg.lr,
-            solves_per_step=2 * n_ss,
-            target=grid.best_value,
-        )
-        t_ga = time.perf_counter() - t0
-        outcomes[task] = (grid, ga, box)
-        scale = 0.01 if task == "current" else 1.0
-        best_p = {k: float(v) for k, v in box.to_params(ga.best_u).items()}
-        grid_p = {k: float(v) for k, v in box.to_params(grid.best_u).items()}
-        metrics.update(
-            {
-                f"{task}/grid_best": grid.best_value * scale,
-                f"{task}/grid_solves": grid.solves,
-                f"{task}/grid_wall_s": t_grid,
-                f"{task}/ga_best": ga.best_value * scale,
-                f"{task}/ga_solves": ga.solves,
-                f"{task}/ga_solves_to_grid_best": ga.solves_to_target,
-                f"{task}/ga_wall_s": t_ga,
-            }
-        )
-        for k, v in best_p.items():
-            metrics[f"{task}/ga_best_{k}"] = v
-        for k, v in grid_p.items():
-            metrics[f"{task}/grid_best_{k}"] = v
-        log(
-            f"{task}: grid best {grid.best_value * scale:.6g} ({grid.solves} solves), "
-            f"gradient ascent best {ga.best_value * scale:.6g} ({ga.solves} solves)"
-        )
-        claims.append(ascent_vs_grid_claim(ga, grid, task=task, what=task, fmt=".6g", scale=scale))
+    }[task]
+    scale = 0.01 if task == "current" else 1.0
+    grid, ga = ascent_vs_grid(obj, box, cfg, metrics, task, solves_per_call=n_ss, scale=scale)
+    log(
+        f"{task}: grid best {grid.best_value * scale:.6g} ({grid.solves} solves), "
+        f"gradient ascent best {ga.best_value * scale:.6g} ({ga.solves} solves)"
+    )
+    claim = ascent_vs_grid_claim(ga, grid, task=task, what=task, fmt=".6g", scale=scale)
+    return (grid, ga, box), claim
 
-    # sensitivity scan: J_h and dJ_h/dε₂ (implicit) vs central finite differences
+
+def _sensitivity(cfg: Config, metrics: dict[str, Any]) -> tuple[dict[str, Any], Claim]:
+    """J_h and dJ_h/dε₂ (implicit) over a scan against central finite differences."""
     eps2 = torch.linspace(0.5, 2.0, cfg.scan_points, dtype=torch.float64)
-    e_np = eps2.numpy()
     J_scan, dJ, dJ_fd, dP = [], [], [], []
     h = 1e-6
     for e in eps2:
@@ -222,19 +173,19 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False, progress: bool = Tr
     dJ_t, dJ_fd_t = torch.tensor(dJ, dtype=torch.float64), torch.tensor(dJ_fd, dtype=torch.float64)
     fd_rel = float((dJ_t - dJ_fd_t).abs().max() / dJ_fd_t.abs().max())
     metrics["sensitivity/max_rel_err_vs_fd"] = fd_rel
-    claims.append(
-        Claim(
-            id="grad-matches-fd",
-            statement="Implicit gradients of the steady state agree with finite differences.",
-            measured=fd_rel,
-            threshold="<= 1e-6 (max over the scan, relative to max |dJ/dε₂|)",
-            holds=fd_rel <= 1e-6,
-            note="Central differences, h = 1e-6, float64 / complex128.",
-        )
+    claim = Claim(
+        id="grad-matches-fd",
+        statement="Implicit gradients of the steady state agree with finite differences.",
+        measured=fd_rel,
+        threshold="<= 1e-6 (max over the scan, relative to max |dJ/dε₂|)",
+        holds=fd_rel <= 1e-6,
+        note="Central differences, h = 1e-6, float64 / complex128.",
     )
+    return {"eps2": eps2.numpy(), "J": J_scan, "dJ": dJ, "dJ_fd": dJ_fd, "dP": dP}, claim
 
-    # same gradient whatever the forward method, at the best current design
-    u_best = outcomes["current"][1].best_u
+
+def _method_agreement(cfg: Config, u_best: torch.Tensor, metrics: dict[str, Any]) -> Claim:
+    """The same gradient from every forward method, at the best current design."""
     grads = {}
     for m in STEADY_METHODS:
         u = u_best.clone().requires_grad_()
@@ -250,34 +201,79 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False, progress: bool = Tr
     metrics["methods/evolve_grad_diff_rel"] = diffs["evolve"] / max(float(ref.abs().max()), 1e-300)
     metrics["methods/max_grad_diff"] = spread
     metrics["methods/max_grad_diff_rel"] = spread_rel
-    claims.append(
-        Claim(
-            id="same-grad-all-methods",
-            statement="The gradient is the same whatever forward method found the steady state.",
-            measured=spread_rel,
-            threshold="<= 1e-8 (relative), dense vs sparse / krylov / evolve",
-            holds=spread_rel <= 1e-8,
-        )
+    return Claim(
+        id="same-grad-all-methods",
+        statement="The gradient is the same whatever forward method found the steady state.",
+        measured=spread_rel,
+        threshold="<= 1e-8 (relative), dense vs sparse / krylov / evolve",
+        holds=spread_rel <= 1e-8,
     )
 
-    # cost of one gradient vs number of parameters
+
+def _gradient_cost(cfg: Config, metrics: dict[str, Any]) -> Claim:
+    """The cost of one gradient with P = 4 vs P = 256 Hamiltonian parameters."""
     t4, t256 = _gradient_time(4, cfg.timing_reps), _gradient_time(256, cfg.timing_reps)
     metrics["cost/grad_ms_P4"] = t4 * 1e3
     metrics["cost/grad_ms_P256"] = t256 * 1e3
     metrics["cost/ratio_P256_P4"] = t256 / t4
-    claims.append(
-        Claim(
-            id="grad-cost-independent-of-P",
-            statement="The cost of one gradient does not grow with the number of parameters "
-            "(finite differences need 2P solves).",
-            measured=t256 / t4,
-            threshold="time(P=256) / time(P=4) <= 3",
-            holds=t256 / t4 <= 3.0,
-            note=f"median of {cfg.timing_reps} runs each; shared 2-core machine, timings noisy.",
-        )
+    return Claim(
+        id="grad-cost-independent-of-P",
+        statement="The cost of one gradient does not grow with the number of parameters "
+        "(finite differences need 2P solves).",
+        measured=t256 / t4,
+        threshold="time(P=256) / time(P=4) <= 3",
+        holds=t256 / t4 <= 3.0,
+        note=f"median of {cfg.timing_reps} runs each; shared 2-core machine, timings noisy.",
     )
 
-    # figures
+
+class SteadyStateHeat(Experiment, config=Config):
+    """Grid search vs gradient ascent for J_h and R, sensitivity scan, gradient checks.
+
+    Trains no network: ``checkpoint.pt`` holds the best designs (box coordinates) as artifacts.
+    """
+
+    NAME, PAPER = NAME, PAPER
+
+    def _log(self, msg: str) -> None:
+        if self.progress:
+            print(f"[{NAME}] {msg}", flush=True)
+
+    def evaluate(self, models: dict[str, Any]) -> None:
+        cfg, m = self.cfg, self.metrics
+        self.outcomes: dict[str, Any] = {}
+        self._claims: list[Claim] = []
+        for task in ("current", "rectification"):
+            self.outcomes[task], claim = _design(cfg, task, m, self._log)
+            self._claims.append(claim)
+        self.scan, claim = _sensitivity(cfg, m)
+        self._claims.append(claim)
+        self._claims.append(_method_agreement(cfg, self.outcomes["current"][1].best_u, m))
+        self._claims.append(_gradient_cost(cfg, m))
+        self.artifacts = {f"{t}_best_u": o[1].best_u for t, o in self.outcomes.items()}
+        self.tables["designs"] = [
+            {
+                "task": t,
+                "search": s,
+                "best": m[f"{t}/{s}_best"],
+                "solves": m[f"{t}/{s}_solves"],
+                **{k: m[f"{t}/{s}_best_{k}"] for k in b.names},
+            }
+            for t, (_, _, b) in self.outcomes.items()
+            for s in ("grid", "ga")
+        ]
+
+    def claims(self) -> list[Claim]:
+        return self._claims
+
+    def figures(self, models: dict[str, Any]) -> None:
+        plt = self.plt
+        self.save_figure(_plot_ascent(plt, self.outcomes), "ascent_vs_grid.png")
+        self.save_figure(_plot_landscape(plt, self.cfg, self.outcomes), "current_landscape.png")
+        self.save_figure(_plot_sensitivity(plt, self.scan), "sensitivity.png")
+
+
+def _plot_ascent(plt: Any, outcomes: dict[str, Any]) -> Any:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, (task, (grid, ga, _)) in zip(axes, outcomes.items()):
         scale = 0.01 if task == "current" else 1.0
@@ -294,9 +290,11 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False, progress: bool = Tr
         ax.set_title(f"{task}: gradient ascent (running best)")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    figures.append(save_figure(fig, out_dir / "ascent_vs_grid.png"))
+    return fig
 
-    grid, ga, box = outcomes["current"]
+
+def _plot_landscape(plt: Any, cfg: Config, outcomes: dict[str, Any]) -> Any:
+    grid, ga, _ = outcomes["current"]
     fig, ax = plt.subplots(figsize=(5, 4))
     k = int(grid.best_u[2] * (cfg.grid_points - 1) + 0.5)
     sl = (grid.values[:, :, k].T * 0.01).numpy()
@@ -308,46 +306,26 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False, progress: bool = Tr
     ax.set_ylabel("log Δ (1e-3 → 0.3)")
     ax.set_title("J_h at the grid's best γ_φ, with ascent paths")
     fig.tight_layout()
-    figures.append(save_figure(fig, out_dir / "current_landscape.png"))
+    return fig
 
+
+def _plot_sensitivity(plt: Any, scan: dict[str, Any]) -> Any:
+    e_np, dJ_fd = scan["eps2"], scan["dJ_fd"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    axes[0].plot(e_np, J_scan)
+    axes[0].plot(e_np, scan["J"])
     axes[0].set_xlabel("ε₂")
     axes[0].set_ylabel("J_h")
     axes[0].set_title("heat current (Δ = 0.05)")
-    axes[1].plot(e_np, dJ, label="implicit dJ_h/dε₂")
+    axes[1].plot(e_np, scan["dJ"], label="implicit dJ_h/dε₂")
     axes[1].plot(e_np[::4], dJ_fd[::4], "o", ms=4, mfc="none", label="finite differences")
-    dP_t = torch.tensor(dP, dtype=torch.float64)
+    dP_t = torch.tensor(scan["dP"], dtype=torch.float64)
     axes[1].plot(e_np, dP_t[:, 0].numpy() * 0.01, ":", label="0.01 dρ₁₁/dε₂")
     axes[1].plot(e_np, dP_t[:, 1].numpy() * 0.01, ":", label="0.01 dρ₂₂/dε₂")
     axes[1].set_xlabel("ε₂")
     axes[1].legend(fontsize=8)
     axes[1].set_title("sensitivity of the steady state")
     fig.tight_layout()
-    figures.append(save_figure(fig, out_dir / "sensitivity.png"))
+    return fig
 
-    torch.save(
-        {
-            "config": asdict(cfg),
-            "current_best_u": outcomes["current"][1].best_u,
-            "rectification_best_u": outcomes["rectification"][1].best_u,
-            "metrics": metrics,
-        },
-        out_dir / "checkpoint.pt",
-    )
-    tables = {
-        "designs": [
-            {
-                "task": t,
-                "search": s,
-                "best": metrics[f"{t}/{s}_best"],
-                "solves": metrics[f"{t}/{s}_solves"],
-                **{k: metrics[f"{t}/{s}_best_{k}"] for k in b.names},
-            }
-            for t, (_, _, b) in outcomes.items()
-            for s in ("grid", "ga")
-        ]
-    }
-    return Result(
-        NAME, PAPER, asdict(cfg), metrics, claims, figures, tables, time.perf_counter() - t_start
-    )
+
+EXPERIMENT = SteadyStateHeat

@@ -16,25 +16,23 @@ Model: :func:`flowfields.quantum.light_harvesting` -- donor |1⟩ pumped by weak
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-from flowfields.experiments._design_claims import ascent_vs_grid_claim
+from flowfields.experiments._design_claims import ascent_vs_grid, ascent_vs_grid_claim
+from flowfields.experiments.base import Experiment
 from flowfields.quantum import (
     STEADY_METHODS,
     Box,
-    grid_search,
     light_harvesting,
-    projected_ascent,
     steady_state,
     transfer_efficiency,
 )
-from flowfields.report import Claim, Result, save_figure
+from flowfields.report import Claim
 
-__all__ = ["NAME", "PAPER", "Config", "run"]
+__all__ = ["EXPERIMENT", "NAME", "PAPER", "Config", "SteadyStateLight"]
 
 NAME = "steady-state-light"
 PAPER = (
@@ -82,54 +80,8 @@ def _efficiency(cfg: Config, u: torch.Tensor) -> torch.Tensor:
     return light_harvesting(Gamma=p["Gamma"], gamma_d=p["gamma_d"]).efficiency(cfg.method)
 
 
-def run(cfg: Config, out_dir: Path, *, resume: bool = False, progress: bool = True) -> Result:
-    """Grid search vs gradient ascent for η, the dρ_ss/dr scan and gradient checks.
-
-    ``resume`` is accepted for the contract; a run is short and restarts from scratch.
-    """
-    import matplotlib.pyplot as plt
-
-    t_start = time.perf_counter()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
-    metrics: dict[str, float | int | str] = {}
-    claims: list[Claim] = []
-    figures: list[Path] = []
-
-    def obj(u: torch.Tensor) -> torch.Tensor:
-        return _efficiency(cfg, u)
-
-    eta0 = float(light_harvesting().efficiency(cfg.method))
-    metrics["efficiency/default_params"] = eta0
-    t0 = time.perf_counter()
-    grid = grid_search(obj, 2, cfg.grid_points)
-    t_grid = time.perf_counter() - t0
-    starts = [torch.rand(2, dtype=torch.float64) for _ in range(cfg.ga_starts)]
-    t0 = time.perf_counter()
-    ga = projected_ascent(
-        obj, starts, steps=cfg.ga_steps, lr=cfg.lr, solves_per_step=2, target=grid.best_value
-    )
-    t_ga = time.perf_counter() - t0
-    for name, res in (("grid", grid), ("ga", ga)):
-        metrics[f"efficiency/{name}_best"] = res.best_value
-        metrics[f"efficiency/{name}_solves"] = res.solves
-        for k, v in EFF_BOX.to_params(res.best_u).items():
-            metrics[f"efficiency/{name}_best_{k}"] = float(v)
-    metrics["efficiency/grid_wall_s"] = t_grid
-    metrics["efficiency/ga_wall_s"] = t_ga
-    metrics["efficiency/ga_solves_to_grid_best"] = ga.solves_to_target
-    if progress:
-        print(
-            f"[{NAME}] efficiency: grid best {grid.best_value:.6f} ({grid.solves} solves), "
-            f"gradient ascent best {ga.best_value:.6f} ({ga.solves} solves)",
-            flush=True,
-        )
-    claims.append(
-        ascent_vs_grid_claim(ga, grid, task="efficiency", what="transfer efficiency", fmt=".6f")
-    )
-
-    # same gradient whatever the forward method, at the best design
+def _method_agreement(ga: Any, metrics: dict[str, Any]) -> Claim:
+    """The same gradient whatever the forward method, at the best design."""
     grads = {}
     for m in STEADY_METHODS:
         u = ga.best_u.clone().requires_grad_()
@@ -144,29 +96,28 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False, progress: bool = Tr
     metrics["methods/max_grad_diff_rel"] = spread
     metrics["methods/linear_solvers_grad_diff_rel"] = max(diffs["sparse"], diffs["krylov"])
     metrics["methods/evolve_grad_diff_rel"] = diffs["evolve"]
-    claims.append(
-        Claim(
-            id="same-grad-all-methods",
-            statement="The gradient is the same whatever forward method found the steady state.",
-            measured=spread,
-            threshold="<= 1e-8 (relative), dense vs sparse / krylov / evolve",
-            holds=spread <= 1e-8,
-            note=(
-                "dense, sparse and krylov agree to "
-                f"{metrics['methods/linear_solvers_grad_diff_rel']:.1e}; evolve to "
-                f"{diffs['evolve']:.1e}: time integration carries absolute errors ~1e-16 on "
-                "ρ_gg ≈ 1, i.e. relative errors up to ~1e-8 on the ~1e-9 excited populations "
-                "of weak-light pumping, which the efficiency and its gradient inherit."
-            ),
-        )
+    return Claim(
+        id="same-grad-all-methods",
+        statement="The gradient is the same whatever forward method found the steady state.",
+        measured=spread,
+        threshold="<= 1e-8 (relative), dense vs sparse / krylov / evolve",
+        holds=spread <= 1e-8,
+        note=(
+            "dense, sparse and krylov agree to "
+            f"{metrics['methods/linear_solvers_grad_diff_rel']:.1e}; evolve to "
+            f"{diffs['evolve']:.1e}: time integration carries absolute errors ~1e-16 on "
+            "ρ_gg ≈ 1, i.e. relative errors up to ~1e-8 on the ~1e-9 excited populations "
+            "of weak-light pumping, which the efficiency and its gradient inherit."
+        ),
     )
 
-    # sensitivity scan over the pumping rate r
+
+def _sensitivity(cfg: Config, metrics: dict[str, Any]) -> tuple[dict[str, Any], Claim]:
+    """dρ_ss/dr over a scan of the pumping rate, against central finite differences."""
     rs = torch.logspace(-11, -8, cfg.scan_points, dtype=torch.float64)
-    names = ["ρ₁₁", "ρ₂₂", "Re ρ₁₂", "Im ρ₁₂"]
     d_imp, d_fd, etas = [], [], []
 
-    def outs(r: torch.Tensor) -> list[torch.Tensor]:
+    def outs(r: torch.Tensor) -> tuple[list[torch.Tensor], Any, torch.Tensor]:
         model = light_harvesting(r=r)
         rho = steady_state(model.lindbladian, cfg.method)
         return [rho[1, 1].real, rho[2, 2].real, rho[1, 2].real, rho[1, 2].imag], model, rho
@@ -186,18 +137,61 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False, progress: bool = Tr
     rel = float(((d_imp_t - d_fd_t).abs().amax(0) / d_fd_t.abs().amax(0)).max())
     metrics["sensitivity/max_rel_err_vs_fd"] = rel
     metrics["sensitivity/eta_spread_over_r"] = max(etas) - min(etas)
-    claims.append(
-        Claim(
-            id="grad-matches-fd",
-            statement="Implicit gradients dρ_ss/dr agree with finite differences.",
-            measured=rel,
-            threshold="<= 1e-6 (max over the scan and the four entries, relative)",
-            holds=rel <= 1e-6,
-            note="Central differences with h = 1e-4 r (ρ_ss is linear in r to ~1e-9 here).",
-        )
+    claim = Claim(
+        id="grad-matches-fd",
+        statement="Implicit gradients dρ_ss/dr agree with finite differences.",
+        measured=rel,
+        threshold="<= 1e-6 (max over the scan and the four entries, relative)",
+        holds=rel <= 1e-6,
+        note="Central differences with h = 1e-4 r (ρ_ss is linear in r to ~1e-9 here).",
     )
+    return {"r": rs, "d_imp": d_imp_t, "d_fd": d_fd_t, "eta": etas}, claim
 
-    # figures
+
+class SteadyStateLight(Experiment, config=Config):
+    """Grid search vs gradient ascent for the transfer efficiency η, the dρ_ss/dr scan and
+    gradient checks. Trains no network: ``checkpoint.pt`` holds the best design."""
+
+    NAME, PAPER = NAME, PAPER
+
+    def evaluate(self, models: dict[str, Any]) -> None:
+        cfg, m = self.cfg, self.metrics
+        m["efficiency/default_params"] = float(light_harvesting().efficiency(cfg.method))
+        grid, ga = ascent_vs_grid(lambda u: _efficiency(cfg, u), EFF_BOX, cfg, m, "efficiency")
+        if self.progress:
+            print(
+                f"[{NAME}] efficiency: grid best {grid.best_value:.6f} ({grid.solves} solves), "
+                f"gradient ascent best {ga.best_value:.6f} ({ga.solves} solves)",
+                flush=True,
+            )
+        self.grid, self.ga = grid, ga
+        what = "transfer efficiency"
+        self._claims = [ascent_vs_grid_claim(ga, grid, task="efficiency", what=what, fmt=".6f")]
+        self._claims.append(_method_agreement(ga, m))
+        self.scan, claim = _sensitivity(cfg, m)
+        self._claims.append(claim)
+        self.artifacts = {"ga_best_u": ga.best_u}
+        self.tables["designs"] = [
+            {
+                "search": s,
+                "best_eta": m[f"efficiency/{s}_best"],
+                "solves": m[f"efficiency/{s}_solves"],
+                "Gamma": m[f"efficiency/{s}_best_Gamma"],
+                "gamma_d": m[f"efficiency/{s}_best_gamma_d"],
+            }
+            for s in ("grid", "ga")
+        ]
+
+    def claims(self) -> list[Claim]:
+        return self._claims
+
+    def figures(self, models: dict[str, Any]) -> None:
+        plt = self.plt
+        self.save_figure(_plot_landscape(plt, self.grid, self.ga), "efficiency_landscape.png")
+        self.save_figure(_plot_sensitivity(plt, self.scan), "sensitivity_r.png")
+
+
+def _plot_landscape(plt: Any, grid: Any, ga: Any) -> Any:
     fig, ax = plt.subplots(figsize=(5.5, 4.2))
     G = EFF_BOX.to_params(
         torch.stack(torch.meshgrid(grid.axes[0], grid.axes[1], indexing="ij"), -1)
@@ -215,10 +209,13 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False, progress: bool = Tr
     ax.set_ylabel("γ_d (ps⁻¹)")
     ax.set_title("transfer efficiency: grid and ascent paths")
     fig.tight_layout()
-    figures.append(save_figure(fig, out_dir / "efficiency_landscape.png"))
+    return fig
 
+
+def _plot_sensitivity(plt: Any, scan: dict[str, Any]) -> Any:
+    rs, d_imp_t, d_fd_t = scan["r"], scan["d_imp"], scan["d_fd"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for i, n in enumerate(names):
+    for i, n in enumerate(["ρ₁₁", "ρ₂₂", "Re ρ₁₂", "Im ρ₁₂"]):
         axes[0].plot(rs.numpy(), d_imp_t[:, i].abs().numpy(), label=f"|d{n}/dr|")
         axes[0].plot(
             rs[::5].numpy(), d_fd_t[::5, i].abs().numpy(), "o", ms=3, mfc="none", color=f"C{i}"
@@ -228,35 +225,13 @@ def run(cfg: Config, out_dir: Path, *, resume: bool = False, progress: bool = Tr
     axes[0].set_xlabel("r (ps⁻¹)")
     axes[0].set_title("sensitivity of ρ_ss to the pumping rate (o: FD)")
     axes[0].legend(fontsize=8)
-    axes[1].plot(rs.numpy(), etas)
+    axes[1].plot(rs.numpy(), scan["eta"])
     axes[1].set_xscale("log")
     axes[1].set_xlabel("r (ps⁻¹)")
     axes[1].set_ylabel("η")
     axes[1].set_title("efficiency vs pumping rate")
     fig.tight_layout()
-    figures.append(save_figure(fig, out_dir / "sensitivity_r.png"))
+    return fig
 
-    torch.save(
-        {"config": asdict(cfg), "ga_best_u": ga.best_u, "metrics": metrics},
-        out_dir / "checkpoint.pt",
-    )
-    table = [
-        {
-            "search": s,
-            "best_eta": metrics[f"efficiency/{s}_best"],
-            "solves": metrics[f"efficiency/{s}_solves"],
-            "Gamma": metrics[f"efficiency/{s}_best_Gamma"],
-            "gamma_d": metrics[f"efficiency/{s}_best_gamma_d"],
-        }
-        for s in ("grid", "ga")
-    ]
-    return Result(
-        NAME,
-        PAPER,
-        asdict(cfg),
-        metrics,
-        claims,
-        figures,
-        {"designs": table},
-        time.perf_counter() - t_start,
-    )
+
+EXPERIMENT = SteadyStateLight

@@ -10,6 +10,7 @@ Every network here follows the flowfields convention ``v(t, x)`` with ``t`` a fl
 """
 
 from flowfields.nn.divfree import DivFreeMatrixField, DivFreeVectorField, PeriodicFeatures
+from flowfields.nn.flat import FlatField
 from flowfields.nn.layers import ACTIVATIONS, activation, mlp
 from flowfields.nn.mlp_field import MLPField
 from flowfields.nn.time import Field, TimeEmbedding, as_field, broadcast_time
@@ -20,6 +21,7 @@ __all__ = [
     "DivFreeMatrixField",
     "DivFreeVectorField",
     "Field",
+    "FlatField",
     "MLPField",
     "PeriodicFeatures",
     "TimeEmbedding",

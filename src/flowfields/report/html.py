@@ -3,28 +3,20 @@
 from __future__ import annotations
 
 import base64
-import dataclasses
 import html
 import json
-import math
 import os
 import platform
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from flowfields.errors import check
-from flowfields.report.result import Claim, Result
+from flowfields.report.records import json_safe, write_json
+from flowfields.report.result import Claim, Result, format_number
 
-__all__ = [
-    "json_safe",
-    "metrics_record",
-    "render_run_html",
-    "write_json",
-    "write_run",
-    "write_summary",
-]
+__all__ = ["metrics_record", "render_run_html", "write_run", "write_summary"]
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;
@@ -40,53 +32,10 @@ figure img{max-width:100%;border:1px solid #eee}figcaption{font-size:.85em;color
 """
 
 
-def json_safe(value: Any) -> Any:
-    """Convert ``value`` to strict-JSON types: tensors / NumPy scalars to numbers or lists,
-    tuples to lists, paths to strings, NaN / Inf to the strings ``"nan"``, ``"inf"``, ``"-inf"``.
-    """
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return json_safe(dataclasses.asdict(value))
-    if isinstance(value, Mapping):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, bool) or value is None or isinstance(value, str):
-        return value
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    item = getattr(value, "item", None)  # torch tensors, NumPy scalars and arrays
-    if callable(item):
-        size = getattr(value, "size", None)
-        numel = getattr(value, "numel", None)
-        n = numel() if callable(numel) else (size if isinstance(size, int) else None)
-        if n == 1:
-            return json_safe(item())
-        tolist = getattr(value, "tolist", None)
-        if callable(tolist):
-            return json_safe(tolist())
-    return str(value)
-
-
-def write_json(data: Any, path: str | os.PathLike) -> Path:
-    """Write ``json_safe(data)`` to ``path`` (indented, atomic rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, path)
-    return path
-
-
 def _fmt(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.4g}" if math.isfinite(value) else str(value)
-    return str(value)
+    return format_number(value) if isinstance(value, float) else str(value)
 
 
 def _cell(value: Any) -> str:
@@ -94,7 +43,7 @@ def _cell(value: Any) -> str:
     return f"<td{cls}>{html.escape(_fmt(value))}</td>"
 
 
-def _table(rows: list[Mapping[str, Any]]) -> str:
+def _table(rows: Sequence[Mapping[str, Any]]) -> str:
     if not rows:
         return '<p class="muted">(empty)</p>'
     cols: list[str] = []
@@ -133,7 +82,7 @@ def _figures(paths: Iterable[str | os.PathLike], base: Path | None) -> str:
     for p in paths:
         path = Path(p)
         if not path.is_absolute() and base is not None:
-            path = base / path
+            path = base / path  # figures are listed relative to their run directory
         if not path.is_file():
             out.append(f'<p class="muted">missing figure: {html.escape(str(p))}</p>')
             continue
@@ -214,11 +163,12 @@ def metrics_record(result: Result) -> dict[str, Any]:
 
 
 def write_run(result: Result, out_dir: str | os.PathLike) -> dict[str, Path]:
-    """Write ``metrics.json``, ``config.json`` and ``report.html`` of a run into ``out_dir``.
+    """Write ``metrics.json`` and ``report.html`` of a run into ``out_dir``.
 
     ``metrics.json`` holds the flat metrics plus ``"experiment"``, ``"paper"``, ``"wall_s"`` and
-    ``"claims"`` (a list of ``{id, statement, measured, threshold, holds, note}``).
-    ``config.json`` is ``result.config``. Non-finite numbers are written as strings.
+    ``"claims"`` (a list of ``{id, statement, measured, threshold, holds, note}``) and a
+    checksum. Non-finite numbers are written as strings. Figures listed in ``result.figures``
+    relative to ``out_dir`` are embedded in the report.
 
     Args:
         result: what the experiment's ``run`` returned.
@@ -233,14 +183,28 @@ def write_run(result: Result, out_dir: str | os.PathLike) -> dict[str, Path]:
     check(isinstance(result, Result), "result", result, "a flowfields.report.Result")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "metrics": write_json(metrics_record(result), out / "metrics.json"),
-        "config": write_json(result.config, out / "config.json"),
-    }
-    report = out / "report.html"
-    report.write_text(render_run_html(result, out))
-    paths["report"] = report
+    paths = {"metrics": write_json(metrics_record(result), out / "metrics.json")}
+    paths["report"] = _write_text(out / "report.html", render_run_html(result, out))
     return paths
+
+
+def _write_text(path: Path, text: str) -> Path:
+    """Write ``text`` atomically (temporary file + rename); OSError as a FlowfieldsError."""
+    from flowfields.errors import FlowfieldsError
+
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as err:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise FlowfieldsError(
+            f"{path.name}: could not write {str(path)!r} ({err.strerror or err})."
+        ) from None
+    return path
 
 
 def write_summary(
@@ -324,5 +288,4 @@ def write_summary(
         f"<table><thead>{head}</thead><tbody>{''.join(overview)}</tbody></table>"
         + "".join(sections)
     )
-    path.write_text(_page(title, body))
-    return path
+    return _write_text(path, _page(title, body))

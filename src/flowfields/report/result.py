@@ -7,7 +7,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Claim", "Result"]
+__all__ = ["Claim", "Result", "format_number"]
+
+
+def format_number(value: Any) -> str:
+    """A number as people read it: 4 significant digits (``0.128``, ``3.47e-05``, ``1.2e+04``),
+    integers and strings unchanged."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.4g}" if math.isfinite(value) else str(value)
 
 
 @dataclass
@@ -29,6 +39,14 @@ class Claim:
     threshold: float | str
     holds: bool
     note: str = ""
+
+    def describe(self) -> str:
+        """One line: ``[held] id: measured 0.128 (threshold 0.15)``."""
+        mark = "held        " if self.holds else "did not hold"
+        return (
+            f"[{mark}] {self.id}: measured {format_number(self.measured)} "
+            f"(threshold {format_number(self.threshold)})"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
