@@ -445,7 +445,7 @@ def odeint(
         )
         x: State
         if is_tuple:
-            x = tuple(torch.stack([o[p] for o in outs]) for p in range(len(parts)))  # type: ignore[index]
+            x = tuple(torch.stack([o[p] for o in outs]) for p in range(len(parts)))
         else:
             x = torch.stack(outs)  # type: ignore[arg-type]
     else:
@@ -618,12 +618,12 @@ class _BackwardPhase(torch.autograd.Function):
     """Identity whose backward switches the counter to 'backward' before the adjoint runs."""
 
     @staticmethod
-    def forward(ctx: Any, counter: _Counter, *xs: Tensor) -> tuple[Tensor, ...]:  # type: ignore[override]
+    def forward(ctx: Any, counter: _Counter, *xs: Tensor) -> tuple[Tensor, ...]:
         ctx.counter = counter
         return tuple(x.view_as(x) for x in xs)
 
     @staticmethod
-    def backward(ctx: Any, *grads: Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+    def backward(ctx: Any, *grads: Tensor) -> tuple[Any, ...]:
         ctx.counter.phase = "backward"
         return (None, *grads)
 

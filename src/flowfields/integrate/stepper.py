@@ -80,7 +80,7 @@ class StepCallbacks:
 def _scaled_sum(ks: Sequence[State], weights: Sequence[float], h: float | Tensor) -> State | None:
     """``h * sum_j weights[j] * ks[j]`` (zero weights skipped; None if all are zero)."""
     if isinstance(ks[0], tuple):
-        parts = [_scaled_sum([k[i] for k in ks], weights, h) for i in range(len(ks[0]))]  # type: ignore[index]
+        parts = [_scaled_sum([k[i] for k in ks], weights, h) for i in range(len(ks[0]))]
         return None if parts[0] is None else tuple(parts)  # type: ignore[arg-type]
     out: Tensor | None = None
     for w, k in zip(weights, ks):
@@ -98,7 +98,7 @@ def _scaled_sum(ks: Sequence[State], weights: Sequence[float], h: float | Tensor
 def _add_terms(x: State, ks: Sequence[State], weights: Sequence[float], h: float | Tensor) -> State:
     """``x + h w_1 k_1 + h w_2 k_2 + ...`` added term by term (the update without retraction)."""
     if isinstance(x, tuple):
-        parts = [_add_terms(xi, [k[i] for k in ks], weights, h) for i, xi in enumerate(x)]  # type: ignore[index]
+        parts = [_add_terms(xi, [k[i] for k in ks], weights, h) for i, xi in enumerate(x)]
         return tuple(cast(Tensor, p) for p in parts)
     out = x
     for w, k in zip(weights, ks):
