@@ -21,6 +21,8 @@ from torch.func import jvp, vmap
 
 from flowfields.errors import check
 from flowfields.nn.divfree import DivFreeMatrixField, PeriodicFeatures
+from flowfields.nn.layers import mlp
+from flowfields.nn.time import broadcast_time
 
 __all__ = [
     "METHODS",
@@ -58,17 +60,11 @@ class PeriodicMLP(nn.Module):
     def __init__(self, out_dim: int, hidden: int, depth: int, n_frequencies: int) -> None:
         super().__init__()
         self.features = PeriodicFeatures(2, n_frequencies)
-        layers: list[nn.Module] = []
-        width = self.features.out_features + 1
-        for _ in range(depth):
-            layers += [nn.Linear(width, hidden), nn.SiLU()]
-            width = hidden
-        layers.append(nn.Linear(width, out_dim))
-        self.net = nn.Sequential(*layers)
+        self.net = mlp(self.features.out_features + 1, out_dim, hidden, depth, "silu")
 
     def forward(self, t: Tensor, x: Tensor) -> Tensor:
-        t = t.reshape(-1, 1).expand(x.shape[0], 1).to(x.dtype)
-        return self.net(torch.cat([self.features(x), t], -1))
+        t_b = broadcast_time(t, x).unsqueeze(-1)
+        return self.net(torch.cat([self.features(x), t_b], -1))
 
 
 class FluidModel(nn.Module):

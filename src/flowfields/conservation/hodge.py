@@ -31,7 +31,8 @@ def gradient(f: Callable[[Tensor], Tensor], x: Tensor) -> tuple[Tensor, Tensor]:
     Returns:
         ``(f(x), ∇f(x))`` of shapes (B,), (B, d).
     """
-    value, pullback = vjp(f, x)
+    out = vjp(f, x)
+    value, pullback = out[0], out[1]
     (grad,) = pullback(torch.ones_like(value))
     return value, grad
 

@@ -245,14 +245,14 @@ class PositiveDensityFlux(nn.Module):
         k, d = self.n_components, self.dim
         tt = t.unsqueeze(-1)
         h, dh = tt, torch.ones_like(tt)
-        mods = list(self.time_net)
-        for lin in mods[:-1:2]:
+        lins = [m for m in self.time_net if isinstance(m, nn.Linear)]  # Linear, SiLU, ..., Linear
+        for lin in lins[:-1]:
             z = lin(h)
             dz = dh @ lin.weight.T
             sig = torch.sigmoid(z)
             h, dh = z * sig, dz * sig * (1 + z * (1 - sig))
-        out = mods[-1](h).reshape(-1, k, d + 1)
-        dout = (dh @ mods[-1].weight.T).reshape(-1, k, d + 1)
+        out = lins[-1](h).reshape(-1, k, d + 1)
+        dout = (dh @ lins[-1].weight.T).reshape(-1, k, d + 1)
         bridge, dbridge = tt * (1 - tt), 1 - 2 * tt  # (T, 1)
         mu = (1 - tt).unsqueeze(-1) * self.mean_0 + tt.unsqueeze(-1) * self.mean_1
         mu = mu + bridge.unsqueeze(-1) * out[..., :d]
@@ -483,7 +483,7 @@ def continuity_residual(rho_flux: RhoFlux, t: Tensor | float, x: Tensor) -> Tens
     check_finite(x, "x")
     t = _time_vector(t, x).contiguous()  # a real (B,) tensor: the jvp writes one tangent per row
     d = x.shape[1]
-    (_, drho_dt) = jvp(lambda s: rho_flux(s, x)[0], (t,), (torch.ones_like(t),))
+    drho_dt = jvp(lambda s: rho_flux(s, x)[0], (t,), (torch.ones_like(t),))[1]
     basis = torch.eye(d, dtype=x.dtype, device=x.device).unsqueeze(1).expand(d, x.shape[0], d)
     dj = vmap(lambda e: jvp(lambda y: rho_flux(t, y)[1], (x,), (e,))[1])(basis)  # (d, B, d)
     return drho_dt + torch.diagonal(dj, dim1=0, dim2=2).sum(-1)

@@ -62,9 +62,15 @@ class AugmentedDynamics(nn.Module):
         hutchpp_k: sketch size ``k`` of drawn Hutch++ probes.
 
     Example:
+        >>> import torch
+        >>> from flowfields.integrate import odeint
+        >>> v = lambda t, x: -x                   # contracts: div v = -D, so dlog = D t
+        >>> x_1 = torch.randn(5, 2, dtype=torch.float64)
         >>> dyn = AugmentedDynamics(v, estimator="exact")
-        >>> sol = odeint(dyn, (x_1, torch.zeros(len(x_1))), torch.tensor([1.0, 0.0]))
+        >>> sol = odeint(dyn, (x_1, torch.zeros(5, dtype=torch.float64)), [1.0, 0.0])
         >>> z, dlog = sol.x_final   # log p_1(x_1) = log N(z; 0, I) - dlog
+        >>> round(float(dlog[0]), 6)              # int_1^0 -div v dt = -2
+        -2.0
     """
 
     def __init__(
@@ -144,6 +150,7 @@ class AugmentedDynamics(nn.Module):
         elif self.estimator == "hutchinson":
             if self.probe is None:
                 self.probe = sample_probe(x, self.probe_kind, self.generator)
+            assert isinstance(self.probe, Tensor)
             self._check_probe_batch(self.probe.shape[:2], x)
             v_tx, div = divergence_hutchinson(self.v, t, x, self.probe)
         else:
@@ -151,6 +158,8 @@ class AugmentedDynamics(nn.Module):
                 self.probe = sample_hutchpp_probes(
                     x, self.hutchpp_k, self.probe_kind, self.generator
                 )
-            self._check_probe_batch(self.probe[0].shape[:2], x)
-            v_tx, div = divergence_hutchpp(self.v, t, x, self.probe)
+            assert isinstance(self.probe, (tuple, list))
+            probes = (self.probe[0], self.probe[1])
+            self._check_probe_batch(probes[0].shape[:2], x)
+            v_tx, div = divergence_hutchpp(self.v, t, x, probes)
         return v_tx, (-div).to(log_p.dtype)

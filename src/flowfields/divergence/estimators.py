@@ -25,7 +25,7 @@ Dynamics for Scalable Reversible Generative Models", arXiv:1810.01367.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -47,7 +47,8 @@ DIVERGENCE_MODES: tuple[str, ...] = ("auto", "reverse", "forward", "loop")
 #: Probe distributions for Hutchinson's estimator (both have E[eps eps^T] = I).
 PROBE_KINDS: tuple[str, ...] = ("rademacher", "gaussian")
 
-Field = Callable[[Tensor, Tensor], Tensor]
+#: ``v(t, x)``; ``t`` is passed through as given (a float or a tensor).
+Field = Callable[[Any, Tensor], Tensor]
 
 
 def _check_batch(x: Tensor, argument: str = "x") -> None:
@@ -104,7 +105,8 @@ def divergence_exact(
 
     basis = _basis(x)
     if mode == "reverse":
-        v_tx, vjp_fn = torch.func.vjp(f, x)
+        out = torch.func.vjp(f, x)
+        v_tx, vjp_fn = out[0], out[1]
         (rows,) = torch.func.vmap(vjp_fn, chunk_size=chunk_size)(basis)  # rows[i, b] = e_i^T J_b
         div = torch.einsum("ibi->b", rows)
         return v_tx, div

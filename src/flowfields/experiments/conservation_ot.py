@@ -174,7 +174,7 @@ def _transport(model: PositiveDensityFlux, x0: torch.Tensor, steps: int) -> torc
 
     t = torch.linspace(0.0, 1.0, steps + 1, dtype=x0.dtype)
     with torch.no_grad():
-        traj = odeint(lambda s, x: model.velocity(s, x), x0, t, method="rk4").x  # type: ignore[arg-type]
+        traj = odeint(lambda s, x: model.velocity(s, x), x0, t, method="rk4").x
     assert isinstance(traj, torch.Tensor)
     return traj
 

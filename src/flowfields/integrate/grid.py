@@ -9,8 +9,9 @@ requested times flow through the grid.
 Example:
     >>> import torch
     >>> from flowfields.integrate import time_grid
-    >>> time_grid(torch.tensor([0.0, 0.3, 1.0], dtype=torch.float64), 0.25).tolist()
-    [0.0, 0.15, 0.3, 0.475, 0.65, 0.825, 1.0]
+    >>> grid = time_grid(torch.tensor([0.0, 0.3, 1.0], dtype=torch.float64), 0.25)
+    >>> [round(s, 6) for s in grid.tolist()]    # 0.3: 2 steps; 0.7: 3 steps
+    [0.0, 0.15, 0.3, 0.533333, 0.766667, 1.0]
 """
 
 from __future__ import annotations

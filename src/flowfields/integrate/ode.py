@@ -37,7 +37,8 @@ Example:
     ...              step_size=0.1)
     >>> sol.nfe, sol.backend
     (40, 'native')
-    >>> sol = odeint(lambda t, x: -x, torch.ones(3), [0.0, 1.0], ODEOptions(rtol=1e-8))
+    >>> x_0 = torch.ones(3, dtype=torch.float64)
+    >>> sol = odeint(lambda t, x: -x, x_0, [0.0, 1.0], ODEOptions(rtol=1e-8, atol=1e-8))
     >>> round(float(sol.x[-1, 0]), 6), sol.backend
     (0.367879, 'torchdiffeq')
 """
@@ -164,6 +165,9 @@ class _Watch:
 class _Counted(nn.Module):
     """Wraps ``v`` for torchdiffeq: counts and checks calls; an nn.Module so the adjoint finds
     the parameters; forwards the field's callbacks (with ``dt`` signed in true time)."""
+
+    v: Callable[..., Any]
+    watch: _Watch
 
     def __init__(self, v: Callable[..., Any], watch: _Watch, reverse: bool, fixed: bool) -> None:
         super().__init__()
@@ -352,7 +356,7 @@ def _fixed_grid(opts: ODEOptions, t: Tensor, t64: Tensor) -> tuple[Tensor, list[
 
 
 def odeint(
-    v: Callable[[Tensor, State], State],
+    v: Callable[[Tensor, Any], Any],
     x_0: State,
     t: Tensor | Sequence[float],
     solver: ODEOptions | None = None,
@@ -441,7 +445,7 @@ def odeint(
         )
         x: State
         if is_tuple:
-            x = tuple(torch.stack([o[p] for o in outs]) for p in range(len(parts)))  # type: ignore[index]
+            x = tuple(torch.stack([o[p] for o in outs]) for p in range(len(parts)))
         else:
             x = torch.stack(outs)  # type: ignore[arg-type]
     else:
@@ -522,7 +526,11 @@ def _torchdiffeq_solve(
             adj_opts = dict(adjoint_options)
         if not opts.info.adaptive and "grid_constructor" in adj_opts:
             # The backward solve runs interval by interval: re-grid each one alike.
-            adj_opts["grid_constructor"] = _make_interval_grid_constructor(float(opts.step_size))
+            step = opts.step_size
+            if step is None:  # one step per interval of t: the backward solve likewise
+                adj_opts.pop("grid_constructor")
+            else:
+                adj_opts["grid_constructor"] = _make_interval_grid_constructor(float(step))
         x = torchdiffeq.odeint_adjoint(
             func,
             y0,
@@ -610,12 +618,12 @@ class _BackwardPhase(torch.autograd.Function):
     """Identity whose backward switches the counter to 'backward' before the adjoint runs."""
 
     @staticmethod
-    def forward(ctx: Any, counter: _Counter, *xs: Tensor) -> tuple[Tensor, ...]:  # type: ignore[override]
+    def forward(ctx: Any, counter: _Counter, *xs: Tensor) -> tuple[Tensor, ...]:
         ctx.counter = counter
         return tuple(x.view_as(x) for x in xs)
 
     @staticmethod
-    def backward(ctx: Any, *grads: Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+    def backward(ctx: Any, *grads: Tensor) -> tuple[Any, ...]:
         ctx.counter.phase = "backward"
         return (None, *grads)
 

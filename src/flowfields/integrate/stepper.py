@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -80,7 +80,7 @@ class StepCallbacks:
 def _scaled_sum(ks: Sequence[State], weights: Sequence[float], h: float | Tensor) -> State | None:
     """``h * sum_j weights[j] * ks[j]`` (zero weights skipped; None if all are zero)."""
     if isinstance(ks[0], tuple):
-        parts = [_scaled_sum([k[i] for k in ks], weights, h) for i in range(len(ks[0]))]  # type: ignore[index]
+        parts = [_scaled_sum([k[i] for k in ks], weights, h) for i in range(len(ks[0]))]
         return None if parts[0] is None else tuple(parts)  # type: ignore[arg-type]
     out: Tensor | None = None
     for w, k in zip(weights, ks):
@@ -98,18 +98,17 @@ def _scaled_sum(ks: Sequence[State], weights: Sequence[float], h: float | Tensor
 def _add_terms(x: State, ks: Sequence[State], weights: Sequence[float], h: float | Tensor) -> State:
     """``x + h w_1 k_1 + h w_2 k_2 + ...`` added term by term (the update without retraction)."""
     if isinstance(x, tuple):
-        return tuple(
-            _add_terms(xi, [k[i] for k in ks], weights, h)  # type: ignore[index]
-            for i, xi in enumerate(x)
-        )
+        parts = [_add_terms(xi, [k[i] for k in ks], weights, h) for i, xi in enumerate(x)]
+        return tuple(cast(Tensor, p) for p in parts)
     out = x
     for w, k in zip(weights, ks):
         if w == 0.0:
             continue
+        assert isinstance(k, Tensor)
         if isinstance(h, Tensor):
             out = out + (h * w).to(out.real.dtype) * k
         else:
-            out = torch.add(out, k, alpha=h * w)  # type: ignore[arg-type]
+            out = torch.add(out, k, alpha=h * w)
     return out
 
 
@@ -150,7 +149,7 @@ def _stage_times(
 
 
 def rk_solve(
-    v: Callable[[Tensor, State], State],
+    v: Callable[[Tensor, Any], Any],
     x_0: State,
     grid: Tensor,
     out_index: Sequence[int],

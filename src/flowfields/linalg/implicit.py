@@ -138,7 +138,7 @@ def krylov_solver(
             if kind == "gmres":
                 kw["restart"] = min(100, M.shape[0])
             x, info = routine(M, r, **kw)
-            res = np.linalg.norm(M @ x - r) / max(np.linalg.norm(r), 1e-300)
+            res = float(np.linalg.norm(M @ x - r)) / max(float(np.linalg.norm(r)), 1e-300)
             if info != 0 and res > 1e3 * rtol:
                 raise SingularSystemError(
                     f"{what}: {kind} did not converge (info={info}, relative residual "
@@ -154,7 +154,7 @@ def krylov_solver(
 
 class _DenseSolve(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, A: torch.Tensor, b: torch.Tensor, singular_tol: float):  # type: ignore[override]
+    def forward(ctx, A: torch.Tensor, b: torch.Tensor, singular_tol: float):
         LU, piv, _ = torch.linalg.lu_factor_ex(A)
         diags = torch.diagonal(LU, dim1=-2, dim2=-1).reshape(-1, A.shape[-1])
         for i, d in enumerate(diags):
@@ -164,7 +164,7 @@ class _DenseSolve(torch.autograd.Function):
         return x
 
     @staticmethod
-    def backward(ctx, g: torch.Tensor):  # type: ignore[override]
+    def backward(ctx, g: torch.Tensor):
         LU, piv, x = ctx.saved_tensors
         lam = torch.linalg.lu_solve(LU, piv, g.unsqueeze(-1), adjoint=True).squeeze(-1)
         grad_A = -lam.unsqueeze(-1) * x.conj().unsqueeze(-2)
@@ -173,7 +173,7 @@ class _DenseSolve(torch.autograd.Function):
 
 class _ScipySolve(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, A: torch.Tensor, b: torch.Tensor, method: str, opts: dict):  # type: ignore[override]
+    def forward(ctx, A: torch.Tensor, b: torch.Tensor, method: str, opts: dict):
         As = A.reshape(-1, *A.shape[-2:])
         bs = b.reshape(-1, b.shape[-1])
         solvers, xs = [], []
@@ -198,7 +198,7 @@ class _ScipySolve(torch.autograd.Function):
         return x
 
     @staticmethod
-    def backward(ctx, g: torch.Tensor):  # type: ignore[override]
+    def backward(ctx, g: torch.Tensor):
         (x,) = ctx.saved_tensors
         gs = g.reshape(-1, g.shape[-1]).detach().cpu().numpy()
         lam = torch.stack([torch.as_tensor(s[1](gs[i])) for i, s in enumerate(ctx.solvers)])
@@ -289,7 +289,7 @@ def replace_row(A: torch.Tensor, row: int, w: torch.Tensor) -> torch.Tensor:
 
 class _ImplicitSolve(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, fns, b, *params):  # type: ignore[override]
+    def forward(ctx, fns, b, *params):
         _, solve_fwd, _ = fns
         with torch.no_grad():
             x = solve_fwd(b.detach())
@@ -298,7 +298,7 @@ class _ImplicitSolve(torch.autograd.Function):
         return x
 
     @staticmethod
-    def backward(ctx, g):  # type: ignore[override]
+    def backward(ctx, g):
         apply_A, _, solve_adj = ctx.fns
         x, *params = ctx.saved_tensors
         with torch.no_grad():

@@ -33,6 +33,8 @@ class IndependentPixelHistogram(nn.Module):
         alpha: add-alpha (Laplace) smoothing of the counts.
     """
 
+    log_probs: Tensor
+
     def __init__(self, event_shape: tuple[int, ...], levels: int, alpha: float = 1.0) -> None:
         super().__init__()
         check(alpha > 0, "alpha", alpha, "a positive smoothing count")
@@ -90,6 +92,9 @@ class FullCovarianceGaussian(nn.Module):
         ridge: added to the covariance diagonal for numerical safety (dequantized pixels that
             are always 0 have a tiny variance ``1/(12 L^2)`` in [0, 1) units).
     """
+
+    mean: Tensor
+    scale_tril: Tensor
 
     def __init__(self, event_shape: tuple[int, ...], ridge: float = 1e-6) -> None:
         super().__init__()

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -136,7 +136,7 @@ class CNF(nn.Module):
 
     # ------------------------------------------------------------------ helpers
     def _like(self) -> tuple[torch.dtype, torch.device]:
-        ref = next(iter(self.parameters()), None)
+        ref: Tensor | None = next(iter(self.parameters()), None)
         if ref is None:
             ref = next((b for b in self.buffers() if b.is_floating_point()), None)
         if ref is None:
@@ -352,8 +352,10 @@ class CNF(nn.Module):
                 probe_tensor = probe.to(dtype=x.dtype, device=x.device)
             else:
                 check(probe in _PROBES, "probe", probe, f"one of {', '.join(_PROBES)} or a tensor")
-                probe_tensor = sample_probe(x_flat, kind=probe, generator=generator)
-        dynamics = AugmentedDynamics(self._flat_field(), estimator=estimator, probe=probe_tensor)
+                probe_tensor = sample_probe(x_flat, kind=cast(Any, probe), generator=generator)
+        dynamics = AugmentedDynamics(
+            self._flat_field(), estimator=cast(Any, estimator), probe=probe_tensor
+        )
         grid = torch.tensor([1.0, 0.0], dtype=torch.float64)
         state = (x_flat, torch.zeros(batch, dtype=x.dtype, device=x.device))
         with torch.set_grad_enabled(self._needs_graph(x, probe_tensor)):

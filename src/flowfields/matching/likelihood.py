@@ -121,7 +121,7 @@ def bits_per_dim(
     check(isinstance(K, int) and not isinstance(K, bool) and K >= 1, "K", K, "an integer >= 1")
     check(isinstance(batch_size, int) and batch_size >= 1, "batch_size", batch_size, "int >= 1")
     if dtype is None:
-        ref = None
+        ref: Tensor | None = None
         if isinstance(model, torch.nn.Module):
             ref = next(iter(model.parameters()), None)
             if ref is None:

@@ -33,9 +33,13 @@ def event_shape_of(dim: int | Sequence[int], argument: str = "dim") -> tuple[int
     if isinstance(dim, int) and not isinstance(dim, bool):
         check(dim > 0, argument, dim, "a positive integer or a shape such as (1, 8, 8)")
         return (dim,)
-    ok = isinstance(dim, Sequence) and not isinstance(dim, str) and len(dim) > 0
+    want = "a positive integer or a shape of positive integers such as (1, 8, 8)"
+    if not isinstance(dim, Sequence) or isinstance(dim, str):
+        check(False, argument, dim, want)
+    assert isinstance(dim, Sequence)
+    ok = len(dim) > 0
     ok = ok and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dim)
-    check(ok, argument, dim, "a positive integer or a shape of positive integers such as (1, 8, 8)")
+    check(ok, argument, dim, want)
     return tuple(int(d) for d in dim)
 
 
@@ -49,6 +53,8 @@ class IsotropicNormal(nn.Module):
         event_shape: shape of one sample, e.g. ``(2,)`` or ``(1, 8, 8)``.
         std: standard deviation, > 0.
     """
+
+    _like: Tensor
 
     def __init__(self, event_shape: int | Sequence[int], std: float = 1.0) -> None:
         super().__init__()

@@ -97,6 +97,8 @@ class PeriodicFeatures(nn.Module):
         (B, dim) -> (B, n_raw + 2 * K * n_periodic).
     """
 
+    k: Tensor
+
     def __init__(
         self, dim: int, n_frequencies: int = 2, periodic: Sequence[bool] | None = None
     ) -> None:
@@ -184,7 +186,8 @@ class _DivFreeBase(nn.Module):
     def _trunk_input(self, t: Tensor | None, x: Tensor) -> Tensor:
         z = self.features(x) if self.features is not None else x
         if self.time_dependent:
-            z = torch.cat([z, t.unsqueeze(-1)], dim=-1)  # t: (B,) from _parse
+            assert t is not None  # (B,), from _parse
+            z = torch.cat([z, t.unsqueeze(-1)], dim=-1)
         return z
 
     def _parse(self, args: tuple[Tensor, ...]) -> tuple[Tensor | None, Tensor]:
@@ -204,6 +207,8 @@ class _DivFreeBase(nn.Module):
         if not torch._C._functorch.is_functorch_wrapped_tensor(x):  # no data-dependent checks
             check_finite(x, "x")  # under vmap / grad transforms
         if self.time_dependent:
+            check(t is not None, "t", t, "a time for a time-dependent field")
+            assert t is not None
             t = broadcast_time(t, x)
             if not torch._C._functorch.is_functorch_wrapped_tensor(t):
                 check_finite(t, "t")
@@ -230,6 +235,13 @@ class _DivFreeBase(nn.Module):
             ddz = torch.zeros_like(dz)
         return z, dz, ddz
 
+    def _linears(self) -> list[nn.Linear]:
+        """The trunk's linear layers (it alternates Linear and activation modules)."""
+        mods = list(self.trunk)
+        out = [m for m in mods[0::2] if isinstance(m, nn.Linear)]
+        assert len(out) == len(mods) // 2
+        return out
+
     def _trunk_jets(self, t: Tensor | None, x: Tensor, order: int) -> tuple[Tensor, ...]:
         """Forward-mode jets of the trunk along every coordinate direction at once.
 
@@ -238,8 +250,7 @@ class _DivFreeBase(nn.Module):
         ``h'' = σ''(z) z'^2 + σ'(z) W h''``), all d directions in one batched matmul.
         """
         jets = self._input_jets(t, x, order)
-        mods = list(self.trunk)
-        for lin, _ in zip(mods[0::2], mods[1::2], strict=True):
+        for lin in self._linears():
             z = lin(jets[0])
             dz = jets[1] @ lin.weight.T
             acts = _act_jet(self.activation, z, order)
@@ -263,8 +274,7 @@ class _DivFreeBase(nn.Module):
         # input features are separable per coordinate: mixed (i != j) second derivatives vanish
         ddz = ddz_diag[first] * (first == second).to(x.dtype)[:, None, None]
         h = self._trunk_input(t, x)
-        mods = list(self.trunk)
-        for lin, _ in zip(mods[0::2], mods[1::2], strict=True):
+        for lin in self._linears():
             z = lin(h)
             dz = dz @ lin.weight.T
             ddz = ddz @ lin.weight.T
@@ -328,6 +338,7 @@ class DivFreeMatrixField(_DivFreeBase):
         self.n_free = n_free
         self.readout = nn.Parameter(torch.randn(n_free, hidden) / math.sqrt(hidden))
         iu = torch.triu_indices(dim, dim, offset=1)
+        self._iu: Tensor
         self.register_buffer("_iu", iu, persistent=False)
 
     def _antisym(self, free: Tensor) -> Tensor:
@@ -423,7 +434,8 @@ class DivFreeVectorField(_DivFreeBase):
                 return jvp(b_of, (y,), (e,))[1]
 
             def d2(e: Tensor) -> tuple[Tensor, Tensor]:
-                return jvp(lambda y: d1(y, e), (x_,), (e,))  # (∂_e b, ∂_e∂_e b)
+                out = jvp(lambda y: d1(y, e), (x_,), (e,))  # (∂_e b, ∂_e∂_e b)
+                return out[0], out[1]
 
             db, ddb = vmap(d2)(basis)  # (d, B, d) each
             div = torch.diagonal(db, dim1=0, dim2=2).sum(-1)  # sum_j ∂_j b_j: (B,)
@@ -443,6 +455,6 @@ class DivFreeVectorField(_DivFreeBase):
             cols = torch.arange(d, device=x.device)
             grad_div = ddb[pair, :, cols.unsqueeze(0).expand(d, d)].sum(1).T
             return lap - grad_div
-        div, pullback, lap = vjp(div_and_laplacian, x, has_aux=True)
+        div, pullback, lap = vjp(div_and_laplacian, x, has_aux=True)  # type: ignore[misc]
         (grad_div,) = pullback(torch.ones_like(div))
         return lap - grad_div

@@ -64,6 +64,8 @@ class TimeEmbedding(nn.Module):
         forward(t): t (B,) -> (B, dim).
     """
 
+    frequencies: Tensor
+
     def __init__(self, dim: int = 32, min_frequency: float = 1.0, max_frequency: float = 100.0):
         super().__init__()
         check(
@@ -145,7 +147,8 @@ def as_field(module: nn.Module | Callable, order: str = "tx", time: str = "batch
         >>> net = nn.Sequential(nn.Linear(2, 2))
         >>> v = as_field(net, time="none")     # autonomous: v(t, x) = net(x)
     """
-    if getattr(module, "follows_field_convention", False) and order == "tx" and time == "batch":
+    conventional = getattr(module, "follows_field_convention", False)
+    if isinstance(module, nn.Module) and conventional and order == "tx" and time == "batch":
         return module
     if not isinstance(module, nn.Module):
         check(callable(module), "module", module, "an nn.Module or a callable")

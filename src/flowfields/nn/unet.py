@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -175,7 +176,7 @@ class UNet(nn.Module):
         h = self.conv_in(x)
         hs = [h]
         for level, blocks in enumerate(self.down):
-            for block in blocks:
+            for block in cast(nn.ModuleList, blocks):
                 h = block(h, emb)
                 hs.append(h)
             if level < len(self.downsample):
@@ -184,7 +185,7 @@ class UNet(nn.Module):
         for block in self.mid:
             h = block(h, emb)
         for i, blocks in enumerate(self.up):
-            for block in blocks:
+            for block in cast(nn.ModuleList, blocks):
                 h = block(torch.cat([h, hs.pop()], dim=1), emb)
             if i < len(self.upsample):
                 h = nn.functional.interpolate(h, scale_factor=2.0, mode="nearest")

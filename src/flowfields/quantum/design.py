@@ -117,8 +117,8 @@ def grid_search(
         for idx in itertools.product(range(points), repeat=dim):
             vals[idx] = float(objective(torch.stack([ax[i] for i in idx])))
     flat = int(torch.argmax(vals))
-    idx = torch.unravel_index(torch.tensor(flat), vals.shape)
-    best_u = torch.stack([ax[int(i)] for i in idx])
+    best = torch.unravel_index(torch.tensor(flat), vals.shape)
+    best_u = torch.stack([ax[int(i)] for i in best])
     return GridResult(vals, [ax] * dim, best_u, float(vals.max()), vals.numel() * solves_per_call)
 
 

@@ -261,7 +261,8 @@ def _basis_tables(
         -uv * (nqr * qc + qr * nqc),
     )
     P, Q = _pair_indices(d)
-    return (*(t.contiguous() for t in tables), P.to(device), Q.to(device))
+    a, b, c, e = (t.contiguous() for t in tables)
+    return a, b, c, e, P.to(device), Q.to(device)
 
 
 def _buffer(name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device):
@@ -493,9 +494,15 @@ def steady_state(
     ``tol = 1e-13``, as before the polish).
 
     Example:
-        >>> Lb = lindbladian(H, [a], rates=torch.tensor([0.1], requires_grad=True))
-        >>> rho = steady_state(Lb, method="sparse")
+        >>> import torch
+        >>> from flowfields.quantum import expect, lindbladian, steady_state
+        >>> a = torch.diag(torch.arange(1, 4.0).sqrt(), 1).to(torch.complex128)
+        >>> H = a.mH @ a + 0.3 * (a + a.mH)       # driven cavity, d = 4
+        >>> kappa = torch.tensor([0.1], dtype=torch.float64, requires_grad=True)
+        >>> rho = steady_state(lindbladian(H, [a], kappa), method="sparse")
         >>> expect(a.mH @ a, rho).backward()      # one adjoint solve
+        >>> bool(kappa.grad < 0)                  # more loss, fewer photons
+        True
     """
     check(
         method in (*STEADY_METHODS, "auto"), "method", method, f"'auto' or one of {STEADY_METHODS}"
