@@ -191,6 +191,14 @@ def fz_gauss_legendre(data: Any) -> Any:
     return guarded(lambda: gauss_legendre(n, a, b))
 
 
+@entry
+def fz_time_grid(data: Any) -> Any:
+    from flowfields.integrate import time_grid
+
+    t = data.draw(tensors(max_dims=1))
+    return guarded(lambda: time_grid(t, data.draw(NUMBERS)))
+
+
 # ---------------------------------------------------------------------------- divergence, linalg
 @entry
 def fz_divergence(data: Any) -> Any:

@@ -102,8 +102,10 @@ def time_grid(t: Tensor, step_size: float, *, max_num_steps: int | None = None) 
         containing ``t`` exactly; differentiable with respect to ``t``.
 
     Raises:
-        FlowfieldsError: a non-positive ``step_size`` or a grid longer than ``max_num_steps``.
+        FlowfieldsError: times that :func:`as_times` refuses, a non-positive ``step_size`` or a
+            grid longer than ``max_num_steps``.
     """
+    t = as_times(t)
     check(
         isinstance(step_size, (int, float)) and math.isfinite(step_size) and step_size > 0,
         "step_size",
