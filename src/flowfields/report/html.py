@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from flowfields.errors import check
-from flowfields.report.records import json_safe, write_json
+from flowfields.report.records import json_safe, write_json, write_text_atomic
 from flowfields.report.result import Claim, Result, format_number
 
 __all__ = ["metrics_record", "render_run_html", "write_run", "write_summary"]
@@ -184,27 +184,8 @@ def write_run(result: Result, out_dir: str | os.PathLike) -> dict[str, Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"metrics": write_json(metrics_record(result), out / "metrics.json")}
-    paths["report"] = _write_text(out / "report.html", render_run_html(result, out))
+    paths["report"] = write_text_atomic(out / "report.html", render_run_html(result, out))
     return paths
-
-
-def _write_text(path: Path, text: str) -> Path:
-    """Write ``text`` atomically (temporary file + rename); OSError as a FlowfieldsError."""
-    from flowfields.errors import FlowfieldsError
-
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as err:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
-        raise FlowfieldsError(
-            f"{path.name}: could not write {str(path)!r} ({err.strerror or err})."
-        ) from None
-    return path
 
 
 def write_summary(
@@ -288,4 +269,4 @@ def write_summary(
         f"<table><thead>{head}</thead><tbody>{''.join(overview)}</tbody></table>"
         + "".join(sections)
     )
-    return _write_text(path, _page(title, body))
+    return write_text_atomic(path, _page(title, body))

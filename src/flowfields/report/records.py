@@ -20,7 +20,14 @@ from typing import Any
 
 from flowfields.errors import FlowfieldsError
 
-__all__ = ["CHECKSUM_KEY", "json_digest", "json_safe", "read_json", "write_json"]
+__all__ = [
+    "CHECKSUM_KEY",
+    "json_digest",
+    "json_safe",
+    "read_json",
+    "write_json",
+    "write_text_atomic",
+]
 
 #: The entry holding a record's checksum.
 CHECKSUM_KEY = "sha256"
@@ -80,11 +87,22 @@ def write_json(data: Any, path: str | os.PathLike, *, checksum: bool = True) -> 
     record = json_safe(data)
     if checksum and isinstance(record, dict):
         record[CHECKSUM_KEY] = json_digest(record)
+    return write_text_atomic(path, json.dumps(record, indent=2, allow_nan=False) + "\n")
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path``: temporary file, fsync, atomic rename (directory created).
+
+    Raises:
+        FlowfieldsError: the file cannot be written (read-only or full disk, ...); no
+            temporary file is left behind.
+    """
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "w", encoding="utf-8") as f:
-            f.write(json.dumps(record, indent=2, allow_nan=False) + "\n")
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
