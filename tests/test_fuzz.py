@@ -29,7 +29,7 @@ torch.func.vmap(torch.sin)(torch.zeros(1, 1))
 
 #: Seconds one call may take before it counts as a hang.
 TIME_LIMIT_S = 20
-EXAMPLES = 20
+EXAMPLES = int(__import__("os").environ.get("FUZZ_EXAMPLES", "20"))
 
 ENTRIES: dict[str, Callable[[Any], Any]] = {}
 
@@ -447,6 +447,46 @@ def fz_claim_format(data: Any) -> Any:
 
     value = data.draw(st.one_of(NUMBERS, st.floats(allow_nan=True)))
     return guarded(lambda: (format_number(value), Claim("a", "b", value, value, True).describe()))
+
+
+# ---------------------------------------------------------------------------- sdebnn
+@entry
+def fz_sdebnn(data: Any) -> Any:
+    from flowfields.sdebnn import SDEBNN
+
+    kw = {
+        k: data.draw(st.one_of(NUMBERS, st.sampled_from(["ckl", "stl", "classification"])))
+        for k in data.draw(st.sets(st.sampled_from(["sigma", "steps", "estimator", "task"])))
+    }
+    x = good_or(data.draw, torch.randn(3, 2), tensors(max_dims=3))
+    n = good_or(data.draw, 2, NUMBERS)
+
+    def call() -> Any:
+        model = SDEBNN(2, 1, width=4, hidden=4, drift_hidden=(4,), **kw)
+        return model(x, n)
+
+    return guarded(call)
+
+
+@entry
+def fz_sdebnn_predictive(data: Any) -> Any:
+    from flowfields.data import expected_calibration_error
+    from flowfields.sdebnn import bayes_model_average, elbo_loss, predictive_interval
+
+    out = data.draw(tensors(max_dims=3, dtypes=[torch.float32, torch.float64, torch.int64]))
+    labels = data.draw(tensors(max_dims=1, dtypes=[torch.int64, torch.float32]))
+    which = data.draw(st.sampled_from(["bma", "interval", "elbo", "ece"]))
+    if which == "bma":
+        return guarded(lambda: bayes_model_average(out))
+    if which == "interval":
+        return guarded(lambda: predictive_interval(out, data.draw(NUMBERS), data.draw(NUMBERS)))
+    if which == "elbo":
+        kl = data.draw(tensors(max_dims=1))
+        task = data.draw(st.sampled_from(["regression", "classification", "x"]))
+        return guarded(
+            lambda: elbo_loss(out, kl, labels, task=task, n_data=data.draw(NUMBERS), noise_std=0.1)
+        )
+    return guarded(lambda: expected_calibration_error(out, labels, bins=data.draw(NUMBERS)))
 
 
 # ---------------------------------------------------------------------------- the test

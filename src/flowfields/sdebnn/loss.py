@@ -47,7 +47,13 @@ def negative_log_likelihood(
     Raises:
         FlowfieldsError: wrong shapes, labels out of range, non-finite targets.
     """
-    check(isinstance(out, Tensor) and out.ndim == 3, "out", out, "a tensor (S, B, D)")
+    check(
+        isinstance(out, Tensor) and out.ndim == 3 and out.is_floating_point(),
+        "out",
+        out,
+        "a floating tensor (S, B, D)",
+    )
+    check_finite(out, "out")
     if task == "classification":
         check(
             isinstance(y, Tensor) and y.ndim == 1 and y.shape[0] == out.shape[1],
@@ -70,7 +76,7 @@ def negative_log_likelihood(
     check_finite(y, "y")
     check(noise_std is not None, "noise_std", noise_std, "a positive float for regression")
     std = torch.as_tensor(noise_std, dtype=out.dtype, device=out.device)
-    check(bool((std > 0).all()), "noise_std", noise_std, "values > 0")
+    check(bool((std > 0).all() and torch.isfinite(std).all()), "noise_std", noise_std, "values > 0")
     z = (y - out) / std
     return (0.5 * z * z + torch.log(std) + 0.5 * math.log(2 * math.pi)).sum(-1)
 
@@ -103,14 +109,25 @@ def elbo_loss(
         >>> round(float(e.loss), 4)  # 0.5 log(2 pi)
         0.9189
     """
-    check(isinstance(n_data, int) and n_data >= 1, "n_data", n_data, "an integer >= 1")
-    check(kl_weight >= 0, "kl_weight", kl_weight, "a float >= 0")
+    check(
+        isinstance(n_data, int) and not isinstance(n_data, bool) and n_data >= 1,
+        "n_data",
+        n_data,
+        "an integer >= 1",
+    )
+    check(
+        isinstance(kl_weight, (int, float)) and math.isfinite(kl_weight) and kl_weight >= 0,
+        "kl_weight",
+        kl_weight,
+        "a float >= 0",
+    )
+    nll = negative_log_likelihood(out, y, task, noise_std).mean()
     check(
         isinstance(kl, Tensor) and tuple(kl.shape) == (out.shape[0],),
         "kl",
         kl,
         f"a tensor of shape ({out.shape[0]},)",
     )
-    nll = negative_log_likelihood(out, y, task, noise_std).mean()
+    check_finite(kl, "kl")
     kl_mean = kl.mean()
     return ELBO(loss=nll + kl_weight * kl_mean / n_data, nll=nll, kl=kl_mean)

@@ -13,6 +13,21 @@ from flowfields.errors import check, check_finite
 __all__ = ["PredictiveInterval", "bayes_model_average", "predictive_interval"]
 
 
+def _check_samples(x: object, argument: str, shape: str) -> None:
+    """``x`` must be a real floating tensor (S, B, K) with S >= 1 and K >= 1, finite."""
+    check(
+        isinstance(x, Tensor)
+        and x.ndim == 3
+        and x.is_floating_point()
+        and x.shape[0] >= 1
+        and x.shape[-1] >= 1,
+        argument,
+        x,
+        f"a real floating tensor {shape} with at least one sample and one output",
+    )
+    check_finite(x, argument)
+
+
 def bayes_model_average(logits: Tensor) -> Tensor:
     """The Bayesian model average ``p(y | x) = (1/S) sum_s softmax(logits_s)``.
 
@@ -30,8 +45,7 @@ def bayes_model_average(logits: Tensor) -> Tensor:
         >>> bayes_model_average(logits).round(decimals=3).tolist()
         [[0.5, 0.5]]
     """
-    check(isinstance(logits, Tensor) and logits.ndim == 3, "logits", logits, "a tensor (S, B, C)")
-    check_finite(logits, "logits")
+    _check_samples(logits, "logits", "(S, B, C)")
     return torch.softmax(logits, dim=-1).mean(0)
 
 
@@ -91,12 +105,22 @@ def predictive_interval(
         >>> round(float(iv.upper), 3)
         1.96
     """
-    check(isinstance(out, Tensor) and out.ndim == 3, "out", out, "a tensor (S, B, D)")
-    check_finite(out, "out")
-    check(0 < level < 1, "level", level, "a float in (0, 1)")
+    _check_samples(out, "out", "(S, B, D)")
+    check(
+        isinstance(level, (int, float)) and not isinstance(level, bool) and 0 < level < 1,
+        "level",
+        level,
+        "a float in (0, 1)",
+    )
+    check(
+        isinstance(noise_std, (int, float, Tensor)) and not isinstance(noise_std, bool),
+        "noise_std",
+        noise_std,
+        "a float or tensor >= 0",
+    )
     noise = torch.as_tensor(noise_std, dtype=out.dtype, device=out.device)
     check(
-        bool((noise > 0).all()) or bool((noise == 0).all()),
+        bool(torch.isfinite(noise).all()) and (bool((noise > 0).all()) or bool((noise == 0).all())),
         "noise_std",
         noise_std,
         "values all > 0, or all 0 (no likelihood noise)",
