@@ -172,6 +172,12 @@ def sample_probe(
         Probe of shape ``x.shape``.
     """
     check(kind in PROBE_KINDS, "kind", kind, f"one of: {', '.join(PROBE_KINDS)}")
+    check(
+        isinstance(x, Tensor) and (x.is_floating_point() or x.is_complex()),
+        "x",
+        x,
+        "a floating-point tensor (the probe takes its dtype)",
+    )
     if kind == "gaussian":
         return torch.randn(x.shape, dtype=x.dtype, device=x.device, generator=generator)
     bits = torch.randint(0, 2, x.shape, device=x.device, generator=generator)

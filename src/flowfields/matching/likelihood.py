@@ -118,6 +118,7 @@ def bits_per_dim(
         FlowfieldsError: non-integer or out-of-range data, bad ``levels``/``K``/``scale``.
     """
     check_levels(x_int, levels)
+    check(x_int.shape[0] >= 1, "x_int", x_int, "a non-empty batch (B >= 1, *event)")
     check(isinstance(K, int) and not isinstance(K, bool) and K >= 1, "K", K, "an integer >= 1")
     check(isinstance(batch_size, int) and batch_size >= 1, "batch_size", batch_size, "int >= 1")
     if dtype is None:

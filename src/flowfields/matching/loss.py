@@ -95,6 +95,7 @@ def cfm_loss(
     check_shape(x_1, "x_1")
     check(x_1.ndim >= 2, "x_1", x_1, "a batch of shape (B, *dims) with at least 2 dimensions")
     check(x_1.is_floating_point(), "x_1", x_1, "a floating-point tensor")
+    check(x_1.shape[0] >= 1, "x_1", x_1, "a non-empty batch (B >= 1)")
     batch = x_1.shape[0]
     if x_0 is None:
         x_0 = _draw_source(source, x_1, generator)
