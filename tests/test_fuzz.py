@@ -139,7 +139,7 @@ def fz_odeint(data: Any) -> Any:
             [
                 lambda s, x: -x,
                 lambda s, x: x * float("nan"),
-                lambda s, x: x[..., :1],
+                lambda s, x: x.reshape(-1)[:1],
                 lambda s, x: 3,
             ]
         )

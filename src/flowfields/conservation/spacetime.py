@@ -275,6 +275,12 @@ class PositiveDensityFlux(nn.Module):
             ``dstd`` = ∂_t σ (same shapes).
         """
         ref = x if x is not None else self.mean_0
+        check(
+            isinstance(t, (int, float, Tensor)) and not isinstance(t, bool),
+            "t",
+            t,
+            "a time: a number or a real tensor",
+        )
         t = torch.as_tensor(t, dtype=ref.dtype, device=ref.device)
         if x is not None:
             check(

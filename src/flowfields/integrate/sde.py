@@ -32,6 +32,37 @@ SDE_METHODS: tuple[str, ...] = (
     "reversible_heun",
 )
 
+
+def _check_method_fits(method: str | None, sde: Any) -> None:
+    """Refuse a method torchsde would reject for the SDE's ``sde_type`` / ``noise_type``.
+
+    Uses torchsde's own table (each solver class declares the SDE type and noise types it
+    solves), so the message names the argument before torchsde's bare ``ValueError``.
+    """
+    if method is None:
+        return
+    try:
+        from torchsde._core.methods import select
+    except ImportError:  # a torchsde without the table: torchsde checks it itself
+        return
+    sde_type, noise_type = getattr(sde, "sde_type", None), getattr(sde, "noise_type", None)
+    solver = select(method, sde_type)
+    check(
+        getattr(solver, "sde_type", sde_type) == sde_type,
+        "method",
+        method,
+        f"a method for {sde_type} SDEs (the SDE's sde_type); {method!r} solves "
+        f"{getattr(solver, 'sde_type', '?')} SDEs",
+    )
+    allowed = getattr(solver, "noise_types", None)
+    check(
+        allowed is None or noise_type in allowed,
+        "method",
+        method,
+        f"a method for noise_type {noise_type!r}; {method!r} takes {sorted(allowed or [])}",
+    )
+
+
 _METHOD_NAMES = ("f", "g", "h", "f_and_g", "g_prod", "f_and_g_prod")
 _DRIFT = {"f", "f_and_g", "f_and_g_prod"}
 
@@ -179,6 +210,7 @@ def sdeint(
     check(bool(t[1] > t[0]), "t", t, "increasing times (torchsde integrates forward only)")
     check(isinstance(dt, (int, float)) and dt > 0, "dt", dt, "a positive float")
 
+    _check_method_fits(method, sde)
     counted = _CountedSDE(sde, _method_names(sde, names), x_0.dtype)
     kwargs: dict[str, Any] = dict(
         bm=bm,

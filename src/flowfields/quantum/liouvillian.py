@@ -257,6 +257,13 @@ def lindbladian(
     if rates is None:
         g = torch.ones(K, dtype=torch.float64, device=H.device)
     else:
+        check(
+            isinstance(rates, (int, float, list, tuple, torch.Tensor))
+            and not isinstance(rates, bool),
+            "rates",
+            rates,
+            "None, a sequence of K numbers or a (..., K) real tensor >= 0",
+        )
         if isinstance(rates, (list, tuple)):
             rates = (
                 torch.stack([torch.as_tensor(r, dtype=torch.float64) for r in rates])

@@ -112,7 +112,13 @@ class _ContinuousDepthNet(nn.Module):
 
     def _encode(self, x: Tensor, n_samples: int) -> tuple[Tensor, Tensor]:
         check_shape(x, "x", ndim=2, last=self.in_dim)
-        check(x.is_floating_point(), "x", x, "a floating-point tensor")
+        check(
+            x.dtype == self.w_0.dtype,
+            "x",
+            x,
+            f"a floating-point tensor of the model's dtype {self.w_0.dtype} "
+            "(convert the input or the model with .to(dtype))",
+        )
         check_finite(x, "x")
         _int(n_samples, "n_samples")
         if self.encoder is not None:
