@@ -530,40 +530,48 @@ def steady_state(
         "check_unique": check_unique,
     }
     if isinstance(L, torch.Tensor):
-        n = L.shape[-1]
-        d = round(n**0.5)
-        w = _trace_row(d, L.dtype, L.device)
-        b = torch.zeros(L.shape[:-1], dtype=L.dtype, device=L.device)
-        b[..., 0] = 1.0
-        if method in ("dense", "sparse", "krylov"):
-            A = replace_row(L, 0, w)
-            x = linear_solve(
-                A,
-                b,
-                method=method,
-                singular_tol=singular_tol,
-                rtol=rtol,
-                kind=kind,
-                maxiter=maxiter,
-            )
-            return unvec(x)
-        Lf = L.reshape(-1, n, n)
-        mats = [sp.csr_matrix(Lf[i].detach().cpu().numpy()) for i in range(Lf.shape[0])]
-        fwd, adj = _batch_solvers(mats, d, method, opts)
+        return _steady_state_matrix(L, method, opts)
+    return _steady_state_lindbladian(L, method, opts)
 
-        def apply_A_mat(x: torch.Tensor, Lp: torch.Tensor) -> torch.Tensor:
-            return (replace_row(Lp, 0, w) @ x.reshape(*Lp.shape[:-1], 1)).squeeze(-1)
 
-        x = implicit_linear_solve(
-            lambda x, Lp: apply_A_mat(x.reshape(L.shape[:-1]), Lp),
-            (L,),
+def _steady_state_matrix(L: torch.Tensor, method: str, opts: dict[str, Any]) -> torch.Tensor:
+    """:func:`steady_state` of a dense (..., d², d²) Liouvillian (gradient w.r.t. the matrix)."""
+    n = L.shape[-1]
+    d = round(n**0.5)
+    w = _trace_row(d, L.dtype, L.device)
+    b = torch.zeros(L.shape[:-1], dtype=L.dtype, device=L.device)
+    b[..., 0] = 1.0
+    if method in ("dense", "sparse", "krylov"):
+        A = replace_row(L, 0, w)
+        x = linear_solve(
+            A,
             b,
-            solve_forward=lambda bb: fwd(bb.reshape(-1, n)).reshape(bb.shape),
-            solve_adjoint=lambda g: adj(g.reshape(-1, n)).reshape(g.shape),
+            method=method,
+            singular_tol=opts["singular_tol"],
+            rtol=opts["rtol"],
+            kind=opts["kind"],
+            maxiter=opts["maxiter"],
         )
         return unvec(x)
+    Lf = L.reshape(-1, n, n)
+    mats = [sp.csr_matrix(Lf[i].detach().cpu().numpy()) for i in range(Lf.shape[0])]
+    fwd, adj = _batch_solvers(mats, d, method, opts)
 
-    # Lindbladian: matrix-free VJP through (H, C, rates)
+    def apply_A_mat(x: torch.Tensor, Lp: torch.Tensor) -> torch.Tensor:
+        return (replace_row(Lp, 0, w) @ x.reshape(*Lp.shape[:-1], 1)).squeeze(-1)
+
+    x = implicit_linear_solve(
+        lambda x, Lp: apply_A_mat(x.reshape(L.shape[:-1]), Lp),
+        (L,),
+        b,
+        solve_forward=lambda bb: fwd(bb.reshape(-1, n)).reshape(bb.shape),
+        solve_adjoint=lambda g: adj(g.reshape(-1, n)).reshape(g.shape),
+    )
+    return unvec(x)
+
+
+def _steady_state_lindbladian(L: Lindbladian, method: str, opts: dict[str, Any]) -> torch.Tensor:
+    """:func:`steady_state` of a :class:`Lindbladian`: matrix-free VJP through (H, C, rates)."""
     d = L.dim
     n = d * d
     shape = L.batch_shape
@@ -573,7 +581,7 @@ def steady_state(
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (L.H, L.C, L.rates))
     if method == "dense":
         with torch.no_grad():
-            fwd, adj = _dense_solvers(L, shape, singular_tol)
+            fwd, adj = _dense_solvers(L, shape, opts["singular_tol"])
     else:
         idx = list(np.ndindex(*shape)) if shape else [()]
         fwd, adj = _batch_solvers([L.scipy(i) for i in idx], d, method, opts)
