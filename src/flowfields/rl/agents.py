@@ -11,6 +11,8 @@ and may marginalize the critic over the latent particles.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,6 +69,18 @@ class LogAlpha(nn.Module):
 
     def forward(self) -> Tensor:
         return self.log_alpha.exp()
+
+
+@contextmanager
+def _frozen(module: nn.Module) -> Iterator[None]:
+    """No parameter gradients for ``module`` inside (gradients still flow through it)."""
+    flags = [p.requires_grad for p in module.parameters()]
+    module.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, f in zip(module.parameters(), flags):
+            p.requires_grad_(f)
 
 
 @dataclass
@@ -134,7 +148,7 @@ class SAC:
         """A :class:`~flowfields.engine.TrainState` with one Adam per actor / critic / alpha."""
         lr = self.cfg.lr
         opts = {
-            k: torch.optim.Adam(getattr(self, k).parameters(), lr=lr)
+            k: torch.optim.Adam(getattr(self, k).parameters(), lr=lr, foreach=True)
             for k in ("actor", "critic", "alpha")
         }
         return TrainState(self.modules(), opts, extra=extra)
@@ -174,7 +188,8 @@ class SAC:
         """``mean(alpha log pi(a|x) - min_j Q_j(x, a))`` with ``a`` reparameterised."""
         lat = self._lat(d.pi)
         lat = lat.detach() if lat is not None else None
-        q = marginal_q(self.critic, batch.obs, d.pi.action, lat, self.cfg.aggregation)
+        with _frozen(self.critic):  # the actor's loss needs no critic weight gradients
+            q = marginal_q(self.critic, batch.obs, d.pi.action, lat, self.cfg.aggregation)
         return (alpha * d.pi.log_prob - q.min(0).values).mean()
 
     def losses(self, batch: Batch) -> dict[str, Tensor]:
