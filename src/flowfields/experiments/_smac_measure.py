@@ -7,6 +7,7 @@ Zhang et al., "Latent State Marginalization as a Low-cost Approach for Improving
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from typing import Any
@@ -42,9 +43,7 @@ def mixture_entropy(nodes: int = 400) -> float:
     return float(-(wa * log_p.exp() * log_p).sum())
 
 
-def estimator_check(
-    n: int, ks: tuple[int, ...], seed: int, chunk: int = 2000
-) -> dict[str, Any]:
+def estimator_check(n: int, ks: tuple[int, ...], seed: int, chunk: int = 2000) -> dict[str, Any]:
     """Mean and s.e. of ``H_K`` for each ``K`` (common random numbers: the K-particle estimate
     uses the first K extra latents of ``max(ks)``), and of the naive joint estimate.
 
@@ -73,7 +72,7 @@ def estimator_check(
 
     est = {k: torch.cat(v) for k, v in per_k.items()}
     ordered = sorted(ks)
-    diffs = {k: stats(est[k] - est[j]) for j, k in zip(ordered, ordered[1:])}
+    diffs = {k: stats(est[k] - est[j]) for j, k in itertools.pairwise(ordered)}
     return {
         "H": mixture_entropy(),
         "K": {k: stats(est[k]) for k in ks},

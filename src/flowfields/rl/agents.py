@@ -118,7 +118,7 @@ class SAC:
         check(cfg.aggregation in AGGREGATIONS, "aggregation", cfg.aggregation, str(AGGREGATIONS))
         self.obs_dim, self.act_dim = obs_dim, act_dim
         self.device = torch.device(device)
-        self.actor = (actor if actor is not None else self.build_actor()).to(self.device)
+        self.actor: Any = (actor if actor is not None else self.build_actor()).to(self.device)
         self.critic = TwinCritic(self.critic_in_dim(), act_dim, cfg.hidden, cfg.depth)
         self.critic = self.critic.to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
@@ -177,7 +177,8 @@ class SAC:
         return -(self.alpha.log_alpha * (d.pi.log_prob.detach() + self.target_entropy)).mean()
 
     def critic_loss(self, batch: Batch, d: _Draw, alpha: Tensor) -> Tensor:
-        """``0.5 sum_j mean (Q_j(x, a) - y)^2``, ``y = r + gamma (1 - term) (Q' - alpha log pi')``."""
+        """``0.5 sum_j mean (Q_j(x, a) - y)^2`` with the soft target
+        ``y = r + gamma (1 - term) (Q'(x', a') - alpha log pi(a'|x'))``."""
         y = batch.reward + self.cfg.gamma * (1.0 - batch.terminated) * (
             d.q_next - alpha * d.next_log_prob
         )

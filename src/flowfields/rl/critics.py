@@ -11,8 +11,8 @@ import torch
 from torch import Tensor, nn
 
 from flowfields.errors import check
-from flowfields.rl.nets import relu_mlp
 from flowfields.rl.entropy import aggregate
+from flowfields.rl.nets import relu_mlp
 
 __all__ = ["TwinCritic", "marginal_q", "polyak_update"]
 
@@ -75,7 +75,8 @@ def polyak_update(target: nn.Module, source: nn.Module, tau: float) -> None:
         FlowfieldsError: ``tau`` outside [0, 1].
     """
     check(isinstance(tau, (int, float)) and 0.0 <= tau <= 1.0, "tau", tau, "a float in [0, 1]")
-    t_params, s_params = list(target.parameters()), list(source.parameters())
+    t_params: list[Tensor] = list(target.parameters())
+    s_params: list[Tensor] = list(source.parameters())
     check(len(t_params) == len(s_params), "target", target, "a module shaped like source")
     torch._foreach_lerp_(t_params, s_params, float(tau))
     for tb, sb in zip(target.buffers(), source.buffers()):

@@ -54,12 +54,9 @@ def make_env(env_id: str, *, hide_velocity: bool = False) -> Any:
         )
     if hide_velocity:
         check(env_id in VELOCITY_FREE, "env_id", env_id, f"one of {list(VELOCITY_FREE)}")
-        keep = list(VELOCITY_FREE[env_id])
-        obs_space = env.observation_space
-        low, high = obs_space.low[keep], obs_space.high[keep]
-        env = gym.wrappers.TransformObservation(
-            env, lambda o: o[keep], gym.spaces.Box(low, high, dtype=obs_space.dtype)
-        )
+        from flowfields.rl.pomdp import KeepObservation
+
+        env = KeepObservation(env, VELOCITY_FREE[env_id])
     return env
 
 
@@ -146,7 +143,7 @@ class EnvCollector:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` output."""
         self.env.close()
-        self.env = pickle.loads(state["env"])  # noqa: S301 (our own checkpoint)
+        self.env = pickle.loads(state["env"])  # our own checkpoint
         base = self.env.unwrapped
         if state["sim"] is not None:
             base.set_state(*state["sim"])

@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flowfields.errors import check
-from flowfields.rl.nets import relu_mlp
 from flowfields.rl.entropy import marginal_entropy_estimate
+from flowfields.rl.nets import relu_mlp
 
 __all__ = [
     "LOG_STD_RANGE",
