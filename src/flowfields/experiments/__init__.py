@@ -36,6 +36,7 @@ REGISTRY: dict[str, str] = {
     "sdebnn-digits": "flowfields.experiments.sdebnn_digits",
     "sdebnn-stl": "flowfields.experiments.sdebnn_stl",
     "smac-pendulum": "flowfields.experiments.smac_pendulum",
+    "smac-mountaincar": "flowfields.experiments.smac_mountaincar",
 }
 
 

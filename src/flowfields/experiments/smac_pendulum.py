@@ -204,6 +204,10 @@ class SMACPendulum(Experiment, config=Config):
         return models
 
     def evaluate(self, models: dict[str, nn.Module]) -> None:
+        self._evaluate_returns()
+        self._measure()
+
+    def _evaluate_returns(self) -> None:
         cfg, m = self.cfg, self.metrics
         rows = []
         for prefix in ("", "pomdp_") if cfg.pomdp else ("",):
@@ -221,6 +225,9 @@ class SMACPendulum(Experiment, config=Config):
                     }
                 )
         self.tables["returns"] = rows
+
+    def _measure(self) -> None:
+        cfg, m = self.cfg, self.metrics
         est = estimator_check(cfg.estimator_samples, ESTIMATOR_KS, seed=cfg.seed)
         self.estimator = est
         m["entropy_exact"] = est["H"]
