@@ -10,6 +10,7 @@ Main entry points: :func:`build_run` (agent + environment + replay buffer in one
 and the estimator :func:`marginal_entropy_estimate`.
 """
 
+from flowfields.rl.action_density import ActionDensity
 from flowfields.rl.agents import SAC, SMAC, AgentConfig, LogAlpha
 from flowfields.rl.buffer import Batch, ReplayBuffer
 from flowfields.rl.critics import TwinCritic, marginal_q, polyak_update
@@ -38,6 +39,7 @@ __all__ = [
     "SAC",
     "SMAC",
     "VELOCITY_FREE",
+    "ActionDensity",
     "AgentConfig",
     "Batch",
     "EnvCollector",
