@@ -26,6 +26,8 @@ def test_cli_tiny_run_and_load(tmp_path) -> None:
         "eval_every=20",
         "eval_episodes=1",
         "pomdp=true",
+        "pomdp_flicker=0.1",
+        "pomdp_noise=0.05",
         "cost_hidden=16",
         "cost_batch=16",
         "cost_repeats=1",

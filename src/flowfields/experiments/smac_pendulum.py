@@ -49,7 +49,8 @@ class Config:
         hidden, depth, lr, batch_size, learning_starts, buffer_size: SAC's settings
             (rl-baselines3-zoo's Pendulum-v1 SAC: lr 1e-3, otherwise the SB3 defaults).
         n_particles, latent_dim, head_hidden, aggregation, critic_latent: SMAC's.
-        pomdp: also run both without the velocity observation.
+        pomdp: also run both without the velocity observation; pomdp_flicker, pomdp_noise:
+            add dropped frames / Gaussian observation noise to those runs.
         eval_every, eval_episodes: deterministic evaluations during training.
         estimator_samples: actions of the entropy-estimator check.
         cost_hidden, cost_batch, cost_repeats: the update-cost measurement.
@@ -71,6 +72,8 @@ class Config:
     aggregation: str = "mean"
     critic_latent: bool = False
     pomdp: bool = True
+    pomdp_flicker: float = 0.0
+    pomdp_noise: float = 0.0
     eval_every: int = 2000
     eval_episodes: int = 10
     estimator_samples: int = 16_000
@@ -150,7 +153,12 @@ class SMACPendulum(Experiment, config=Config):
         )
         from flowfields.rl import SMAC, make_env
 
-        make_env(cfg.env_id, hide_velocity=cfg.pomdp).close()
+        make_env(
+            cfg.env_id,
+            hide_velocity=cfg.pomdp,
+            flicker=cfg.pomdp_flicker,
+            obs_noise=cfg.pomdp_noise,
+        ).close()
         SMAC(3, 1, _agent_cfg(cfg))  # the agent's own checks
 
     @classmethod
@@ -184,6 +192,8 @@ class SMACPendulum(Experiment, config=Config):
                         learning_starts=cfg.learning_starts,
                         eval_episodes=cfg.eval_episodes,
                         hide_velocity=bool(prefix),
+                        flicker=cfg.pomdp_flicker if prefix else 0.0,
+                        obs_noise=cfg.pomdp_noise if prefix else 0.0,
                     )
                     t0 = time.process_time()
                     self.fit(
@@ -308,7 +318,8 @@ class SMACPendulum(Experiment, config=Config):
                     measured=f"SMAC {pm:.1f} vs SAC {ps:.1f}",
                     threshold="SMAC mean > SAC mean (Pendulum without angular velocity)",
                     holds=bool(pm > ps),
-                    note=f"{budget}; observation (cos, sin) only, no recurrent filter.",
+                    note=f"{budget}; observation (cos, sin) only (flicker {cfg.pomdp_flicker}, "
+                    f"noise {cfg.pomdp_noise}), no recurrent filter.",
                 )
             )
         return claims

@@ -42,7 +42,8 @@ class ActionDensity(nn.Module):
         self.event_shape = (policy.act_dim,)
 
     def _params(self) -> tuple[Tensor, Tensor]:
-        mu, log_std = self.policy(self.obs[None])
+        obs: Tensor = self.obs  # type: ignore[assignment]
+        mu, log_std = self.policy(obs[None])
         return mu[0], log_std[0]
 
     def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:

@@ -25,12 +25,16 @@ VELOCITY_FREE: dict[str, tuple[int, ...]] = {
 }
 
 
-def make_env(env_id: str, *, hide_velocity: bool = False) -> Any:
+def make_env(
+    env_id: str, *, hide_velocity: bool = False, flicker: float = 0.0, obs_noise: float = 0.0
+) -> Any:
     """``gymnasium.make(env_id)`` with a continuous (Box) action space, checked.
 
     Args:
         env_id: a registered gymnasium id (``Pendulum-v1``, ``HalfCheetah-v5``, ...).
         hide_velocity: keep only the :data:`VELOCITY_FREE` observation entries (a POMDP).
+        flicker: probability of a zeroed observation per step. obs_noise: standard deviation
+            of Gaussian observation noise (both drawn from the environment's ``np_random``).
 
     Raises:
         FlowfieldsError: unknown id, a discrete action space, or no velocity-free variant.
@@ -38,6 +42,8 @@ def make_env(env_id: str, *, hide_velocity: bool = False) -> Any:
     import gymnasium as gym
 
     check(isinstance(env_id, str), "env_id", env_id, "a gymnasium environment id (str)")
+    check(0.0 <= flicker < 1.0, "flicker", flicker, "a probability in [0, 1)")
+    check(obs_noise >= 0.0, "obs_noise", obs_noise, "a standard deviation >= 0")
     try:
         env = gym.make(env_id)
     except gym.error.Error as err:
@@ -57,6 +63,11 @@ def make_env(env_id: str, *, hide_velocity: bool = False) -> Any:
         from flowfields.rl.pomdp import KeepObservation
 
         env = KeepObservation(env, VELOCITY_FREE[env_id])
+    if obs_noise > 0 or flicker > 0:
+        from flowfields.rl.pomdp import FlickerObservation, NoisyObservation
+
+        env = NoisyObservation(env, obs_noise) if obs_noise > 0 else env
+        env = FlickerObservation(env, flicker) if flicker > 0 else env
     return env
 
 
@@ -72,7 +83,7 @@ class EnvCollector:
 
     Args:
         env_id: gymnasium id. seed: the first reset's seed. device: where observations go.
-        hide_velocity: see :func:`make_env`.
+        hide_velocity, flicker, obs_noise: see :func:`make_env`.
 
     Attributes:
         obs: (obs_dim,) the current observation (float32 tensor on ``device``).
@@ -87,9 +98,13 @@ class EnvCollector:
         device: str | torch.device = "cpu",
         *,
         hide_velocity: bool = False,
+        flicker: float = 0.0,
+        obs_noise: float = 0.0,
     ) -> None:
         self.env_id, self.device = env_id, torch.device(device)
-        self.env = make_env(env_id, hide_velocity=hide_velocity)
+        self.env = make_env(
+            env_id, hide_velocity=hide_velocity, flicker=flicker, obs_noise=obs_noise
+        )
         self.obs_dim = int(np.prod(self.env.observation_space.shape))
         self.act_dim = int(np.prod(self.env.action_space.shape))
         self.obs = self._tensor(self.env.reset(seed=int(seed))[0])
@@ -162,6 +177,8 @@ def evaluate_policy(
     seed: int = 10_000,
     *,
     hide_velocity: bool = False,
+    flicker: float = 0.0,
+    obs_noise: float = 0.0,
     device: str | torch.device = "cpu",
 ) -> list[float]:
     """Undiscounted returns of ``episodes`` episodes with deterministic actions.
@@ -171,9 +188,10 @@ def evaluate_policy(
 
     Args:
         policy: has ``act(obs (1, obs_dim), deterministic=True) -> (1, act_dim)`` in [-1, 1].
+        hide_velocity, flicker, obs_noise: the observation model (:func:`make_env`).
     """
     check(isinstance(episodes, int) and episodes >= 1, "episodes", episodes, "an integer >= 1")
-    env = make_env(env_id, hide_velocity=hide_velocity)
+    env = make_env(env_id, hide_velocity=hide_velocity, flicker=flicker, obs_noise=obs_noise)
     returns = []
     for i in range(episodes):
         obs, _ = env.reset(seed=seed + i)

@@ -12,7 +12,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-__all__ = ["KeepObservation"]
+__all__ = ["FlickerObservation", "KeepObservation", "NoisyObservation"]
 
 
 class KeepObservation(gym.ObservationWrapper):
@@ -33,3 +33,31 @@ class KeepObservation(gym.ObservationWrapper):
 
     def observation(self, observation: Any) -> Any:
         return np.asarray(observation)[self.keep]
+
+
+class FlickerObservation(gym.ObservationWrapper):
+    """With probability ``p`` per step the observation is all zeros (a dropped frame).
+
+    Draws from the environment's own ``np_random`` (seeded by ``reset(seed=...)`` and
+    checkpointed by :class:`~flowfields.rl.EnvCollector`).
+    """
+
+    def __init__(self, env: Any, p: float) -> None:
+        super().__init__(env)
+        self.p = float(p)
+
+    def observation(self, observation: Any) -> Any:
+        obs = np.asarray(observation)
+        return np.zeros_like(obs) if self.np_random.random() < self.p else obs
+
+
+class NoisyObservation(gym.ObservationWrapper):
+    """Adds ``N(0, sigma^2)`` noise to every observation entry (from the env's ``np_random``)."""
+
+    def __init__(self, env: Any, sigma: float) -> None:
+        super().__init__(env)
+        self.sigma = float(sigma)
+
+    def observation(self, observation: Any) -> Any:
+        obs = np.asarray(observation)
+        return (obs + self.sigma * self.np_random.standard_normal(obs.shape)).astype(obs.dtype)

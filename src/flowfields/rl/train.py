@@ -101,6 +101,8 @@ def build_run(
     learning_starts: int = 100,
     eval_episodes: int = 5,
     hide_velocity: bool = False,
+    flicker: float = 0.0,
+    obs_noise: float = 0.0,
 ) -> RLRun:
     """Seed, make the environment, agent, buffer and train state of one run.
 
@@ -108,14 +110,19 @@ def build_run(
         algo: ``"sac"`` or ``"smac"``. env_id: gymnasium id with a Box action space.
         cfg: agent hyper-parameters. seed: seeds torch / NumPy / random (networks) and the
             environment's first reset. buffer_size: replay capacity (capped at what fits).
-        hide_velocity: the POMDP variant (:func:`~flowfields.rl.make_env`).
+        hide_velocity, flicker, obs_noise: POMDP variants (:func:`~flowfields.rl.make_env`).
 
     Raises:
         FlowfieldsError: unknown ``algo`` or env id, a discrete action space, bad sizes.
     """
     check(algo in ALGORITHMS, "algo", algo, f"one of {list(ALGORITHMS)}")
     seed_everything(seed)
-    collector = EnvCollector(env_id, seed, device, hide_velocity=hide_velocity)
+    obs_model: dict[str, Any] = {
+        "hide_velocity": hide_velocity,
+        "flicker": flicker,
+        "obs_noise": obs_noise,
+    }
+    collector = EnvCollector(env_id, seed, device, **obs_model)
     agent = ALGORITHMS[algo](collector.obs_dim, collector.act_dim, cfg, device)
     buffer = ReplayBuffer(collector.obs_dim, collector.act_dim, buffer_size, device)
     state = agent.train_state({"buffer": buffer, "env": collector})
@@ -125,9 +132,7 @@ def build_run(
 
     def eval_fn(state: TrainState, step: int) -> dict[str, float]:
         r = torch.tensor(
-            evaluate_policy(
-                agent.actor, env_id, eval_episodes, hide_velocity=hide_velocity, device=device
-            )
+            evaluate_policy(agent.actor, env_id, eval_episodes, device=device, **obs_model)
         )
         return {"return": float(r.mean()), "return_std": float(r.std()) if len(r) > 1 else 0.0}
 
