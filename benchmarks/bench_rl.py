@@ -17,6 +17,7 @@ Run: ``python -m benchmarks.bench_rl [--quick] [--steps N --seeds S]``; writes
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from pathlib import Path
@@ -151,17 +152,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
+    t_start, load0 = time.perf_counter(), os.getloadavg()[0]
     rounds = 5 if args.quick else 11
     steps = args.steps or (2000 if args.quick else 20_000)
     seeds = args.seeds or (1 if args.quick else 3)
     peer, smac_rows = bench_updates(rounds)
     e2e = bench_end_to_end(3 if args.quick else 7)
     rets = bench_returns(steps, seeds)
+    load = os.getloadavg()[0]
     lines = [
-        "## rl: SAC / SMAC (arXiv:2210.00999) vs stable-baselines3",
+        "# SAC / SMAC (arXiv:2210.00999) vs stable-baselines3",
         "",
-        f"Machine: {machine()}. Command: `python -m benchmarks.bench_rl"
-        f"{' --quick' if args.quick else ''} --steps {steps} --seeds {seeds}`.",
+        f"Command: `python -m benchmarks.bench_rl{' --quick' if args.quick else ''} --steps "
+        f"{steps} --seeds {seeds}` ({time.perf_counter() - t_start:.0f} s). Machine: "
+        f"{machine()}. Shared machine (1-min load average {load0:.1f} at the start, {load:.1f} "
+        "at the end): absolute times are noisy; the interleaved ratios less so.",
+        "",
+        "## Update and training time",
         "",
         "Wall time per call, interleaved (ours / peer below 1: ours faster):",
         "",
@@ -170,9 +177,13 @@ def main(argv: list[str] | None = None) -> int:
         f"End to end: ours {100 / e2e.ours_ms * 1e3:.0f} env steps/s, stable-baselines3 "
         f"{100 / e2e.peer_ms * 1e3:.0f} env steps/s (one environment, one update per step).",
         "",
+        "## SMAC's update cost",
+        "",
         "SMAC's update against our SAC's (same trunk; the K + 1 latents pass only the head):",
         "",
         markdown_table(smac_rows, "our SAC"),
+        "",
+        "## Returns at equal steps",
         "",
         f"Returns on {ENV} after {steps} steps (deterministic, 10 seeded episodes; same "
         "hyper-parameters: lr 1e-3, batch 256, 256-256, learning_starts 100):",
