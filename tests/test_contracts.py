@@ -181,6 +181,19 @@ def _toy(name: str) -> Callable[[torch.dtype, torch.device], Any]:
     return lambda dtype, device: get_toy(name)
 
 
+def _action_density(dtype: torch.dtype, device: torch.device) -> nn.Module:
+    from flowfields.rl import ActionDensity, TanhGaussianPolicy
+
+    def build() -> nn.Module:
+        policy = TanhGaussianPolicy(3, 2, hidden=16)
+        with torch.no_grad():  # sigma about 0.4: the density vanishes smoothly at the box edges
+            policy.log_std.weight.mul_(0.1)
+            policy.log_std.bias.fill_(-0.9)
+        return ActionDensity(policy, torch.tensor([0.3, -0.5, 0.8]))
+
+    return _seeded(build, 6).to(dtype=dtype, device=device)
+
+
 # ------------------------------------------------------------------------------ registry
 #: Every density model in flowfields. Append entries here (one per model / set-up).
 REGISTRY: list[DensityEntry] = [
@@ -290,6 +303,8 @@ REGISTRY: list[DensityEntry] = [
         mass_tol=1e-6,
         weights=False,
     ),
+    # SAC's tanh-Gaussian policy at one observation (flowfields.rl): support (-1, 1)^2
+    DensityEntry("rl-tanh-gaussian", _action_density, (2,), ((-1.0, 1.0),) * 2, strict_dtype=True),
 ]
 ENTRIES = {e.name: e for e in REGISTRY}
 TWO_D = [e for e in REGISTRY if e.box is not None and e.exact_log_prob]

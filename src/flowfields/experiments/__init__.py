@@ -35,6 +35,8 @@ REGISTRY: dict[str, str] = {
     "sdebnn-toy1d": "flowfields.experiments.sdebnn_toy1d",
     "sdebnn-digits": "flowfields.experiments.sdebnn_digits",
     "sdebnn-stl": "flowfields.experiments.sdebnn_stl",
+    "smac-pendulum": "flowfields.experiments.smac_pendulum",
+    "smac-mountaincar": "flowfields.experiments.smac_mountaincar",
 }
 
 

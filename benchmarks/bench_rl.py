@@ -1,0 +1,209 @@
+"""SAC / SMAC (arXiv:2210.00999): our SAC vs stable-baselines3's SAC, and SMAC's update cost.
+
+Run: ``python -m benchmarks.bench_rl [--quick] [--steps N --seeds S]``; writes
+``benchmarks/results/rl.md``.
+
+1. One update (temperature, critic, actor, target) on Pendulum-sized inputs, same networks
+   (256-256 ReLU), batch 256, Adam lr 1e-3: ``flowfields.rl.SAC.update`` vs stable-baselines3
+   ``SAC.train(gradient_steps=1)`` on a filled replay buffer, interleaved
+   (:func:`benchmarks.timing.compare`); and SMAC at K = 0, 8, 32 against our SAC.
+2. End to end: environment steps per second of training (act, step, store, update), ours
+   through :func:`flowfields.engine.fit` vs ``SAC.learn``, interleaved in chunks of 100 steps.
+3. Returns at equal step budgets on Pendulum-v1 (rl-baselines3-zoo settings: lr 1e-3, the rest
+   SB3 defaults): both trained with the same seeds and evaluated with deterministic actions on
+   the same 10 seeded episodes by :func:`flowfields.rl.evaluate_policy`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmarks.timing import compare, machine, markdown_table
+from flowfields.engine import fit
+from flowfields.rl import SAC, SMAC, AgentConfig, Batch, build_run, evaluate_policy
+
+__all__ = ["main"]
+
+OUT = Path(__file__).resolve().parent / "results" / "rl.md"
+ENV = "Pendulum-v1"
+HIDDEN, BATCH, LR = 256, 256, 1e-3
+
+
+def _sb3(seed: int, learning_starts: int = 100) -> Any:
+    from stable_baselines3 import SAC as SB3SAC
+
+    return SB3SAC(
+        "MlpPolicy",
+        ENV,
+        learning_rate=LR,
+        batch_size=BATCH,
+        learning_starts=learning_starts,
+        policy_kwargs={"net_arch": [HIDDEN, HIDDEN]},
+        seed=seed,
+        device="cpu",
+        verbose=0,
+    )
+
+
+def _batch() -> Batch:
+    torch.manual_seed(0)
+    return Batch(
+        obs=torch.randn(BATCH, 3),
+        action=torch.rand(BATCH, 1) * 2 - 1,
+        reward=torch.randn(BATCH),
+        next_obs=torch.randn(BATCH, 3),
+        terminated=torch.zeros(BATCH),
+    )
+
+
+def bench_updates(rounds: int) -> tuple[list[Any], list[Any]]:
+    model = _sb3(0, learning_starts=1000)
+    model.learn(1000)  # fills the buffer with random actions, no update yet
+    model.learning_starts = 0
+    cfg = AgentConfig(hidden=HIDDEN, lr=LR)
+    sac = SAC(3, 1, cfg)
+    st = sac.train_state()
+    batch = _batch()
+    peer = [
+        compare(
+            "SAC update, 256-256, batch 256",
+            lambda: sac.update(st, batch),
+            lambda: model.train(gradient_steps=1, batch_size=BATCH),
+            rounds=rounds,
+        )
+    ]
+    smac_rows = []
+    for k in (0, 8, 32):
+        agent = SMAC(3, 1, AgentConfig(hidden=HIDDEN, lr=LR, n_particles=k))
+        sk = agent.train_state()
+        smac_rows.append(
+            compare(
+                f"SMAC K={k} update vs our SAC",
+                lambda a=agent, s=sk: a.update(s, batch),
+                lambda: sac.update(st, batch),
+                rounds=rounds,
+            )
+        )
+    return peer, smac_rows
+
+
+def bench_end_to_end(rounds: int, chunk: int = 100) -> Any:
+    run = build_run("sac", ENV, AgentConfig(hidden=HIDDEN, lr=LR), seed=0, batch_size=BATCH)
+    fit(run.state, run.step_fn, steps=200, progress=False)
+    model = _sb3(0)
+    model.learn(200)
+
+    def ours() -> None:
+        fit(run.state, run.step_fn, steps=run.state.step + chunk, progress=False, log_every=chunk)
+
+    def peer() -> None:
+        model.learn(chunk, reset_num_timesteps=False)
+
+    return compare(
+        f"training, {chunk} env steps (act + step + store + update)",
+        ours,
+        peer,
+        rounds=rounds,
+        inner=1,
+        warmup=0,
+    )
+
+
+class _SB3Policy:
+    """SB3's actor behind ``act(obs, deterministic)`` with actions in [-1, 1]."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
+        with torch.no_grad():
+            return self.model.policy.actor(obs, deterministic=deterministic)
+
+
+def bench_returns(steps: int, seeds: int) -> list[dict[str, Any]]:
+    rows = []
+    for seed in range(seeds):
+        t0 = time.process_time()
+        run = build_run("sac", ENV, AgentConfig(hidden=HIDDEN, lr=LR), seed=seed, batch_size=BATCH)
+        fit(run.state, run.step_fn, steps=steps, progress=False, seed=seed, log_every=500)
+        ours_s = time.process_time() - t0
+        ours = statistics.fmean(evaluate_policy(run.agent.actor, ENV, 10))
+        t0 = time.process_time()
+        model = _sb3(seed)
+        model.learn(steps)
+        peer_s = time.process_time() - t0
+        peer = statistics.fmean(evaluate_policy(_SB3Policy(model), ENV, 10))
+        rows.append({"seed": seed, "ours": ours, "sb3": peer, "ours_s": ours_s, "sb3_s": peer_s})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="fewer rounds, 2,000-step returns")
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--seeds", type=int, default=None)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    t_start, load0 = time.perf_counter(), os.getloadavg()[0]
+    rounds = 5 if args.quick else 11
+    steps = args.steps or (2000 if args.quick else 20_000)
+    seeds = args.seeds or (1 if args.quick else 3)
+    peer, smac_rows = bench_updates(rounds)
+    e2e = bench_end_to_end(3 if args.quick else 7)
+    rets = bench_returns(steps, seeds)
+    load = os.getloadavg()[0]
+    lines = [
+        "# SAC / SMAC (arXiv:2210.00999) vs stable-baselines3",
+        "",
+        f"Command: `python -m benchmarks.bench_rl{' --quick' if args.quick else ''} --steps "
+        f"{steps} --seeds {seeds}` ({time.perf_counter() - t_start:.0f} s). Machine: "
+        f"{machine()}. Shared machine (1-min load average {load0:.1f} at the start, {load:.1f} "
+        "at the end): absolute times are noisy; the interleaved ratios less so.",
+        "",
+        "## Update and training time",
+        "",
+        "Wall time per call, interleaved (ours / peer below 1: ours faster):",
+        "",
+        markdown_table([*peer, e2e], "sb3"),
+        "",
+        f"End to end: ours {100 / e2e.ours_ms * 1e3:.0f} env steps/s, stable-baselines3 "
+        f"{100 / e2e.peer_ms * 1e3:.0f} env steps/s (one environment, one update per step).",
+        "",
+        "## SMAC's update cost",
+        "",
+        "SMAC's update against our SAC's (same trunk; the K + 1 latents pass only the head):",
+        "",
+        markdown_table(smac_rows, "our SAC"),
+        "",
+        "## Returns at equal steps",
+        "",
+        f"Returns on {ENV} after {steps} steps (deterministic, 10 seeded episodes; same "
+        "hyper-parameters: lr 1e-3, batch 256, 256-256, learning_starts 100):",
+        "",
+        "| seed | ours | stable-baselines3 | ours CPU s | sb3 CPU s |",
+        "|---:|---:|---:|---:|---:|",
+        *(
+            f"| {r['seed']} | {r['ours']:.1f} | {r['sb3']:.1f} | {r['ours_s']:.0f} | "
+            f"{r['sb3_s']:.0f} |"
+            for r in rets
+        ),
+        f"| mean | {np.mean([r['ours'] for r in rets]):.1f} | "
+        f"{np.mean([r['sb3'] for r in rets]):.1f} | | |",
+        "",
+    ]
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text("\n".join(lines))
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
