@@ -23,6 +23,7 @@ from flowfields.gflownet.exact import (
     l1_error,
     optimal_policy,
     target_distribution,
+    terminal_distribution_from_log_pf,
 )
 from flowfields.gflownet.hypergrid import HyperGrid
 from flowfields.gflownet.losses import (
@@ -79,5 +80,6 @@ __all__ = [
     "subtb_loss",
     "target_distribution",
     "tb_loss",
+    "terminal_distribution_from_log_pf",
     "zvar_loss",
 ]

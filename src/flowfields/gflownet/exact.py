@@ -30,6 +30,7 @@ __all__ = [
     "l1_error",
     "optimal_policy",
     "target_distribution",
+    "terminal_distribution_from_log_pf",
 ]
 
 
@@ -86,8 +87,20 @@ def exact_terminal_distribution(
         ``(N,)`` float64 over the rows of ``env.all_states()``; sums to 1.
     """
     table = dag_table(env) if table is None else table
-    device = policy.log_z.device
-    log_pf = policy.log_pf(table.states.to(device)).double().cpu()
+    log_pf = policy.log_pf(table.states.to(policy.log_z.device))
+    return terminal_distribution_from_log_pf(env, log_pf, table)
+
+
+def terminal_distribution_from_log_pf(env: DAGEnv, log_pf: Tensor, table: DAGTable) -> Tensor:
+    """``P_T`` from forward log-probabilities ``(N, n_actions)`` over the rows of ``table``
+    (any policy, e.g. a peer library's, evaluated on ``env.all_states()``)."""
+    check(
+        tuple(log_pf.shape) == tuple(table.forward_mask.shape),
+        "log_pf",
+        log_pf,
+        f"shape {tuple(table.forward_mask.shape)}",
+    )
+    log_pf = log_pf.detach().double().cpu()
     p = torch.zeros(table.states.shape[0], dtype=torch.float64)
     p[0] = 1.0
     for rows in _by_level(table.levels):
@@ -170,11 +183,11 @@ def all_trajectories(
     def walk(row: int, rows: list[int], acts: list[int]) -> None:
         check(len(paths) < max_count, "env", env, f"at most {max_count} trajectories")
         if table.terminal[row] and (x_row is None or row == x_row):
-            paths.append((rows, acts + [env.exit_action]))
+            paths.append((rows, [*acts, env.exit_action]))
         for a in range(env.n_actions - 1):
             c = int(table.child[row, a])
             if c >= 0:
-                walk(c, rows + [c], acts + [a])
+                walk(c, [*rows, c], [*acts, a])
 
     walk(0, [0], [])
     check(len(paths) > 0, "x_row", x_row, "a terminal state reachable from s0")

@@ -139,11 +139,9 @@ def fm_loss(env: DAGEnv, policy: Policy, traj: Trajectories) -> Tensor:
     k, b = back.nonzero(as_tuple=True)
     parents, fa = env._backward_step(s[k], b)
     edge = policy.pf_logits(parents).gather(1, fa[:, None])[:, 0]
-    # log in-flow per state: a logsumexp over its parents' edges (segment-wise, stable)
-    top = torch.zeros(s.shape[0], dtype=edge.dtype, device=edge.device)
-    top = top.index_reduce(0, k, edge.detach(), "amax", include_self=False)
-    total = torch.zeros_like(top).index_add(0, k, (edge - top[k]).exp())
-    log_in = top + total.log()
+    # log in-flow per state: a logsumexp over its parents' edges, one column per parent
+    log_in = torch.full(back.shape, float("-inf"), dtype=edge.dtype, device=edge.device)
+    log_in = log_in.index_put((k, b), edge).logsumexp(1)
     inner = (log_in - log_out).pow(2)
     x_logits = policy.pf_logits(traj.x)[:, env.exit_action]
     reward = (x_logits - traj.log_reward.to(x_logits.dtype)).pow(2)
