@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import subprocess
 import sys
@@ -91,7 +90,7 @@ class Peer:
     def close(self) -> None:
         try:
             self.ask(cmd="quit")
-        except Exception:  # noqa: BLE001 - the worker may already be gone
+        except Exception:
             pass
         self.proc.wait(timeout=30)
 

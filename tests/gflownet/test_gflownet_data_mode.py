@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -76,7 +77,7 @@ def test_monte_carlo_elbo_and_iw_bound_increase_with_k() -> None:
         means.append((float(iw.mean()), float(iw.std()) / math.sqrt(n)))
         if k == 1:
             assert float(b.elbo.mean()) == pytest.approx(elbo, abs=4 * means[0][1])
-    for (m1, s1), (m2, s2) in zip(means, means[1:], strict=False):
+    for (m1, s1), (m2, s2) in itertools.pairwise(means):
         assert m2 > m1 + 2 * math.hypot(s1, s2)
     assert means[-1][0] < log_pt + 4 * means[-1][1]
     assert log_pt - means[-1][0] < 0.5 * (log_pt - elbo)

@@ -22,7 +22,8 @@ def _envs():
 
 
 @pytest.mark.parametrize(
-    "ndim,height,r0", [(1, 5, 0.1), (2, 8, 0.1), (2, 8, 1e-3), (3, 6, 0.5), (4, 8, 0.1), (2, 11, 2.0)]
+    "ndim,height,r0",
+    [(1, 5, 0.1), (2, 8, 0.1), (2, 8, 1e-3), (3, 6, 0.5), (4, 8, 0.1), (2, 11, 2.0)],
 )
 def test_hypergrid_log_partition_matches_enumeration(ndim, height, r0) -> None:
     env = HyperGrid(ndim, height, r0=r0)
