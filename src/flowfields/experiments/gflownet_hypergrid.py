@@ -29,9 +29,18 @@ from torch import nn
 from flowfields.errors import check
 from flowfields.experiments._gflownet_train import gfn_state, reward_step
 from flowfields.experiments.base import Experiment
+from flowfields.gflownet.policy import Policy
 from flowfields.report.result import Claim
 
-__all__ = ["EXPERIMENT", "NAME", "PAPER", "Config", "GFlowNetHyperGrid", "log_z_estimate"]
+__all__ = [
+    "EXPERIMENT",
+    "NAME",
+    "PAPER",
+    "Config",
+    "GFlowNetHyperGrid",
+    "log_z_estimate",
+    "parse_grids",
+]
 
 NAME = "gflownet-hypergrid"
 PAPER = "Unifying Generative Models with GFlowNets and Beyond (Zhang et al., arXiv:2209.02606)"
@@ -43,7 +52,7 @@ class Config:
     """Settings of ``gflownet-hypergrid``.
 
     Attributes:
-        grids: ``(ndim, height)`` pairs; iters: training iterations for each grid.
+        grids: ``"DxH"`` grids (dimension x height); iters: training iterations for each grid.
         losses: objectives to train (a subset of tb, db, subtb, fm, zvar).
         batch: trajectories per iteration; lr, lr_log_z: Adam rates (policy, ``log Z``).
         hidden, depth: the MLPs; lam: SubTB's lambda; temperature, epsilon: exploration.
@@ -52,7 +61,7 @@ class Config:
         r0, r1, r2: the reward; checkpoint_every, seed, device: engine and CLI settings.
     """
 
-    grids: tuple[tuple[int, int], ...] = ((2, 8), (4, 8))
+    grids: tuple[str, ...] = ("2x8", "4x8")
     iters: tuple[int, ...] = (300, 1000)
     losses: tuple[str, ...] = LOSS_NAMES
     batch: int = 128
@@ -76,7 +85,7 @@ class Config:
     def quick(cls) -> Config:
         """2-D H = 8, the five objectives, 300 iterations of 128, MLPs 128 x 2 (instead of
         256 x 2): 19 s of user CPU on one thread (measured)."""
-        return cls(grids=((2, 8),), iters=(300,), hidden=128, eval_every=50)
+        return cls(grids=("2x8",), iters=(300,), hidden=128, eval_every=50)
 
     @classmethod
     def full(cls) -> Config:
@@ -84,6 +93,19 @@ class Config:
         objectives: the issue's budgets. About 10 min of CPU on one thread (4-D: about
         0.1 s per iteration), a minute or two on a GPU."""
         return cls()
+
+
+def parse_grids(grids: tuple[str, ...]) -> list[tuple[int, int]]:
+    """``("2x8", "4x8")`` -> ``[(2, 8), (4, 8)]``."""
+    out = []
+    for g in grids:
+        parts = str(g).lower().split("x")
+        ok = len(parts) == 2 and all(p.strip().isdigit() for p in parts)
+        check(ok, "grids", grids, "entries 'DxH' such as '2x8'")
+        out.append((int(parts[0]), int(parts[1])))
+    dims = [d for d, _ in out]
+    check(len(set(dims)) == len(dims), "grids", grids, "one grid per dimension")
+    return out
 
 
 def log_z_estimate(loss: str, policy: Any, zvar_batch: int, seed: int) -> float:
@@ -115,7 +137,7 @@ class GFlowNetHyperGrid(Experiment, config=Config):
 
     def check_config(self) -> None:
         cfg = self.cfg
-        check(len(cfg.grids) >= 1, "grids", cfg.grids, "at least one (ndim, height) pair")
+        check(len(cfg.grids) >= 1, "grids", cfg.grids, "at least one 'DxH' grid")
         check(len(cfg.iters) == len(cfg.grids), "iters", cfg.iters, "one count per grid")
         for name in ("batch", "hidden", "depth", "eval_every", "zvar_batch"):
             value = getattr(cfg, name)
@@ -123,8 +145,8 @@ class GFlowNetHyperGrid(Experiment, config=Config):
         check(all(int(n) >= 1 for n in cfg.iters), "iters", cfg.iters, "positive integers")
         for loss in cfg.losses:
             check(loss in LOSS_NAMES, "losses", cfg.losses, f"names from {LOSS_NAMES}")
-        for ndim, height in cfg.grids:
-            self._env(int(ndim), int(height))  # the environment's own checks
+        for ndim, height in parse_grids(cfg.grids):
+            self._env(ndim, height)  # the environment's own checks
         check(cfg.lr > 0 and cfg.lr_log_z > 0, "lr", (cfg.lr, cfg.lr_log_z), "rates > 0")
 
     def _env(self, ndim: int, height: int) -> Any:
@@ -138,12 +160,12 @@ class GFlowNetHyperGrid(Experiment, config=Config):
         return f"d{ndim}_{loss}"
 
     @classmethod
-    def build_model(cls, cfg: Config, variant: str) -> nn.Module:
+    def build_model(cls, cfg: Config, variant: str) -> Policy:
         from flowfields.gflownet import HyperGrid, MLPPolicy
 
         ndim_s, loss = variant.split("_")
         ndim = int(ndim_s[1:])
-        height = dict((int(d), int(h)) for d, h in cfg.grids)[ndim]
+        height = dict(parse_grids(cfg.grids))[ndim]
         env = HyperGrid(ndim, height, r0=cfg.r0, r1=cfg.r1, r2=cfg.r2)
         return MLPPolicy(env, cfg.hidden, cfg.depth, flow=loss in ("db", "subtb"))
 
@@ -160,7 +182,9 @@ class GFlowNetHyperGrid(Experiment, config=Config):
         self.curves: dict[str, list[tuple[int, float]]] = {}
         self.loss_curves: dict[str, list[float]] = {}
         self.tables_by_grid: dict[int, Any] = {}
-        for g, ((ndim, height), iters) in enumerate(zip(cfg.grids, cfg.iters, strict=True)):
+        for g, ((ndim, height), iters) in enumerate(
+            zip(parse_grids(cfg.grids), cfg.iters, strict=True)
+        ):
             env = self._env(int(ndim), int(height))
             table = dag_table(env)
             target = target_distribution(env, table)
@@ -206,13 +230,14 @@ class GFlowNetHyperGrid(Experiment, config=Config):
             ndim = int(variant.split("_")[0][1:])
             loss = variant.split("_")[1]
             env, table, target = self.tables_by_grid[ndim]
+            assert isinstance(policy, Policy)
             pt = exact_terminal_distribution(env, policy, table)
             self.distributions[variant] = pt
             est = log_z_estimate(loss, policy, cfg.zvar_batch, cfg.seed + 17)
             row = {
                 "grid": f"{ndim}-D H={env.height}",
                 "objective": loss,
-                "iters": int(cfg.iters[[int(d) for d, _ in cfg.grids].index(ndim)]),
+                "iters": int(cfg.iters[[d for d, _ in parse_grids(cfg.grids)].index(ndim)]),
                 "l1": l1_error(pt, target),
                 "abs_dlogz": abs(est - env.log_partition()),
                 "final_loss": self.loss_curves[variant][-1],
@@ -222,7 +247,7 @@ class GFlowNetHyperGrid(Experiment, config=Config):
             for key in ("l1", "abs_dlogz", "final_loss"):
                 m[f"{variant}/{key}"] = row[key]
         self.tables["objectives"] = rows
-        for ndim, _ in cfg.grids:
+        for ndim, _ in parse_grids(cfg.grids):
             l1s = [r["l1"] for r in rows if r["grid"].startswith(f"{ndim}-D")]
             m[f"d{ndim}/l1_max"] = max(l1s)
             m[f"d{ndim}/l1_median"] = statistics.median(l1s)
@@ -231,12 +256,12 @@ class GFlowNetHyperGrid(Experiment, config=Config):
         m, cfg = self.metrics, self.cfg
         out = []
         budgets = {2: (300, 0.05, 0.02), 4: (1000, 0.15, 0.05)}
-        for ndim, height in cfg.grids:
-            ndim = int(ndim)
+        grids = parse_grids(cfg.grids)
+        for ndim, height in grids:
             if ndim not in budgets or "tb" not in cfg.losses:
                 continue
             ref_iters, l1_max, dz_max = budgets[ndim]
-            iters = int(cfg.iters[[int(d) for d, _ in cfg.grids].index(ndim)])
+            iters = int(cfg.iters[[d for d, _ in grids].index(ndim)])
             v = f"d{ndim}_tb"
             l1, dz = m[f"{v}/l1"], m[f"{v}/abs_dlogz"]
             out.append(
@@ -253,8 +278,7 @@ class GFlowNetHyperGrid(Experiment, config=Config):
                     "form." + ("" if iters == ref_iters else f" Budget {iters} != {ref_iters}."),
                 )
             )
-        for ndim, _ in cfg.grids:
-            ndim = int(ndim)
+        for ndim, _ in grids:
             per = [r for r in self.tables["objectives"] if r["grid"].startswith(f"{ndim}-D")]
             thr = budgets.get(ndim, (0, 0.15, 0))[1]
             listing = ", ".join(f"{r['objective']} {r['l1']:.4f}" for r in per)
