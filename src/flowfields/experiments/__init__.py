@@ -36,6 +36,7 @@ REGISTRY: dict[str, str] = {
     "sdebnn-digits": "flowfields.experiments.sdebnn_digits",
     "sdebnn-stl": "flowfields.experiments.sdebnn_stl",
     "gflownet-hypergrid": "flowfields.experiments.gflownet_hypergrid",
+    "gflownet-unify": "flowfields.experiments.gflownet_unify",
 }
 
 

@@ -20,12 +20,13 @@ from torch import Tensor
 from flowfields.errors import check
 from flowfields.gflownet.env import DAGEnv
 from flowfields.gflownet.policy import Policy, TabularPolicy
-from flowfields.gflownet.trajectories import Trajectories
+from flowfields.gflownet.trajectories import Trajectories, evaluate
 
 __all__ = [
     "DAGTable",
     "all_trajectories",
     "dag_table",
+    "exact_data_bounds",
     "exact_terminal_distribution",
     "l1_error",
     "optimal_policy",
@@ -202,3 +203,39 @@ def all_trajectories(
     lengths = (actions >= 0).sum(0)
     x = states[lengths - 1, torch.arange(b)]
     return Trajectories(states, actions, lengths, x, env.log_reward(x).double())
+
+
+@torch.no_grad()
+def exact_data_bounds(
+    env: DAGEnv, policy: Policy, traj: Trajectories | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(log P_T(x), ELBO(x), KL(P_B(tau|x) || P_F(tau|x)))`` for every state row, exactly.
+
+    By enumeration of every complete trajectory (``traj``: :func:`all_trajectories`, computed
+    if not given): ``log P_T(x) = log sum_{tau -> x} P_F(tau)``,
+    ``ELBO(x) = sum_{tau -> x} P_B(tau|x) (log P_F(tau) - log P_B(tau|x))`` and
+    ``KL = sum_{tau -> x} P_B(tau|x) (log P_B(tau|x) - log P_F(tau) + log P_T(x))``.
+    Rows that are not terminal hold ``-inf``, ``nan``, ``nan``.
+
+    Returns:
+        Three ``(N,)`` float64 tensors over the rows of ``env.all_states()``.
+    """
+    traj = all_trajectories(env) if traj is None else traj
+    terms = evaluate(policy, traj)
+    log_pf = terms.log_pf_total().double().cpu()
+    log_pb = terms.log_pb_total().double().cpu()
+    rows = env.index(traj.x).cpu()
+    n = env.all_states()[0].shape[0]
+    log_pt = torch.full((n,), -math.inf, dtype=torch.float64)
+    log_pt = log_pt.scatter_reduce(0, rows, log_pf, "amax", include_self=True)
+    top = log_pt[rows]
+    log_pt = top.new_zeros(n).index_add(0, rows, (log_pf - top).exp()).log() + log_pt
+    q = log_pb.exp()
+    elbo = torch.zeros(n, dtype=torch.float64).index_add(0, rows, q * (log_pf - log_pb))
+    kl = torch.zeros(n, dtype=torch.float64).index_add(
+        0, rows, q * (log_pb - log_pf + log_pt[rows])
+    )
+    seen = torch.zeros(n, dtype=torch.bool)
+    seen[rows] = True
+    nan = torch.full_like(elbo, math.nan)
+    return log_pt, torch.where(seen, elbo, nan), torch.where(seen, kl, nan)

@@ -61,7 +61,8 @@ class Policy(nn.Module):
         """``log P_B(. | s)`` over backward actions (states other than ``s0``)."""
         mask = self.env.backward_mask(states)
         if not self.learn_pb:
-            return masked_log_softmax(torch.zeros(mask.shape, device=states.device), mask)
+            zeros = torch.zeros(mask.shape, dtype=self.log_z.dtype, device=states.device)
+            return masked_log_softmax(zeros, mask)
         return masked_log_softmax(self.pb_logits(states), mask)
 
     def param_groups(self, lr: float, lr_log_z: float) -> list[dict]:
@@ -121,7 +122,7 @@ class MLPPolicy(Policy):
 
     def _head(self, name: str, states: Tensor) -> Tensor:
         check(name in self.heads, "policy", self, f"a policy built with a {name!r} head")
-        h = self.env.features(states).to(self.log_z.device)
+        h = self.env.features(states).to(self.log_z)  # the policy's device and dtype
         if self.shared_trunk:
             h = self.trunk(h)
         return self.heads[name](h)
