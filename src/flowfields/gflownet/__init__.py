@@ -8,12 +8,14 @@
   log-probabilities), :func:`sample_backward` (data mode), :func:`evaluate`;
 - objectives through one residual: :func:`tb_loss`, :func:`db_loss`, :func:`subtb_loss`,
   :func:`zvar_loss`, and :func:`fm_loss`; :func:`gfn_loss` by name;
+- continuous: :class:`DiffusionGFlowNet` (Gaussian steps, fixed Brownian-bridge ``P_B``);
 - data mode: :func:`data_bounds` (ELBO, importance-weighted bound, TBC), :func:`mle_gfn_loss`;
 - exact answers on enumerable DAGs: :func:`exact_terminal_distribution`, :func:`optimal_policy`,
   :func:`all_trajectories`, :func:`target_distribution`, :func:`l1_error`.
 """
 
 from flowfields.gflownet.data_mode import DataBounds, data_bounds, log_weights, mle_gfn_loss
+from flowfields.gflownet.diffusion import DiffusionGFlowNet
 from flowfields.gflownet.env import DAGEnv
 from flowfields.gflownet.exact import (
     DAGTable,
@@ -54,6 +56,7 @@ __all__ = [
     "DAGEnv",
     "DAGTable",
     "DataBounds",
+    "DiffusionGFlowNet",
     "HyperGrid",
     "LayeredDAG",
     "MLPPolicy",
