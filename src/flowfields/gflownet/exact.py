@@ -111,7 +111,8 @@ def terminal_distribution_from_log_pf(env: DAGEnv, log_pf: Tensor, table: DAGTab
         log_pf,
         f"shape {tuple(table.forward_mask.shape)}",
     )
-    log_pf = log_pf.detach().double().cpu()
+    # renormalised in float64, so that a float32 policy's rounding does not leak into P_T
+    log_pf = log_pf.detach().double().cpu().log_softmax(-1)
     p = torch.zeros(table.states.shape[0], dtype=torch.float64)
     p[0] = 1.0
     for rows in _by_level(table.levels):
