@@ -148,6 +148,9 @@ class GFlowNetHyperGrid(Experiment, config=Config):
         for ndim, height in parse_grids(cfg.grids):
             self._env(ndim, height)  # the environment's own checks
         check(cfg.lr > 0 and cfg.lr_log_z > 0, "lr", (cfg.lr, cfg.lr_log_z), "rates > 0")
+        check(cfg.temperature > 0, "temperature", cfg.temperature, "a float > 0")
+        check(0 <= cfg.epsilon <= 1, "epsilon", cfg.epsilon, "a float in [0, 1]")
+        check(cfg.lam > 0, "lam", cfg.lam, "a float > 0")
 
     def _env(self, ndim: int, height: int) -> Any:
         from flowfields.gflownet import HyperGrid
