@@ -30,12 +30,12 @@ from flowfields.integrate.stepper import TABLEAUS, Retraction, State
 
 __all__ = [
     "BACKENDS",
+    "OUSDE",
     "SDE_METHODS",
     "SOLVERS",
     "TABLEAUS",
     "TORCHDIFFEQ_OPTIONS",
     "ODEOptions",
-    "OUSDE",
     "QuadratureRule",
     "Retraction",
     "Solution",
