@@ -2,8 +2,9 @@
 
 Nothing is downloaded at run time. See :mod:`flowfields.data.toys` (checkerboard, 8gaussians,
 2spirals, moons, pinwheel, rings), :mod:`flowfields.data.images` (8x8 digits, an MNIST subset,
-uniform dequantization) and :mod:`flowfields.data.metrics` (sliced Wasserstein, expected
-calibration error).
+uniform dequantization), :mod:`flowfields.data.sequences` (continuous-time jump and
+piecewise-sinusoid sequences renderable at any frame rate) and :mod:`flowfields.data.metrics`
+(sliced Wasserstein, expected calibration error).
 """
 
 from flowfields.data.images import (
@@ -21,6 +22,13 @@ from flowfields.data.metrics import (
     expected_calibration_error,
     sliced_wasserstein,
     wasserstein_1d,
+)
+from flowfields.data.sequences import (
+    PiecewiseConstant,
+    PiecewiseSinusoid,
+    frame_times,
+    random_jumps,
+    random_sinusoids,
 )
 from flowfields.data.toys import (
     TOYS,
@@ -44,15 +52,20 @@ __all__ = [
     "Dequantized",
     "EightGaussians",
     "Moons",
+    "PiecewiseConstant",
+    "PiecewiseSinusoid",
     "Pinwheel",
     "Rings",
     "Toy2D",
     "TwoSpirals",
     "check_levels",
     "expected_calibration_error",
+    "frame_times",
     "get_toy",
     "load_digits",
     "load_mnist_subset",
+    "random_jumps",
+    "random_sinusoids",
     "sliced_wasserstein",
     "split_train_test",
     "support_fraction",
