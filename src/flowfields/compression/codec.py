@@ -5,7 +5,8 @@ Chen et al., "Latent Discretization for Continuous-time Sequence Compression"
 discretization picks (or every frame, or a uniform grid: the baselines), codes each stored
 point's gap (frames since the previous one, :func:`~flowfields.compression.entropy.gap_table`)
 and its ``d`` integer latents under the OU transition from the previous stored point
-(:func:`~flowfields.compression.entropy.gaussian_table`; the stationary law for the first),
+(:func:`~flowfields.compression.entropy.gaussian_table`; the stationary law for the first;
+plus the innovation variance, :meth:`LatentDiscretization.latent_law`),
 with a FIFO range coder. ``decode(data, times=None)`` rebuilds the stored points and renders
 frames at the frame times or at any other times by the OU bridge.
 
@@ -40,7 +41,7 @@ from torch import Tensor
 from flowfields.compression.entropy import gap_table, gaussian_table
 from flowfields.compression.model import LatentDiscretization
 from flowfields.errors import FlowfieldsError, check
-from flowfields.integrate.ou import ou_bridge, ou_stationary, ou_transition
+from flowfields.integrate.ou import ou_bridge, ou_transition
 
 __all__ = ["MAGIC", "SCHEDULES", "Codec", "Decoded"]
 
@@ -90,14 +91,11 @@ class Codec:
 
     # ------------------------------------------------------------------ shared tables
     def _latent_table(self, prev: Tensor | None, gap_t: Tensor) -> np.ndarray:
-        theta, mu, sigma = (p.detach() for p in self.model.ou())
-        if prev is None:
-            mean, var = ou_stationary(mu, theta, sigma)
-        else:
-            mean, var = ou_transition(prev, gap_t, theta, mu, sigma)
-        return gaussian_table(mean, var.clamp_min(1e-300).sqrt(), self.model.radius).numpy()
+        with torch.no_grad():
+            mean, var = self.model.latent_law(prev, gap_t.reshape(1))
+            return gaussian_table(mean, var.sqrt(), self.model.radius).numpy()
 
-    def _gap_table(self, n_max: int, dt: Tensor) -> np.ndarray:
+    def _gap_table(self, n_max: int, dt: Tensor | float) -> np.ndarray:
         rho, pi = (p.detach() for p in self.model.gap_params())
         return gap_table(n_max, rho, dt, pi).numpy()[None]
 
@@ -137,8 +135,10 @@ class Codec:
                 isinstance(n_points, int) and 1 <= n_points <= T,
                 "n_points", n_points, f"an integer in [1, T={T}] for the uniform grid",
             )  # fmt: skip
+            assert n_points is not None
+            grid = np.round(np.linspace(0, T - 1, max(n_points, 2))).astype(np.int64)
             stored = torch.zeros(1, T, dtype=torch.bool)
-            stored[0, np.unique(np.round(np.linspace(0, T - 1, max(n_points, 2))).astype(int))] = 1
+            stored[0, torch.as_tensor(np.unique(grid))] = True
         p = self.model.plan(x, times, stored)
         idx = torch.nonzero(p.stored[0])[:, 0]
         return idx.numpy(), p.symbols[0, idx].numpy(), float(p.bits[0]), times
@@ -254,7 +254,10 @@ class Codec:
         cat = constriction.stream.model.Categorical(perfect=False)
         times, R = _times(T, t0, fps), self.model.radius
         dt = (times[-1] - times[0]) / max(T - 1, 1)
-        indices, symbols, prev, calls = [0], [], None, 0
+        indices: list[int] = [0]
+        symbols: list[np.ndarray] = []
+        prev: Tensor | None = None
+        calls = 0
         while True:  # at most T points: every gap moves forward by >= 1 frame
             gap_t = torch.zeros((), dtype=torch.float64)
             if symbols:

@@ -89,7 +89,7 @@ def gap_bits(n: Tensor, n_max: Tensor, rho: Tensor, dt: Tensor, pi: Tensor) -> T
     return torch.where(n_max > 1, bits, torch.zeros_like(bits))  # one possible gap: 0 bits
 
 
-def gap_table(n_max: int, rho: Tensor, dt: float, pi: Tensor) -> Tensor:
+def gap_table(n_max: int, rho: Tensor, dt: Tensor | float, pi: Tensor) -> Tensor:
     """Floored probabilities of the gaps ``1 .. n_max`` (shape ``(n_max,)``)."""
     n = torch.arange(1, n_max + 1, dtype=rho.dtype, device=rho.device)
     q = _gap_q(n, torch.full_like(n, float(n_max)), rho * dt, pi)

@@ -4,11 +4,13 @@ Chen, Le, Muckley, Nickel, Ullrich, "Latent Discretization for Continuous-time S
 Compression" (arXiv:2212.13659). A sequence ``x_0 .. x_{T-1}`` observed at times ``t_i`` is
 mapped frame by frame to latents ``u_i = encoder(x_i)`` (``(B, T, d)``); a subset of frames is
 *stored*: their quantised latents ``k_i = round(u_i)`` are coded under the Ornstein–Uhlenbeck
-prior ``dz = theta (mu - z) dt + sigma dW`` (the transition from the previous stored point,
-the stationary law for the first), and the gaps between them under the continuous-time gap law
-of :mod:`flowfields.compression.entropy`. The decoder reconstructs the latent path at *any*
-time by the OU bridge between the stored neighbours (:func:`flowfields.integrate.ou_bridge`)
-and maps it to frames (``decoder(z(t))``).
+prior ``dz = theta (mu - z) dt + sigma dW`` (the transition from the previous stored point, the
+stationary law for the first) plus a learned innovation variance ``kappa^2`` per stored point
+(without it a jump between adjacent stored frames would cost more at a higher frame rate, the
+OU variance ``v(dt) ~ sigma^2 dt`` shrinking with ``dt``), and the gaps between them under the
+continuous-time gap law of :mod:`flowfields.compression.entropy`. The decoder reconstructs the
+latent path at *any* time by the OU bridge between the stored neighbours
+(:func:`flowfields.integrate.ou_bridge`) and maps it to frames (``decoder(z(t))``).
 
 **Which discretization, and why: on the frame grid, integrate-and-fire with a straight-through
 estimator.** The intensity per unit time is ``lambda_i = c + sum_j w_j (|u_{i,j} - u_{i-1,j}| +
@@ -144,6 +146,7 @@ class LatentDiscretization(nn.Module):
         self.log_theta = nn.Parameter(torch.zeros(d))  # OU prior
         self.mu = nn.Parameter(torch.zeros(d))
         self.log_sigma = nn.Parameter(torch.full((d,), 1.5))
+        self.log_kappa = nn.Parameter(torch.zeros(d))  # innovation at each stored point
         self.log_w = nn.Parameter(torch.full((d,), -1.0))  # intensity
         self.log_c = nn.Parameter(torch.tensor(1.0))
         self.log_rho = nn.Parameter(torch.tensor(1.5))  # gap law
@@ -154,6 +157,18 @@ class LatentDiscretization(nn.Module):
     def ou(self) -> tuple[Tensor, Tensor, Tensor]:
         """``(theta, mu, sigma)``, each (d,)."""
         return self.log_theta.exp(), self.mu, self.log_sigma.exp()
+
+    def latent_law(self, prev: Tensor | None, gap_t: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and variance of a stored point's latent given the previous stored one
+        (``prev`` (..., d), ``gap_t`` (..., 1) apart; ``None``: the first point): the OU
+        transition (stationary law) plus the innovation variance ``kappa^2``."""
+        theta, mu, sigma = self.ou()
+        kappa2 = torch.exp(2 * self.log_kappa)
+        if prev is None:
+            mean, var = ou_stationary(mu, theta, sigma)
+        else:
+            mean, var = ou_transition(prev, gap_t, theta, mu, sigma)
+        return mean, var + kappa2
 
     def gap_params(self) -> tuple[Tensor, Tensor]:
         """``(rho, pi)``: the gap clock's rate per unit time and the adjacent-frame atom."""
@@ -177,7 +192,7 @@ class LatentDiscretization(nn.Module):
     def intensity_dt(self, u: Tensor, dt: Tensor) -> Tensor:
         """``lambda_i dt_i``: expected stored points per frame, (B, T, d) -> (B, T)."""
         step = (u[:, 1:] - u[:, :-1]).abs() @ F.softplus(self.log_w)  # (B, T-1)
-        pad = torch.zeros_like(step[:, :1])
+        pad = torch.zeros(u.shape[0], 1, dtype=u.dtype, device=u.device)
         both = torch.cat([pad, step], 1) + torch.cat([step, pad], 1)
         return F.softplus(self.log_c) * dt + both
 
@@ -194,18 +209,16 @@ class LatentDiscretization(nn.Module):
     def bits(self, z: Tensor, stored: Tensor, times: Tensor) -> Tensor:
         """Per-frame bits if the frame is stored (latents + gap), given the stored frames before
         it: (B, T, d) latents, (B, T) bool -> (B, T)."""
-        theta, mu, sigma = self.ou()
         prev, _ = neighbours(stored)
         T = z.shape[1]
         a = prev.clamp(min=0)
         first = (prev < 0)[..., None]
-        z_a = _gather(z, a)
         gap_t = (times - times[a]).clamp(min=0)[..., None]
-        m_tr, v_tr = ou_transition(z_a, gap_t, theta, mu, sigma)
-        m_st, v_st = ou_stationary(mu, theta, sigma)
+        m_tr, v_tr = self.latent_law(_gather(z, a), gap_t)
+        m_st, v_st = self.latent_law(None, gap_t)
         mean = torch.where(first, m_st.expand_as(m_tr), m_tr)
         var = torch.where(first, v_st.expand_as(v_tr), v_tr)
-        lat = gaussian_bits(z, mean, var.clamp_min(1e-300).sqrt(), self.radius).sum(-1)
+        lat = gaussian_bits(z, mean, var.sqrt(), self.radius).sum(-1)
         idx = torch.arange(T, device=z.device, dtype=z.dtype)
         n = idx - prev.to(z.dtype)
         n_max = (T - 1) - prev.to(z.dtype)
