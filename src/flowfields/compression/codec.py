@@ -17,8 +17,12 @@ bit; the model's weights are copied to float64 on the CPU at construction.
 Stream layout (little endian)::
 
     magic b"FFZ1" | model fingerprint (8 bytes) | T uint32 | ndim uint8 | frame shape uint32 *
-    ndim | t0 float64 | fps float64 | n_words uint32 | crc32(payload) uint32 | payload
-    (n_words uint32 words)
+    ndim | t0 float64 | fps float64 | n_bytes uint32 | crc32(payload) uint32 | payload
+    (n_bytes bytes: the coder's 32-bit words, big endian)
+
+The range coder emits whole 32-bit words and its final state needs all of them (measured:
+dropping or zeroing any byte of the last word breaks the decode), so a stream costs its
+information content plus 16 bits on average (at most about 33) on top of the tables' bits.
 
 A stream from another model (fingerprint), a wrong length, a bad checksum or bad header fields
 raise :class:`~flowfields.errors.FlowfieldsError`; decoding loops at most ``T`` points, so a
@@ -64,6 +68,21 @@ class Decoded:
     t0: float
     fps: float
     stats: dict[str, int] = field(default_factory=dict)
+
+
+def _words(payload: bytes) -> np.ndarray:
+    """Payload bytes -> the coder's uint32 words (big endian, zero-padded to whole words)."""
+    padded = payload + b"\x00" * (-len(payload) % 4)
+    return np.frombuffer(padded, dtype=">u4").astype(np.uint32)
+
+
+def _range_code(pairs: list[tuple[np.ndarray, np.ndarray]], constriction: Any) -> bytes:
+    """Range-code ``(symbols, tables)`` in order -> the coder's words as big-endian bytes."""
+    cat = constriction.stream.model.Categorical(perfect=False)
+    coder = constriction.stream.queue.RangeEncoder()
+    for symbols, table in pairs:
+        coder.encode(symbols, cat, table)
+    return bytes(coder.get_compressed().astype(">u4").tobytes())
 
 
 def _times(T: int, t0: float, fps: float) -> Tensor:
@@ -155,32 +174,27 @@ class Codec:
         idx, sym, _, times = self.plan(frames, fps=fps, t0=t0, schedule=schedule, n_points=n_points)
         T, R = x.shape[1], self.model.radius
         dt = (times[-1] - times[0]) / max(T - 1, 1)
-        coder = constriction.stream.queue.RangeEncoder()
-        cat = constriction.stream.model.Categorical(perfect=False)
-        calls, prev = 0, None
+        pairs: list[tuple[np.ndarray, np.ndarray]] = []  # (symbols, tables) in coding order
+        prev = None
         for j, (i, k) in enumerate(zip(idx, sym, strict=True)):
             gap_t = torch.zeros((), dtype=torch.float64)
             if j > 0:
                 n_max = T - 1 - int(idx[j - 1])
                 if n_max > 1:
-                    table = self._gap_table(n_max, dt)
-                    coder.encode(np.array([i - idx[j - 1] - 1], dtype=np.int32), cat, table)
-                    calls += 1
+                    gap = np.array([i - idx[j - 1] - 1], dtype=np.int32)
+                    pairs.append((gap, self._gap_table(n_max, dt)))
                 gap_t = times[i] - times[idx[j - 1]]
-            table = self._latent_table(prev, gap_t)
-            coder.encode((k + R).astype(np.int32), cat, table)
-            calls += 1
+            pairs.append(((k + R).astype(np.int32), self._latent_table(prev, gap_t)))
             prev = torch.as_tensor(k, dtype=torch.float64)
-        words = coder.get_compressed().astype("<u4")
-        payload = words.tobytes()
+        payload = _range_code(pairs, constriction)
         fps_v = float(T if fps is None else fps)
         head = _HEAD.pack(MAGIC, self.fingerprint, T, len(shape))
         head += struct.pack(f"<{len(shape)}I", *shape)
-        head += _TAIL.pack(float(t0), fps_v, len(words), zlib.crc32(payload))
+        head += _TAIL.pack(float(t0), fps_v, len(payload), zlib.crc32(payload))
         self.last_stats = {
             "points": len(idx),
-            "coder_calls": calls,
-            "payload_bits": 32 * len(words),
+            "coder_calls": len(pairs),
+            "payload_bits": 8 * len(payload),
         }
         return head + payload
 
@@ -218,11 +232,11 @@ class Codec:
         )
         shape = struct.unpack_from(f"<{ndim}I", data, off)
         off += 4 * ndim
-        t0, fps, n_words, crc = _TAIL.unpack_from(data, off)
+        t0, fps, n_bytes, crc = _TAIL.unpack_from(data, off)
         off += _TAIL.size
         check(
-            len(data) == off + 4 * n_words, "data", f"{len(data)} bytes",
-            f"{off + 4 * n_words} bytes (header + {n_words} payload words)", hint,
+            len(data) == off + n_bytes and n_bytes % 4 == 0, "data", f"{len(data)} bytes",
+            f"{off + n_bytes} bytes (header + {n_bytes} payload bytes, whole words)", hint,
         )  # fmt: skip
         payload = data[off:]
         check(zlib.crc32(payload) == crc, "data", "a payload checksum mismatch", "crc32 ok", hint)
@@ -235,7 +249,7 @@ class Codec:
             return self._decode_points(payload, T, tuple(shape), t0, fps, constriction)
         except FlowfieldsError:
             raise
-        except Exception as err:  # the coder's own complaints about a bad payload
+        except (ValueError, RuntimeError, OverflowError, IndexError) as err:  # the coder's own
             raise FlowfieldsError(
                 f"data: got a payload the coder cannot decode ({err}). {hint}"
             ) from err
@@ -249,8 +263,7 @@ class Codec:
         fps: float,
         constriction: Any,
     ) -> Decoded:
-        words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
-        coder = constriction.stream.queue.RangeDecoder(words)
+        coder = constriction.stream.queue.RangeDecoder(_words(payload))
         cat = constriction.stream.model.Categorical(perfect=False)
         times, R = _times(T, t0, fps), self.model.radius
         dt = (times[-1] - times[0]) / max(T - 1, 1)
@@ -279,7 +292,7 @@ class Codec:
         self.last_stats = {
             "points": len(indices),
             "coder_calls": calls,
-            "payload_bits": 32 * len(words),
+            "payload_bits": 8 * len(payload),
         }
         return Decoded(
             indices=np.asarray(indices), symbols=np.stack(symbols), times=times.numpy(),
