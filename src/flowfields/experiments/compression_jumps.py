@@ -274,8 +274,8 @@ class CompressionJumps(Experiment, config=Config):
                 measured=f"payload / estimate = {m['rate/ratio']:.4f} over {self.cfg.n_eval} "
                 f"sequences ({m['rate/actual_bits']:.0f} vs {m['rate/estimate_bits']:.0f} bits; "
                 f"excess per stream {m['rate/mean_excess_bits']:.1f} bits on average, at most "
-                f"{m['rate/max_excess_bits']:.1f}); every sequence within "
-                f"64 bits + 2%: {m['rate/per_sequence_ok']}; exact decode: {m['rate/decode_exact']}",
+                f"{m['rate/max_excess_bits']:.1f}); every sequence within 64 bits + 2%: "
+                f"{m['rate/per_sequence_ok']}; exact decode: {m['rate/decode_exact']}",
                 threshold="|ratio - 1| <= 0.03, every sequence within 64 bits + 2%, exact",
                 holds=bool(
                     abs(m["rate/ratio"] - 1) <= 0.03
