@@ -2,8 +2,8 @@
 
 Nothing is downloaded at run time. See :mod:`flowfields.data.toys` (checkerboard, 8gaussians,
 2spirals, moons, pinwheel, rings), :mod:`flowfields.data.images` (8x8 digits, an MNIST subset,
-uniform dequantization), :mod:`flowfields.data.sequences` (continuous-time jump and
-piecewise-sinusoid sequences renderable at any frame rate) and :mod:`flowfields.data.metrics`
+uniform dequantization), :mod:`flowfields.data.sequences` (continuous-time jumps,
+piecewise sinusoids, moving digits, renderable at any frame rate) and :mod:`flowfields.data.metrics`
 (sliced Wasserstein, expected calibration error).
 """
 
@@ -24,9 +24,11 @@ from flowfields.data.metrics import (
     wasserstein_1d,
 )
 from flowfields.data.sequences import (
+    MovingDigit,
     PiecewiseConstant,
     PiecewiseSinusoid,
     frame_times,
+    moving_digit,
     random_jumps,
     random_sinusoids,
 )
@@ -52,6 +54,7 @@ __all__ = [
     "Dequantized",
     "EightGaussians",
     "Moons",
+    "MovingDigit",
     "PiecewiseConstant",
     "PiecewiseSinusoid",
     "Pinwheel",
@@ -64,6 +67,7 @@ __all__ = [
     "get_toy",
     "load_digits",
     "load_mnist_subset",
+    "moving_digit",
     "random_jumps",
     "random_sinusoids",
     "sliced_wasserstein",

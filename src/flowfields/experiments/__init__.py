@@ -36,6 +36,7 @@ REGISTRY: dict[str, str] = {
     "sdebnn-digits": "flowfields.experiments.sdebnn_digits",
     "sdebnn-stl": "flowfields.experiments.sdebnn_stl",
     "compression-jumps": "flowfields.experiments.compression_jumps",
+    "compression-video": "flowfields.experiments.compression_video",
 }
 
 

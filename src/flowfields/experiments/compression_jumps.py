@@ -109,6 +109,17 @@ class CompressionJumps(Experiment, config=Config):
         )
         self.build_model(cfg, "beta0")
 
+    # ------------------------------------------------------------------ data hooks
+    def batch(self, seeds: list[int], T: int) -> np.ndarray:
+        """Training / evaluation sequences, one per seed: (B, T, *frame_shape)."""
+        return jump_batch(seeds, T, self.cfg.dim, self.cfg.max_changes)
+
+    def content(self, seed: int, n_changes: int) -> Any:
+        """One content with ``n_changes`` change points (``frames(T)``, ``change_times``)."""
+        from flowfields.data.sequences import random_jumps
+
+        return random_jumps(n_changes, self.cfg.dim, seed=seed)
+
     @classmethod
     def build_model(cls, cfg: Config, variant: str) -> nn.Module:
         from flowfields.compression import LatentDiscretization
@@ -132,7 +143,7 @@ class CompressionJumps(Experiment, config=Config):
 
             def step(state: Any, _: int, beta: float = beta) -> dict[str, Any]:
                 seeds = torch.randint(0, 2**31 - 1, (cfg.batch,)).tolist()
-                x = torch.as_tensor(jump_batch(seeds, T, cfg.dim, cfg.max_changes))
+                x = torch.as_tensor(self.batch(seeds, T)).flatten(2)
                 out = state["model"].loss(x.to(self.device), times, beta)
                 state.update("model", out["loss"])
                 return {k: v.detach() for k, v in out.items()}
@@ -185,20 +196,21 @@ class CompressionJumps(Experiment, config=Config):
 
     def _frame_rates(self, codec: Any) -> None:
         cfg, m = self.cfg, self.metrics
-        from flowfields.data.sequences import random_jumps
-
         rows = []
         for T in RATES:
             pts, bits, every, calls, dec_s = [], [], [], [], []
             for s in self._eval_seeds(cfg.n_contents, 500_000):
-                x = random_jumps(4, cfg.dim, seed=s).frames(T)
+                x = self.content(s, 4).frames(T)
                 data = codec.encode(x)
                 pts.append(codec.last_stats["points"])
                 bits.append(codec.last_stats["payload_bits"])
                 calls.append(codec.last_stats["coder_calls"])
-                t0 = time.perf_counter()
-                codec.parse(data)
-                dec_s.append(time.perf_counter() - t0)
+                best = float("inf")
+                for _ in range(3):  # the fastest of three: the latent path's own cost
+                    t0 = time.perf_counter()
+                    codec.parse(data)
+                    best = min(best, time.perf_counter() - t0)
+                dec_s.append(best)
                 codec.encode(x, schedule="every")
                 every.append(codec.last_stats["payload_bits"])
             rows.append({
@@ -216,13 +228,11 @@ class CompressionJumps(Experiment, config=Config):
         m["fps/decode_time_ratio"] = last["latent_decode_ms"] / first["latent_decode_ms"]
 
     def _complexity(self, codec: Any) -> None:
-        from flowfields.data.sequences import random_jumps
-
         cfg, rows = self.cfg, []
         for n in range(0, 9):
             pts = []
             for s in self._eval_seeds(cfg.n_contents, 700_000 + 1000 * n):
-                codec.encode(random_jumps(n, cfg.dim, seed=s).frames(cfg.eval_frames))
+                codec.encode(self.content(s, n).frames(cfg.eval_frames))
                 pts.append(codec.last_stats["points"])
             rows.append({"change_points": n, "points": statistics.fmean(pts)})
         self.tables["complexity"] = rows
@@ -237,18 +247,18 @@ class CompressionJumps(Experiment, config=Config):
         from flowfields.compression import Codec
 
         cfg = self.cfg
-        xs = jump_batch(self._eval_seeds(cfg.n_eval, 0), cfg.eval_frames, cfg.dim, cfg.max_changes)
+        xs = self.batch(self._eval_seeds(cfg.n_eval, 0), cfg.eval_frames)
         rd = []
         for k, (variant, model) in enumerate(models.items()):
-            codec = Codec(model)
+            codec = Codec(model)  # type: ignore[arg-type]
             row = {"beta": cfg.betas[k], **self._rd(codec, xs)}
             rd.append(row)
             for key, value in row.items():
                 self.metrics[f"{variant}/{key}"] = value
         self.tables["rate_distortion"] = rd
-        codec = Codec(models["beta0"])
+        codec = Codec(models["beta0"])  # type: ignore[arg-type]
         self.codec = codec
-        self.header_bytes = codec.header_bytes(1)
+        self.header_bytes = codec.header_bytes(xs.ndim - 2)
         self._rate_is_real(codec, xs)
         self._frame_rates(codec)
         self._complexity(codec)
@@ -256,7 +266,7 @@ class CompressionJumps(Experiment, config=Config):
     # ------------------------------------------------------------------ claims
     def claims(self) -> list[Claim]:
         m, rd = self.metrics, self.tables["rate_distortion"]
-        fps, cx = self.tables["frame_rate"], self.tables["complexity"]
+        fps, cx = self.tables["frame_rate"], self.tables.get("complexity", [])
         wins = [r["learned_mse"] < r["uniform_mse"] for r in rd]
         rd_text = "; ".join(
             f"beta {r['beta']:g}: learned {r['learned_bits']:.0f} b / MSE {r['learned_mse']:.4f}, "
@@ -264,7 +274,7 @@ class CompressionJumps(Experiment, config=Config):
             f"{r['every_bits']:.0f} b / {r['every_mse']:.4f}"
             for r in rd
         )
-        return [
+        claims = [
             Claim(
                 id="rate-is-real",
                 statement="The bitstream costs what the model's rate estimate says: over the "
@@ -306,17 +316,6 @@ class CompressionJumps(Experiment, config=Config):
                 note=f"{self.cfg.n_contents} contents with 4 change points each, payload bits.",
             ),
             Claim(
-                id="points-linear-in-change-points",
-                statement="At fixed T the number of stored points grows about linearly with the "
-                "number of change points.",
-                measured=f"slope {m['complexity/slope']:.2f} points per change point, R^2 "
-                f"{m['complexity/r2']:.3f} ("
-                + ", ".join(f"{r['change_points']}: {r['points']:.1f}" for r in cx)
-                + ")",
-                threshold="R^2 >= 0.9 and slope > 0",
-                holds=bool(m["complexity/r2"] >= 0.9 and m["complexity/slope"] > 0),
-            ),
-            Claim(
                 id="learned-where-beats-uniform",
                 statement="Learning where to store matters: with as many stored points as the "
                 "learned discretization, a uniform grid has a larger distortion (every beta).",
@@ -341,13 +340,28 @@ class CompressionJumps(Experiment, config=Config):
                 "the part of the decode time that is not flat.",
             ),
         ]
+        if cx:  # jump processes only: change points are where the content changes
+            claims.insert(
+                2,
+                Claim(
+                    id="points-linear-in-change-points",
+                    statement="At fixed T the number of stored points grows about linearly with "
+                    "the "
+                    "number of change points.",
+                    measured=f"slope {m['complexity/slope']:.2f} points per change point, R^2 "
+                    f"{m['complexity/r2']:.3f} ("
+                    + ", ".join(f"{r['change_points']}: {r['points']:.1f}" for r in cx)
+                    + ")",
+                    threshold="R^2 >= 0.9 and slope > 0",
+                    holds=bool(m["complexity/r2"] >= 0.9 and m["complexity/slope"] > 0),
+                ),
+            )
+        return claims
 
     # ------------------------------------------------------------------ figures
     def figures(self, models: dict[str, nn.Module]) -> None:
-        from flowfields.data.sequences import random_jumps
-
         plt, codec, cfg = self.plt, self.codec, self.cfg
-        content = random_jumps(5, cfg.dim, seed=self._eval_seeds(1, 900_000)[0])
+        content = self.content(self._eval_seeds(1, 900_000)[0], 5)
         T = cfg.eval_frames
         x = content.frames(T)
         idx = codec.plan(x)[0]
