@@ -1,4 +1,5 @@
-"""The ``flowfields`` command line: ``list``, ``run``, ``reproduce``, ``bench``.
+"""The ``flowfields`` command line: ``list``, ``run``, ``reproduce``, ``bench``, ``compress``,
+``decompress``.
 
 Examples::
 
@@ -103,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     sub.add_parser("bench", help="how to run the benchmarks")
+    from flowfields.compression.cli import add_parsers
+
+    add_parsers(sub)
     return parser
 
 
@@ -211,6 +215,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         if args.command == "reproduce":
             return _reproduce(args)
+        if args.command in ("compress", "decompress"):
+            from flowfields.compression import cli as compression_cli
+
+            return getattr(compression_cli, f"{args.command}_main")(args)
         return _bench()
     except FlowfieldsError as err:
         print(f"flowfields: error: {err}", file=sys.stderr)

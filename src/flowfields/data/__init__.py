@@ -2,8 +2,9 @@
 
 Nothing is downloaded at run time. See :mod:`flowfields.data.toys` (checkerboard, 8gaussians,
 2spirals, moons, pinwheel, rings), :mod:`flowfields.data.images` (8x8 digits, an MNIST subset,
-uniform dequantization) and :mod:`flowfields.data.metrics` (sliced Wasserstein, expected
-calibration error).
+uniform dequantization), :mod:`flowfields.data.sequences` (continuous-time jumps,
+piecewise sinusoids, moving digits, renderable at any frame rate) and :mod:`flowfields.data.metrics`
+(sliced Wasserstein, expected calibration error).
 """
 
 from flowfields.data.images import (
@@ -21,6 +22,15 @@ from flowfields.data.metrics import (
     expected_calibration_error,
     sliced_wasserstein,
     wasserstein_1d,
+)
+from flowfields.data.sequences import (
+    MovingDigit,
+    PiecewiseConstant,
+    PiecewiseSinusoid,
+    frame_times,
+    moving_digit,
+    random_jumps,
+    random_sinusoids,
 )
 from flowfields.data.toys import (
     TOYS,
@@ -44,15 +54,22 @@ __all__ = [
     "Dequantized",
     "EightGaussians",
     "Moons",
+    "MovingDigit",
+    "PiecewiseConstant",
+    "PiecewiseSinusoid",
     "Pinwheel",
     "Rings",
     "Toy2D",
     "TwoSpirals",
     "check_levels",
     "expected_calibration_error",
+    "frame_times",
     "get_toy",
     "load_digits",
     "load_mnist_subset",
+    "moving_digit",
+    "random_jumps",
+    "random_sinusoids",
     "sliced_wasserstein",
     "split_train_test",
     "support_fraction",

@@ -8,6 +8,8 @@
 - :func:`sdeint` (over torchsde) with the same :class:`Solution` record.
 - :func:`time_grid` (the one fixed-step grid builder, float64) and :func:`as_times`.
 - :func:`gauss_legendre` quadrature on an interval.
+- Ornstein–Uhlenbeck closed forms (:mod:`flowfields.integrate.ou`): :func:`ou_transition`,
+  :func:`ou_stationary`, :func:`ou_bridge`, :func:`ou_variance` and :class:`OUSDE` for sdeint.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ from flowfields.integrate.options import (
     ODEOptions,
     SolverInfo,
 )
+from flowfields.integrate.ou import OUSDE, ou_bridge, ou_stationary, ou_transition, ou_variance
 from flowfields.integrate.quadrature import QuadratureRule, gauss_legendre
 from flowfields.integrate.sde import SDE_METHODS, sdeint
 from flowfields.integrate.stepper import TABLEAUS, Retraction, State
 
 __all__ = [
     "BACKENDS",
+    "OUSDE",
     "SDE_METHODS",
     "SOLVERS",
     "TABLEAUS",
@@ -40,6 +44,10 @@ __all__ = [
     "as_times",
     "gauss_legendre",
     "odeint",
+    "ou_bridge",
+    "ou_stationary",
+    "ou_transition",
+    "ou_variance",
     "sdeint",
     "time_grid",
 ]
