@@ -179,7 +179,13 @@ def nearest_anchor(y: Tensor, anchors: Tensor) -> Tensor:
     return (y.unsqueeze(-2) - anchors).square().sum(-1).argmin(-1)
 
 
+#: anchors = centre + half_width * _SHRINK * tanh(raw): strictly inside the box even when
+#: tanh(raw) rounds to +-1 (|raw| > ~19 in float64, > ~9 in float32).
+_SHRINK = 1.0 - 2.0**-16
+
+
 def _atanh(u: Tensor) -> Tensor:
+    u = u.clamp(-1 + 2.0**-20, 1 - 2.0**-20)
     return 0.5 * (torch.log1p(u) - torch.log1p(-u))
 
 
@@ -188,7 +194,7 @@ class VoronoiTessellation(nn.Module):
 
     Semi-Discrete Normalizing Flows through Differentiable Tessellation (Chen, Amos, Nickel,
     arXiv:2203.06832). Parametrisation: the box is ``centre +- exp(log_half_width)`` and the
-    anchors are ``centre + exp(log_half_width) * tanh(raw)``, so they stay strictly inside the
+    anchors are ``centre + (1 - 2^-16) exp(log_half_width) tanh(raw)``, so they stay strictly inside the
     box whatever the optimiser does. A leading ``groups`` shape gives independent
     tessellations (one per categorical variable, say).
 
@@ -226,7 +232,7 @@ class VoronoiTessellation(nn.Module):
         inside = (anchors > lo.unsqueeze(-2)) & (anchors < hi.unsqueeze(-2))
         check(bool(inside.all()), "anchors", anchors, "points strictly inside the box")
         centre, half = (hi + lo) / 2, (hi - lo) / 2
-        raw = _atanh((anchors - centre.unsqueeze(-2)) / half.unsqueeze(-2))
+        raw = _atanh((anchors - centre.unsqueeze(-2)) / (_SHRINK * half.unsqueeze(-2)))
         self.raw = nn.Parameter(raw.clone())
         if learn_box:
             self.centre = nn.Parameter(centre.clone())
@@ -276,7 +282,8 @@ class VoronoiTessellation(nn.Module):
     @property
     def anchors(self) -> Tensor:
         """The anchors, (*groups, K, D), strictly inside the box."""
-        return self.centre.unsqueeze(-2) + self.half_width.unsqueeze(-2) * torch.tanh(self.raw)
+        w = _SHRINK * self.half_width.unsqueeze(-2)
+        return self.centre.unsqueeze(-2) + w * torch.tanh(self.raw)
 
     def _box(self) -> tuple[Tensor, Tensor, Tensor]:
         a, lo, hi = self.anchors, self.lower, self.upper
