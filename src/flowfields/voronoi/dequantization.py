@@ -36,6 +36,7 @@ from flowfields.voronoi.tessellation import (
     VoronoiTessellation,
     _check_cells,
     cell_map,
+    cell_map_inverse,
     nearest_anchor,
 )
 
@@ -100,8 +101,30 @@ class Dequantizer(nn.Module):
         raise NotImplementedError
 
     def decode(self, z: Tensor) -> Tensor:
-        """The classes ``x`` (..., N) of ``z`` (..., N * D); -1 marks an invalid code."""
+        """The classes ``x`` (..., N) of ``z`` (..., N * D); -1 marks an invalid code (argmax:
+        a code >= K; uniform: outside [-1, 1))."""
         raise NotImplementedError
+
+    def log_q(self, z: Tensor, x: Tensor) -> Tensor:
+        """``log q(z | x)`` at given ``z`` (..., B, N * D) for ``x`` (B, N): (..., B);
+        ``-inf`` where ``z`` lies outside the region of ``x``."""
+        self.check_x(x)
+        check(
+            isinstance(z, Tensor) and z.ndim >= 2 and z.shape[-1] == self.features,
+            "z",
+            z,
+            f"a tensor of shape (..., B, {self.features})",
+        )
+        lq = self._log_q(z, x)
+        own = (self._region(z) == x).all(-1)
+        return torch.where(own, lq, torch.full_like(lq, -float("inf")))
+
+    def _log_q(self, z: Tensor, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _region(self, z: Tensor) -> Tensor:
+        """The class of the region (the support of q) holding ``z``: decoding by default."""
+        return self.decode(z)
 
 
 class _GaussianConditional(Dequantizer):
@@ -113,13 +136,23 @@ class _GaussianConditional(Dequantizer):
 
         self.net = mlp(n_vars * n_classes, 2 * n_vars * dim, hidden, depth)
 
+    def _gauss(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and log-std of ``eps``, each (B, N, D)."""
+        onehot = F.one_hot(x, self.n_classes).to(self._dtype_probe.dtype).flatten(1)
+        m, log_s = self.net(onehot).view(x.shape[0], self.n_vars, self.dim, 2).unbind(-1)
+        return m, log_s
+
+    def _log_normal(self, eps: Tensor, x: Tensor) -> Tensor:
+        """``log N(eps; m(x), s(x))`` summed over (N, D): eps (..., B, N, D) -> (..., B)."""
+        m, log_s = self._gauss(x)
+        n = (eps - m) / log_s.exp()
+        return (-0.5 * (n.square() + _LOG_2PI) - log_s).sum((-1, -2))
+
     def _eps(
         self, x: Tensor, n_samples: int, generator: torch.Generator | None
     ) -> tuple[Tensor, Tensor]:
         """``eps`` (S, B, N, D) and ``log N(eps; m, s)`` summed over (N, D): (S, B)."""
-        probe = self._dtype_probe
-        onehot = F.one_hot(x, self.n_classes).to(probe.dtype).flatten(1)
-        m, log_s = self.net(onehot).view(x.shape[0], self.n_vars, self.dim, 2).unbind(-1)
+        m, log_s = self._gauss(x)
         n = _randn((n_samples, *m.shape), m, generator)
         eps = m + log_s.exp() * n
         log_n = -0.5 * (n.square() + _LOG_2PI) - log_s
@@ -164,6 +197,22 @@ class VoronoiDequantizer(_GaussianConditional):
         zz = z.unflatten(-1, (self.n_vars, self.dim))
         return nearest_anchor(zz, self.tess.anchors)
 
+    def _log_q(self, z: Tensor, x: Tensor) -> Tensor:
+        t = self.tess
+        zz = z.unflatten(-1, (self.n_vars, self.dim))
+        zz = torch.minimum(torch.maximum(zz, t.lower), t.upper)
+        eps, ld_inv = cell_map_inverse(zz, x.expand(zz.shape[:-1]), t.anchors, t.lower, t.upper)
+        return self._log_normal(eps, x) + ld_inv.sum(-1)
+
+    def _region(self, z: Tensor) -> Tensor:
+        return self.decode_in_box(z)
+
+    def decode_in_box(self, z: Tensor) -> Tensor:
+        """Like :meth:`decode`, with -1 for variables whose point lies outside the box."""
+        zz = z.unflatten(-1, (self.n_vars, self.dim))
+        c = nearest_anchor(zz, self.tess.anchors)
+        return torch.where(self.tess.in_box(zz), c, torch.full_like(c, -1))
+
 
 class ArgmaxDequantizer(_GaussianConditional):
     """Binary argmax dequantization: ``D = ceil(log2 K)``, class c's bits pick an orthant.
@@ -192,6 +241,11 @@ class ArgmaxDequantizer(_GaussianConditional):
         code = (bits * self.powers).sum(-1)
         return torch.where(code < self.n_classes, code, torch.full_like(code, -1))
 
+    def _log_q(self, z: Tensor, x: Tensor) -> Tensor:
+        a = z.unflatten(-1, (self.n_vars, self.dim)).abs().clamp_min(torch.finfo(z.dtype).tiny)
+        eps = a + torch.log(-torch.expm1(-a))  # softplus^{-1}(|z|)
+        return self._log_normal(eps, x) - F.logsigmoid(eps).sum((-1, -2))
+
 
 class UniformDequantizer(Dequantizer):
     """Uniform (ordinal) dequantization: ``z = 2 (x + u) / K - 1``, ``u ~ U[0, 1)^N``, D = 1.
@@ -209,12 +263,16 @@ class UniformDequantizer(Dequantizer):
         dev = generator.device if generator is not None else x.device
         u = torch.rand((n_samples, *x.shape), generator=generator, dtype=probe.dtype, device=dev)
         z = 2 * (x.to(probe.dtype) + u.to(x.device)) / self.n_classes - 1
-        log_q = torch.full(z.shape[:2], self.n_vars * math.log(self.n_classes / 2))
-        return z, log_q.to(z)
+        log_q = self.n_vars * math.log(self.n_classes / 2)
+        return z, torch.full(z.shape[:2], log_q, dtype=z.dtype, device=z.device)
 
     def decode(self, z: Tensor) -> Tensor:
         c = torch.floor((z + 1) * self.n_classes / 2).long()
-        return c.clamp(0, self.n_classes - 1)
+        return torch.where((c >= 0) & (c < self.n_classes), c, torch.full_like(c, -1))
+
+    def _log_q(self, z: Tensor, x: Tensor) -> Tensor:
+        log_q = self.n_vars * math.log(self.n_classes / 2)
+        return torch.full(z.shape[:-1], log_q, dtype=z.dtype, device=z.device)
 
 
 #: Dequantizers :func:`make_dequantizer` builds.
