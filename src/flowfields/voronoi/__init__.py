@@ -59,4 +59,5 @@ __all__ = [
     "nearest_anchor",
     "ray_length",
     "sample_flow",
+    "sample_pmf",
 ]

@@ -164,25 +164,35 @@ class VoronoiDequantizer(_GaussianConditional):
 
     Semi-Discrete Normalizing Flows through Differentiable Tessellation (arXiv:2203.06832).
     ``z_n = f_{x_n}(eps_n)`` (:func:`~flowfields.voronoi.cell_map`), ``log q = log N(eps) -
-    log |det f'|``. Anchors start at the k-means centres of uniform points in ``[-1, 1]^D``
-    (the same for every variable), inside the learnable box ``[-1.2, 1.2]^D``.
+    log |det f'|``. Anchors start at the k-means centres of standard-normal points (the same
+    for every variable), so that the flow's initial N(0, I) gives the classes similar masses,
+    inside the learnable box ``[-box, box]^D`` (default 3: the box holds most of N(0, I)).
 
     Args:
         n_vars, n_classes, dim: N, K and the embedding dimension D (free of K).
         hidden, depth: the conditioning MLP.
+        box: initial half-width of the box.
     """
 
     def __init__(
-        self, n_vars: int, n_classes: int, dim: int = 2, *, hidden: int = 64, depth: int = 2
+        self,
+        n_vars: int,
+        n_classes: int,
+        dim: int = 2,
+        *,
+        hidden: int = 64,
+        depth: int = 2,
+        box: float = 3.0,
     ) -> None:
         super().__init__(n_vars, n_classes, dim, hidden, depth)
         from flowfields.linalg import kmeans
 
+        check(box > 0, "box", box, "a half-width > 0")
         g = torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, (1,))))
-        pts = 2 * torch.rand(max(64 * n_classes, 512), dim, generator=g) - 1
+        pts = torch.randn(max(64 * n_classes, 512), dim, generator=g).clamp(-0.9 * box, 0.9 * box)
         centres = kmeans(pts, n_classes, generator=g, init="k-means++").centres
         anchors = centres.expand(n_vars, n_classes, dim).clone()
-        self.tess = VoronoiTessellation(anchors, -1.2, 1.2)
+        self.tess = VoronoiTessellation(anchors, -box, box)
 
     def _sample(
         self, x: Tensor, n_samples: int, generator: torch.Generator | None

@@ -81,10 +81,28 @@ def _own_anchor(anchors: Tensor, k: Tensor, batch: torch.Size) -> Tensor:
     return full.gather(-2, k.expand(batch)[..., None, None].expand(*batch, 1, D)).squeeze(-2)
 
 
+#: Above this many entries of the (groups, K, K, D) difference tensor, the squared anchor
+#: distances |a_j - a_k|^2 come from the Gram expansion instead (faster, less exact for
+#: nearly coinciding anchors).
+_EXACT_PAIRWISE_MAX = 2**25
+
+
+def _pairwise_sq(anchors: Tensor) -> Tensor:
+    """``|a_j - a_k|^2`` for all pairs, (..., K, K); exact differences when affordable."""
+    K, D = anchors.shape[-2:]
+    if anchors[..., 0, 0].numel() * K * K * D <= _EXACT_PAIRWISE_MAX:
+        return (anchors.unsqueeze(-2) - anchors.unsqueeze(-3)).square().sum(-1)
+    sq = anchors.square().sum(-1)
+    gram = anchors @ anchors.transpose(-1, -2)
+    return (sq.unsqueeze(-1) + sq.unsqueeze(-2) - 2 * gram).clamp_min(0.0)
+
+
 def cell_mu(x: Tensor, k: Tensor, anchors: Tensor, lower: Tensor, upper: Tensor) -> Tensor:
     """``mu(x) = 1 / lam*(x)`` of cell k along x (see the module docstring), shape (...).
 
-    Coinciding anchors (``|a_j - a_k| = 0``) contribute no face (their term is 0): the
+    Cost per point O(K D): ``x.(a_j - a_k) = x.a_j - x.a_k`` is one matrix product, and the
+    squared anchor distances ``|a_j - a_k|^2`` (K x K, shared by the batch) are gathered by
+    row. Coinciding anchors (``|a_j - a_k| = 0``) contribute no face (their term is 0): the
     anchors share the cell and no NaN arises.
 
     Args:
@@ -93,12 +111,16 @@ def cell_mu(x: Tensor, k: Tensor, anchors: Tensor, lower: Tensor, upper: Tensor)
         anchors: (..., K, D); lower, upper: the box, (..., D), strictly around the anchors.
     """
     batch = torch.broadcast_shapes(x.shape[:-1], k.shape, anchors.shape[:-2], lower.shape[:-1])
+    K = anchors.shape[-2]
     a_k = _own_anchor(anchors, k, batch)
-    diff = anchors - a_k.unsqueeze(-2)  # (..., K, D)
-    num = (x.unsqueeze(-2) * diff).sum(-1)
-    den = diff.square().sum(-1)
+    kk = k.expand(batch)
+    pair = _pairwise_sq(anchors).expand(*batch, K, K)
+    den = pair.gather(-2, kk[..., None, None].expand(*batch, 1, K)).squeeze(-2)
+    num = (x.unsqueeze(-2) @ anchors.transpose(-1, -2)).squeeze(-2) - (x * a_k).sum(-1, True)
     tiny = torch.finfo(x.dtype).tiny
-    faces = torch.where(den > 0, 2.0 * num / den.clamp_min(tiny), torch.zeros_like(num))
+    own = torch.arange(K, device=k.device) == kk.unsqueeze(-1)
+    valid = (den > 0) & ~own
+    faces = torch.where(valid, 2.0 * num / den.clamp_min(tiny), torch.zeros_like(num))
     up = x / (upper - a_k)
     down = -x / (a_k - lower)
     box = torch.maximum(up, down).amax(-1)
@@ -173,10 +195,14 @@ def cell_map_inverse(
 def nearest_anchor(y: Tensor, anchors: Tensor) -> Tensor:
     """Index of the nearest anchor of every point (ties: the lowest index), shape (...).
 
+    ``argmin_j |a_j|^2 - 2 y.a_j`` (one matrix product; |y|^2 is common to all j).
+
     Args:
         y: (..., D); anchors: (..., K, D) broadcastable.
     """
-    return (y.unsqueeze(-2) - anchors).square().sum(-1).argmin(-1)
+    sq = anchors.square().sum(-1)
+    dist = sq - 2 * (y.unsqueeze(-2) @ anchors.transpose(-1, -2)).squeeze(-2)
+    return dist.argmin(-1)
 
 
 #: anchors = centre + half_width * _SHRINK * tanh(raw): strictly inside the box even when
