@@ -74,11 +74,18 @@ def _check_points(x: Tensor, dim: int, argument: str) -> None:
     check_finite(x, argument)
 
 
+def _rows(anchors: Tensor, k: Tensor, batch: torch.Size) -> Tensor:
+    """Flat row index ``g K + k`` of every point's own anchor in ``anchors.reshape(-1, D)``,
+    shape ``batch`` (plain indexing: its backward scatters into (G K, ...), never into a
+    tensor of the batch's size times K)."""
+    groups, K = anchors.shape[:-2], anchors.shape[-2]
+    g = torch.arange(groups.numel(), device=k.device).reshape(groups)
+    return (g * K + k).expand(batch)
+
+
 def _own_anchor(anchors: Tensor, k: Tensor, batch: torch.Size) -> Tensor:
     """``a_k`` for every point: anchors (..., K, D), k (...) -> (..., D)."""
-    K, D = anchors.shape[-2:]
-    full = anchors.expand(*batch, K, D)
-    return full.gather(-2, k.expand(batch)[..., None, None].expand(*batch, 1, D)).squeeze(-2)
+    return anchors.reshape(-1, anchors.shape[-1])[_rows(anchors, k, batch)]
 
 
 #: Above this many entries of the (groups, K, K, D) difference tensor, the squared anchor
@@ -102,7 +109,7 @@ def cell_mu(x: Tensor, k: Tensor, anchors: Tensor, lower: Tensor, upper: Tensor)
 
     Cost per point O(K D): ``x.(a_j - a_k) = x.a_j - x.a_k`` is one matrix product, and the
     squared anchor distances ``|a_j - a_k|^2`` (K x K, shared by the batch) are gathered by
-    row. Coinciding anchors (``|a_j - a_k| = 0``) contribute no face (their term is 0): the
+    row; batches with fewer points than anchors form the differences per point instead. Coinciding anchors (``|a_j - a_k| = 0``) contribute no face (their term is 0): the
     anchors share the cell and no NaN arises.
 
     Args:
@@ -114,9 +121,14 @@ def cell_mu(x: Tensor, k: Tensor, anchors: Tensor, lower: Tensor, upper: Tensor)
     K = anchors.shape[-2]
     a_k = _own_anchor(anchors, k, batch)
     kk = k.expand(batch)
-    pair = _pairwise_sq(anchors).expand(*batch, K, K)
-    den = pair.gather(-2, kk[..., None, None].expand(*batch, 1, K)).squeeze(-2)
-    num = (x.unsqueeze(-2) @ anchors.transpose(-1, -2)).squeeze(-2) - (x * a_k).sum(-1, True)
+    n_groups = anchors[..., 0, 0].numel()
+    if torch.Size(batch).numel() < K * n_groups:  # fewer points than anchors: per-point diffs
+        diff = anchors - a_k.unsqueeze(-2)  # (..., K, D)
+        den = diff.square().sum(-1)
+        num = (x.unsqueeze(-2) * diff).sum(-1)
+    else:
+        den = _pairwise_sq(anchors).reshape(-1, K)[_rows(anchors, k, batch)]
+        num = torch.einsum("...d,...kd->...k", x, anchors) - (x * a_k).sum(-1, True)
     tiny = torch.finfo(x.dtype).tiny
     own = torch.arange(K, device=k.device) == kk.unsqueeze(-1)
     valid = (den > 0) & ~own
@@ -201,7 +213,7 @@ def nearest_anchor(y: Tensor, anchors: Tensor) -> Tensor:
         y: (..., D); anchors: (..., K, D) broadcastable.
     """
     sq = anchors.square().sum(-1)
-    dist = sq - 2 * (y.unsqueeze(-2) @ anchors.transpose(-1, -2)).squeeze(-2)
+    dist = sq - 2 * torch.einsum("...d,...kd->...k", y, anchors)
     return dist.argmin(-1)
 
 
