@@ -36,10 +36,20 @@ def _bumps(K: int, means: list[tuple[float, float]], std: float) -> Tensor:
 
 
 def grid_pmf(name: str, K: int = 16) -> Tensor:
-    """The PMF ``name`` (one of :data:`PMF_NAMES`) on a K x K grid, (K, K) float64, sum 1."""
+    """The PMF ``name`` on a K x K grid, (K, K) float64, sum 1.
+
+    ``name`` is one of :data:`PMF_NAMES`, or ``"perm-<name>"``: the same PMF with the class
+    labels of each variable shuffled by a fixed permutation (seed 0; the entropy is
+    unchanged, the ordinal neighbourhood structure is gone: purely categorical data).
+    """
     from flowfields.data import get_toy
 
-    check(name in PMF_NAMES, "name", name, f"one of {PMF_NAMES}")
+    if isinstance(name, str) and name.startswith("perm-"):
+        p = grid_pmf(name[5:], K)
+        g = torch.Generator().manual_seed(0)
+        rows, cols = torch.randperm(K, generator=g), torch.randperm(K, generator=g)
+        return p[rows][:, cols]
+    check(name in PMF_NAMES, "name", name, f"one of {PMF_NAMES} (or 'perm-<name>')")
     check(isinstance(K, int) and K >= 2, "K", K, "an integer >= 2")
     if name == "8gaussians":
         c = _centres(K)
