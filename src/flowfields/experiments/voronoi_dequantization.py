@@ -444,8 +444,13 @@ class VoronoiDequantization(Experiment, config=Config):
         gy = torch.linspace(float(lo[1]), float(hi[1]), n)
         pts = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), -1).reshape(-1, 2)
         k = ((pts[:, None] - a) ** 2).sum(-1).argmin(-1).reshape(n, n)
-        ax.contour(gx.numpy(), gy.numpy(), k.numpy(), levels=a.shape[0], colors="k",
-                   linewidths=0.4)
+        # cell boundaries: the grid points whose right or upper neighbour is in another cell
+        edge = torch.zeros(n, n, dtype=torch.bool)
+        edge[:, :-1] |= k[:, 1:] != k[:, :-1]
+        edge[:-1, :] |= k[1:, :] != k[:-1, :]
+        ax.imshow(edge.float().numpy(), origin="lower", cmap="Greys", vmax=1.5,
+                  extent=(float(gx[0]), float(gx[-1]), float(gy[0]), float(gy[-1])),
+                  interpolation="nearest", zorder=0)
         ax.plot(a[:, 0].numpy(), a[:, 1].numpy(), "r.", ms=3)
 
     def _figure_mixture(self, models: dict[str, nn.Module]) -> None:
@@ -463,9 +468,10 @@ class VoronoiDequantization(Experiment, config=Config):
         data = self._toy_data(3000, 0)
         axes[0].scatter(data[:, 0], data[:, 1], s=1)
         axes[0].set_title(f"{self.cfg.toy} data")
-        axes[1].imshow(p_flow.numpy(), origin="lower", extent=(*gx[[0, -1]], *gy[[0, -1]]))
+        extent = (float(gx[0]), float(gx[-1]), float(gy[0]), float(gy[-1]))
+        axes[1].imshow(p_flow.numpy(), origin="lower", extent=extent)
         axes[1].set_title("NSF alone")
-        axes[2].imshow(p_mix.numpy(), origin="lower", extent=(*gx[[0, -1]], *gy[[0, -1]]))
+        axes[2].imshow(p_mix.numpy(), origin="lower", extent=extent)
         self._draw_cells(axes[2], mix.tess, None)
         axes[2].set_title("NSF + Voronoi mixture")
         self.save_figure(fig, "mixture.png")
