@@ -46,7 +46,7 @@ OUT = Path(__file__).resolve().parent / "results" / "voronoi.md"
 
 def _tess(K: int, D: int, seed: int = 0, dtype: torch.dtype = torch.float64) -> VoronoiTessellation:
     g = torch.Generator().manual_seed(seed)
-    return VoronoiTessellation((1.8 * torch.rand(K, D, generator=g, dtype=torch.float64) - 0.9)).to(
+    return VoronoiTessellation(1.8 * torch.rand(K, D, generator=g, dtype=torch.float64) - 0.9).to(
         dtype
     )
 
@@ -144,7 +144,8 @@ def _saved_bytes(fn) -> int:
 
 def bench_cell_map(reps: int) -> str:
     lines = [
-        "| K | D | forward + log-det, 1024 points (ms) | + backward (ms) | saved for backward (MiB) |",
+        "| K | D | forward + log-det, 1024 points (ms) | + backward (ms) "
+        "| saved for backward (MiB) |",
         "|---:|---:|---:|---:|---:|",
     ]
     for K in (4, 64, 1024):
@@ -189,14 +190,20 @@ def bench_float32() -> str:
     k = torch.randint(0, 8, (2000,), generator=g)
     a, lo, hi = (t.detach() for t in (t64.anchors, t64.lower, t64.upper))
     a32, lo32, hi32 = (t.detach() for t in (t32.anchors, t32.lower, t32.upper))
-    for regime, scale in [("anchor", 1e-30), ("anchor", 1e-6), ("bulk", 1.0),
-                          ("face", 1e2), ("face", 1e4), ("face", 1e6)]:
+    for regime, scale in [
+        ("anchor", 1e-30),
+        ("anchor", 1e-6),
+        ("bulk", 1.0),
+        ("face", 1e2),
+        ("face", 1e4),
+        ("face", 1e6),
+    ]:
         x = scale * d
         y64, _ = cell_map(x, k, a, lo, hi)
         alpha = float((y64 - a[k]).norm(dim=-1).div(ray_length(d, k, a, lo, hi)).median())
         x32 = x.float()
         y32, ld32 = cell_map(x32, k, a32, lo32, hi32)
-        xi32, ldi32 = cell_map_inverse(y32, k, a32, lo32, hi32)
+        xi32, _ = cell_map_inverse(y32, k, a32, lo32, hi32)
         finite = bool(torch.isfinite(xi32).all() and torch.isfinite(ld32).all())
         rel = float(((xi32.double() - x).norm(dim=-1) / x.norm(dim=-1)).max())
         lines.append(f"| {regime} | {scale:.0e} | {alpha:.6f} | {rel:.1e} | {finite} |")

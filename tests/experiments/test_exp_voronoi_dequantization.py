@@ -48,7 +48,7 @@ def test_cli_tiny_run_and_load(tmp_path) -> None:
     assert {p.name for p in out.glob("*.png")} == {"dequantization.png", "mixture.png"}
     model = flowfields.load(out, "perm-clusters-voronoi")
     x = torch.tensor([[0, 3], [2, 1]])
-    z, log_q = model.dequantizer.sample(x, 2)
+    z, _ = model.dequantizer.sample(x, 2)
     assert torch.equal(model.dequantizer.decode(z), x.expand(2, 2, 2))
     mix = flowfields.load(out, "mixture")
     assert mix.log_prob(torch.zeros(3, 2)).shape == (3,)

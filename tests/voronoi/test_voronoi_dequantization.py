@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -27,9 +28,16 @@ def _seeded(build, seed=0):
 
 
 @pytest.mark.parametrize(
-    "kind,N,K,D", [("voronoi", 3, 5, 1), ("voronoi", 2, 17, 2), ("voronoi", 4, 6, 3),
-                   ("argmax", 3, 5, 0), ("argmax", 2, 17, 0), ("argmax", 1, 2, 0),
-                   ("uniform", 3, 7, 0)]
+    "kind,N,K,D",
+    [
+        ("voronoi", 3, 5, 1),
+        ("voronoi", 2, 17, 2),
+        ("voronoi", 4, 6, 3),
+        ("argmax", 3, 5, 0),
+        ("argmax", 2, 17, 0),
+        ("argmax", 1, 2, 0),
+        ("uniform", 3, 7, 0),
+    ],
 )
 def test_samples_decode_back_to_x(kind, N, K, D) -> None:
     deq = _seeded(lambda: make_dequantizer(kind, N, K, dim=max(D, 1), hidden=16))
@@ -117,7 +125,7 @@ def test_bounds_against_the_exact_class_mass(name, build, box, tol) -> None:
         (torch.logsumexp(w.view(-1, k, w.shape[1]), 1) - math.log(k)).mean(0)
         for k in (1, 4, 16, 64)
     ]
-    for a, b in zip(iw, iw[1:], strict=False):
+    for a, b in itertools.pairwise(iw):
         assert (b >= a - 1e-3).all()
     assert (iw[-1] <= log_p + 0.02).all()
     if name == "uniform":  # q is exact up to a constant per cell: the weights are bounded,
@@ -129,8 +137,11 @@ def test_bounds_against_the_exact_class_mass(name, build, box, tol) -> None:
 
 
 def test_elbo_and_iwae_methods_and_gradients() -> None:
-    model = _seeded(lambda: DequantizedFlow(VoronoiDequantizer(2, 6, 2, hidden=16),
-                                            make_flow(4, hidden=(16, 16))))
+    model = _seeded(
+        lambda: DequantizedFlow(
+            VoronoiDequantizer(2, 6, 2, hidden=16), make_flow(4, hidden=(16, 16))
+        )
+    )
     x = torch.randint(0, 6, (32, 2), generator=torch.Generator().manual_seed(0))
     g = torch.Generator().manual_seed(1)
     elbo = model.elbo(x, 3, generator=g)
@@ -139,8 +150,10 @@ def test_elbo_and_iwae_methods_and_gradients() -> None:
     torch.testing.assert_close(elbo, w.mean(0))
     g = torch.Generator().manual_seed(1)
     torch.testing.assert_close(model.iwae(x, 3, generator=g), torch.logsumexp(w, 0) - math.log(3))
-    assert (model.iwae(x, 1, generator=torch.Generator().manual_seed(1))
-            == model.elbo(x, 1, generator=torch.Generator().manual_seed(1))).all()
+    assert (
+        model.iwae(x, 1, generator=torch.Generator().manual_seed(1))
+        == model.elbo(x, 1, generator=torch.Generator().manual_seed(1))
+    ).all()
     (-elbo.mean()).backward()
     for name, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name

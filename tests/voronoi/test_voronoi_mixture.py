@@ -73,7 +73,11 @@ def test_log_prob_is_one_component_and_matches_autograd_jacobian() -> None:
 
         jac = torch.autograd.functional.jacobian(inv, y[i])
         x = inv(y[i])
-        ref = m.log_pi()[ki] + m.flow(m.embedding[ki]).log_prob(x[None]) + torch.linalg.slogdet(jac)[1]
+        ref = (
+            m.log_pi()[ki]
+            + m.flow(m.embedding[ki]).log_prob(x[None])
+            + torch.linalg.slogdet(jac)[1]
+        )
         torch.testing.assert_close(lp[i : i + 1], ref, rtol=1e-10, atol=1e-10)
 
 

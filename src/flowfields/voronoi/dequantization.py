@@ -65,12 +65,12 @@ class Dequantizer(nn.Module):
         n_vars (N), n_classes (K), dim (D per variable); ``features = N * D``.
     """
 
+    _dtype_probe: Tensor
+
     def __init__(self, n_vars: int, n_classes: int, dim: int) -> None:
         super().__init__()
         check(isinstance(n_vars, int) and n_vars >= 1, "n_vars", n_vars, "an integer >= 1")
-        check(
-            isinstance(n_classes, int) and n_classes >= 2, "n_classes", n_classes, "K >= 2"
-        )
+        check(isinstance(n_classes, int) and n_classes >= 2, "n_classes", n_classes, "K >= 2")
         check(isinstance(dim, int) and dim >= 1, "dim", dim, "an integer >= 1")
         self.n_vars, self.n_classes, self.dim = n_vars, n_classes, dim
         self.register_buffer("_dtype_probe", torch.zeros(()))
@@ -90,9 +90,7 @@ class Dequantizer(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         """``z ~ q(. | x)``: (n_samples, B, N * D) and ``log q(z | x)``: (n_samples, B)."""
         self.check_x(x)
-        check(
-            isinstance(n_samples, int) and n_samples >= 1, "n_samples", n_samples, "an int >= 1"
-        )
+        check(isinstance(n_samples, int) and n_samples >= 1, "n_samples", n_samples, "an int >= 1")
         return self._sample(x, n_samples, generator)
 
     def _sample(
@@ -231,6 +229,8 @@ class ArgmaxDequantizer(_GaussianConditional):
     (Hoogeboom, Cohen, Tomczak, "Learning Discrete Distributions by Dequantization", 2021, the
     binary variant; the baseline of arXiv:2203.06832). Codes >= K decode to -1.
     """
+
+    powers: Tensor
 
     def __init__(self, n_vars: int, n_classes: int, *, hidden: int = 64, depth: int = 2) -> None:
         dim = max(1, math.ceil(math.log2(n_classes)))

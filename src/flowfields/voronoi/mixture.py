@@ -138,7 +138,12 @@ class FlowMixture(nn.Module):
 
     def __init__(self, dim: int, n_components: int, *, context: int = 4, flow: Any = None):
         super().__init__()
-        check(isinstance(n_components, int) and n_components >= 2, "n_components", n_components, "K >= 2")
+        check(
+            isinstance(n_components, int) and n_components >= 2,
+            "n_components",
+            n_components,
+            "K >= 2",
+        )
         check(isinstance(context, int) and context >= 1, "context", context, "an integer >= 1")
         self.flow = flow if flow is not None else make_flow(dim, context)
         self.logits = nn.Parameter(torch.zeros(n_components))

@@ -64,7 +64,9 @@ def _check_cells(k: Tensor, n_cells: int, argument: str = "k") -> None:
     )
     if k.numel():
         lo, hi = int(k.min()), int(k.max())
-        check(lo >= 0 and hi < n_cells, argument, f"indices in [{lo}, {hi}]", f"in 0..{n_cells - 1}")
+        check(
+            lo >= 0 and hi < n_cells, argument, f"indices in [{lo}, {hi}]", f"in 0..{n_cells - 1}"
+        )
 
 
 def _check_points(x: Tensor, dim: int, argument: str) -> None:
@@ -109,7 +111,8 @@ def cell_mu(x: Tensor, k: Tensor, anchors: Tensor, lower: Tensor, upper: Tensor)
 
     Cost per point O(K D): ``x.(a_j - a_k) = x.a_j - x.a_k`` is one matrix product, and the
     squared anchor distances ``|a_j - a_k|^2`` (K x K, shared by the batch) are gathered by
-    row; batches with fewer points than anchors form the differences per point instead. Coinciding anchors (``|a_j - a_k| = 0``) contribute no face (their term is 0): the
+    row; batches with fewer points than anchors form the differences per point instead.
+    Coinciding anchors (``|a_j - a_k| = 0``) contribute no face (their term is 0): the
     anchors share the cell and no NaN arises.
 
     Args:
@@ -232,9 +235,9 @@ class VoronoiTessellation(nn.Module):
 
     Semi-Discrete Normalizing Flows through Differentiable Tessellation (Chen, Amos, Nickel,
     arXiv:2203.06832). Parametrisation: the box is ``centre +- exp(log_half_width)`` and the
-    anchors are ``centre + (1 - 2^-16) exp(log_half_width) tanh(raw)``, so they stay strictly inside the
-    box whatever the optimiser does. A leading ``groups`` shape gives independent
-    tessellations (one per categorical variable, say).
+    anchors are ``centre + (1 - 2^-16) exp(log_half_width) tanh(raw)``, so they stay
+    strictly inside the box whatever the optimiser does. A leading ``groups`` shape gives
+    independent tessellations (one per categorical variable, say).
 
     Args:
         anchors: initial anchors, (*groups, K, D), strictly inside the box; K >= 2.
@@ -294,9 +297,7 @@ class VoronoiTessellation(nn.Module):
         k-means++), the box the points' range widened by ``margin`` times its width."""
         from flowfields.linalg import kmeans
 
-        check(
-            isinstance(n_cells, int) and n_cells >= 2, "n_cells", n_cells, "an integer K >= 2"
-        )
+        check(isinstance(n_cells, int) and n_cells >= 2, "n_cells", n_cells, "an integer K >= 2")
         check(isinstance(points, Tensor) and points.ndim == 2, "points", points, "(N, D)")
         res = kmeans(points, n_cells, generator=generator, init="k-means++")
         lo, hi = points.amin(0), points.amax(0)
@@ -367,4 +368,3 @@ class VoronoiTessellation(nn.Module):
     def extra_repr(self) -> str:
         groups = tuple(self.raw.shape[:-2])
         return f"n_cells={self.n_cells}, dim={self.dim}, groups={groups}"
-
