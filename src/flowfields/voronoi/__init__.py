@@ -1,0 +1,63 @@
+"""Semi-discrete normalizing flows through differentiable tessellation (arXiv:2203.06832).
+
+Chen, Amos, Nickel, "Semi-Discrete Normalizing Flows through Differentiable Tessellation"
+(NeurIPS 2022), re-derived from the maths:
+
+- :class:`VoronoiTessellation`: K learnable anchors strictly inside a learnable box;
+  :func:`nearest_anchor`, the closed-form ray cast :func:`ray_length` (``1 / cell_mu``), and
+  the cell map :func:`cell_map` / :func:`cell_map_inverse` from R^D onto a cell with the
+  closed-form log-determinant ``D theta - (D + 1) log(1 + t)``;
+- dequantization of categorical data: :class:`VoronoiDequantizer` (learned cells, any D),
+  the baselines :class:`ArgmaxDequantizer` (binary, ``D = ceil(log2 K)``) and
+  :class:`UniformDequantizer`, and :class:`DequantizedFlow` (ELBO, IWAE, bits per variable)
+  on a zuko flow ``p(z)`` (:func:`make_flow`);
+- :class:`VoronoiMixture`: a disjoint mixture whose likelihood evaluates one component, and
+  the standard K-component :class:`FlowMixture` it is compared against;
+- :func:`grid_pmf`: joint PMFs on a K x K grid with exact entropy.
+"""
+
+from flowfields.voronoi.dequantization import (
+    DEQUANTIZERS,
+    ArgmaxDequantizer,
+    DequantizedFlow,
+    Dequantizer,
+    UniformDequantizer,
+    VoronoiDequantizer,
+    make_dequantizer,
+)
+from flowfields.voronoi.flows import FLOW_KINDS, make_flow, sample_flow
+from flowfields.voronoi.mixture import FlowMixture, VoronoiMixture
+from flowfields.voronoi.pmf import PMF_NAMES, entropy_bits, grid_pmf, sample_pmf
+from flowfields.voronoi.tessellation import (
+    VoronoiTessellation,
+    cell_map,
+    cell_map_inverse,
+    cell_mu,
+    nearest_anchor,
+    ray_length,
+)
+
+__all__ = [
+    "DEQUANTIZERS",
+    "FLOW_KINDS",
+    "PMF_NAMES",
+    "ArgmaxDequantizer",
+    "DequantizedFlow",
+    "Dequantizer",
+    "FlowMixture",
+    "UniformDequantizer",
+    "VoronoiDequantizer",
+    "VoronoiMixture",
+    "VoronoiTessellation",
+    "cell_map",
+    "cell_map_inverse",
+    "cell_mu",
+    "entropy_bits",
+    "grid_pmf",
+    "make_dequantizer",
+    "make_flow",
+    "nearest_anchor",
+    "ray_length",
+    "sample_flow",
+    "sample_pmf",
+]

@@ -1,0 +1,89 @@
+"""Joint PMFs on a K x K grid, built in code, with exact entropy (the 2-D discrete toys).
+
+Each PMF is a (K, K) float64 table summing to 1: two categorical variables with K classes.
+``"8gaussians"`` is the closed-form density of :func:`flowfields.data.get_toy` at the cell
+centres of ``[-4, 4]^2``; ``"pinwheel"`` the histogram of 200,000 seeded draws of that toy on
+``[-4, 4]^2``; ``"clusters"``, ``"diagonal"`` and ``"cross"`` are Gaussian bumps and bars
+on the grid. Generated here (no data files, no licence beyond the package's).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from flowfields.errors import check
+
+__all__ = ["PMF_NAMES", "entropy_bits", "grid_pmf", "sample_pmf"]
+
+#: The grid PMFs :func:`grid_pmf` builds.
+PMF_NAMES = ("8gaussians", "pinwheel", "clusters", "diagonal", "cross")
+
+
+def _centres(K: int, lo: float = -4.0, hi: float = 4.0) -> Tensor:
+    return lo + (hi - lo) * (torch.arange(K, dtype=torch.float64) + 0.5) / K
+
+
+def _bumps(K: int, means: list[tuple[float, float]], std: float) -> Tensor:
+    c = _centres(K, 0.0, 1.0)
+    ii, jj = torch.meshgrid(c, c, indexing="ij")
+    p = torch.zeros(K, K, dtype=torch.float64)
+    for mi, mj in means:
+        p += torch.exp(-((ii - mi) ** 2 + (jj - mj) ** 2) / (2 * std**2))
+    return p
+
+
+def grid_pmf(name: str, K: int = 16) -> Tensor:
+    """The PMF ``name`` on a K x K grid, (K, K) float64, sum 1.
+
+    ``name`` is one of :data:`PMF_NAMES`, or ``"perm-<name>"``: the same PMF with the class
+    labels of each variable shuffled by a fixed permutation (seed 0; the entropy is
+    unchanged, the ordinal neighbourhood structure is gone: purely categorical data).
+    """
+    from flowfields.data import get_toy
+
+    if isinstance(name, str) and name.startswith("perm-"):
+        p = grid_pmf(name[5:], K)
+        g = torch.Generator().manual_seed(0)
+        rows, cols = torch.randperm(K, generator=g), torch.randperm(K, generator=g)
+        return p[rows][:, cols]
+    check(name in PMF_NAMES, "name", name, f"one of {PMF_NAMES} (or 'perm-<name>')")
+    check(isinstance(K, int) and K >= 2, "K", K, "an integer >= 2")
+    if name == "8gaussians":
+        c = _centres(K)
+        ii, jj = torch.meshgrid(c, c, indexing="ij")
+        p = get_toy("8gaussians").log_prob(torch.stack([ii, jj], -1).view(-1, 2)).exp()
+        p = p.view(K, K)
+    elif name == "pinwheel":
+        g = torch.Generator().manual_seed(0)
+        y = get_toy("pinwheel").sample(200_000, g, dtype=torch.float64)
+        idx = torch.floor((y + 4.0) / 8.0 * K).long()
+        keep = ((idx >= 0) & (idx < K)).all(1)
+        idx = idx[keep]
+        p = torch.bincount(idx[:, 0] * K + idx[:, 1], minlength=K * K).double().view(K, K)
+    elif name == "clusters":
+        p = _bumps(K, [(0.2, 0.25), (0.75, 0.3), (0.5, 0.8), (0.25, 0.7)], 0.06)
+    elif name == "diagonal":
+        c = torch.arange(K, dtype=torch.float64)
+        p = torch.exp(-((c[:, None] - c[None, :]) ** 2) / (2 * (0.04 * K) ** 2))
+    else:  # cross
+        c = _centres(K, 0.0, 1.0)
+        bar = torch.exp(-((c - 0.5) ** 2) / (2 * 0.05**2))
+        p = bar[:, None] + bar[None, :]
+    return p / p.sum()
+
+
+def entropy_bits(pmf: Tensor) -> float:
+    """Shannon entropy of a PMF in bits (zero cells contribute nothing)."""
+    p = pmf[pmf > 0].double()
+    return float(-(p * p.log()).sum() / math.log(2))
+
+
+def sample_pmf(pmf: Tensor, n: int, *, generator: torch.Generator | None = None) -> Tensor:
+    """``n`` draws of a (K, K) PMF as (n, 2) int64 class pairs ``(i, j)``."""
+    check(isinstance(n, int) and n >= 1, "n", n, "an integer >= 1")
+    K = pmf.shape[1]
+    flat = torch.multinomial(pmf.reshape(-1).double(), n, replacement=True, generator=generator)
+    return torch.stack([flat // K, flat % K], 1)
