@@ -93,11 +93,15 @@ class CNF(nn.Module):
         manifold: a :class:`~flowfields.manifolds.Manifold` to flow on (Ben-Hamu et al.,
             arXiv:2207.04711): ``dim`` must be its ``ambient_dim``, the base defaults to its
             uniform density, the field is projected onto the tangent spaces
-            (``proju(x, v(t, x))``), fixed-step solves retract onto M at every stage
-            (``manifold.retraction``; adaptive or adjoint solves integrate the projected field
-            and project the result), and ``log_prob`` uses the Riemannian divergence (the
-            ambient trace of the projected field, exact or Hutchinson). Points given to
-            ``log_prob`` must lie on M.
+            (``proju(x, v(t, x))``), whose ambient flow keeps M invariant (S^n: ``d|x|^2/dt =
+            0``), the solution is projected with ``projx`` at the end, and ``log_prob`` uses
+            the Riemannian divergence (the ambient trace of the projected field, exact or
+            Hutchinson). Points given to ``log_prob`` must lie on M.
+        retract: with a manifold and a fixed-step native solve, apply
+            ``manifold.retraction`` at every stage and step (the stepper's hook) instead of
+            integrating the ambient projected field. Off by default: stage-wise retraction
+            makes rk4 second order (measured on the analytic vMF pair: log-likelihood error
+            4e-3 / 3e-4 / 7e-5 at 32 / 128 / 256 steps, against below 1e-5 without it).
 
     Example:
         >>> import torch
@@ -120,12 +124,15 @@ class CNF(nn.Module):
         *,
         solver: ODEOptions | None = None,
         manifold: Any = None,
+        retract: bool = False,
     ) -> None:
         super().__init__()
         check(callable(vector_field), "vector_field", vector_field, "a callable v(t, x)")
         self.event_shape = event_shape_of(dim)
         self.dim = math.prod(self.event_shape)
         self.manifold = _check_manifold(manifold, self.event_shape)
+        check(isinstance(retract, bool), "retract", retract, "True or False")
+        self.retract = retract
         if base is None and self.manifold is not None:
             from flowfields.manifolds import ManifoldBase
 
@@ -199,7 +206,7 @@ class CNF(nn.Module):
     def _retraction(self, opts: ODEOptions, augmented: bool) -> Any:
         """The manifold's retraction for fixed-step native solves (None otherwise)."""
         m = self.manifold
-        if m is None or opts.info.adaptive or opts.adjoint or opts.backend == "torchdiffeq":
+        if m is None or not self.retract or opts.info.adaptive or opts.adjoint or opts.backend == "torchdiffeq":
             return None
         if not augmented:
             return m.retraction
