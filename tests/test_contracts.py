@@ -181,6 +181,18 @@ def _toy(name: str) -> Callable[[torch.dtype, torch.device], Any]:
     return lambda dtype, device: get_toy(name)
 
 
+def _manifold_cnf(which: str) -> Callable[[torch.dtype, torch.device], Any]:
+    from flowfields.manifolds import FlatTorus, Sphere
+    from flowfields.ppd import ManifoldField
+
+    def factory(dtype: torch.dtype, device: torch.device) -> CNF:
+        m = FlatTorus(2) if which == "t2" else Sphere(2)
+        field = _seeded(lambda: _Scaled(ManifoldField(m, hidden=16, depth=2), 2.0), 6)
+        return CNF(field, m.ambient_dim, manifold=m, solver=_RK4).to(dtype=dtype, device=device)
+
+    return factory
+
+
 # ------------------------------------------------------------------------------ registry
 #: Every density model in flowfields. Append entries here (one per model / set-up).
 REGISTRY: list[DensityEntry] = [
@@ -290,6 +302,18 @@ REGISTRY: list[DensityEntry] = [
         mass_tol=1e-6,
         weights=False,
     ),
+    # manifold CNFs (PPD, arXiv:2207.04711): a random tangent field on T^2 (periodic features,
+    # the box is the torus itself) and on S^2 (3 ambient coordinates: no box here; its mass
+    # on the sphere is checked by quadrature in tests/ppd/test_ppd_paths.py). rk4, h = 1/16.
+    DensityEntry(
+        "cnf-manifold-t2",
+        _manifold_cnf("t2"),
+        (2,),
+        ((-math.pi, math.pi),) * 2,
+        mass_tol=2e-4,
+        strict_dtype=True,
+    ),
+    DensityEntry("cnf-manifold-s2", _manifold_cnf("s2"), (3,), strict_dtype=True),
 ]
 ENTRIES = {e.name: e for e in REGISTRY}
 TWO_D = [e for e in REGISTRY if e.box is not None and e.exact_log_prob]
