@@ -139,4 +139,6 @@ def test_manifold_base_follows_module_dtype() -> None:
     base = ManifoldBase(Sphere(2)).to(F64)
     x = base.sample(5, generator=torch.Generator().manual_seed(0))
     assert x.dtype == F64 and float(Sphere(2).constraint(x).abs().max()) < 1e-15
-    torch.testing.assert_close(base.log_prob(x), torch.full((5,), -math.log(4 * math.pi), dtype=F64))
+    torch.testing.assert_close(
+        base.log_prob(x), torch.full((5,), -math.log(4 * math.pi), dtype=F64)
+    )

@@ -161,7 +161,9 @@ def test_manifold_cnf_density_integrates_to_one_on_s2_and_t2() -> None:
         lp = cnf.log_prob(pts)
     assert float(lp.std()) > 0.05  # not the uniform density
     assert abs(float((w * lp.exp()).sum()) - 1) < 1e-4
-    hutch = cnf.log_prob(pts[:8], estimator="hutchinson", generator=torch.Generator().manual_seed(0))
+    hutch = cnf.log_prob(
+        pts[:8], estimator="hutchinson", generator=torch.Generator().manual_seed(0)
+    )
     assert hutch.shape == (8,) and torch.isfinite(hutch).all()
     with pytest.raises(FlowfieldsError, match="x"):
         cnf.log_prob(torch.ones(3, 3, dtype=F64))

@@ -96,8 +96,9 @@ def test_hutchinson_residual_is_unbiased() -> None:
     exact = lmc_residual(field, path, t, x, centers).residual.detach()
     draws = torch.stack(
         [
-            lmc_residual(field, path, t, x, centers, divergence="hutchinson", generator=g)
-            .residual.detach()
+            lmc_residual(
+                field, path, t, x, centers, divergence="hutchinson", generator=g
+            ).residual.detach()
             for _ in range(600)
         ]
     )

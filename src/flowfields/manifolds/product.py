@@ -39,7 +39,9 @@ class Product(Manifold):
 
     def _map(self, fn: Callable[[Manifold, tuple[Tensor, ...]], Tensor], *xs: Tensor) -> Tensor:
         parts = [self._split(x) for x in xs]
-        return torch.cat([fn(f, tuple(p[i] for p in parts)) for i, f in enumerate(self.factors)], -1)
+        return torch.cat(
+            [fn(f, tuple(p[i] for p in parts)) for i, f in enumerate(self.factors)], -1
+        )
 
     def _sum(self, fn: Callable[[Manifold, tuple[Tensor, ...]], Tensor], *xs: Tensor) -> Tensor:
         parts = [self._split(x) for x in xs]

@@ -104,7 +104,9 @@ def sample_von_mises(
     for _ in range(max_rounds):
         if not bool(todo.any()):
             break
-        u1, u2, u3 = torch.rand(3, kap.numel(), generator=generator, dtype=mu.dtype, device=mu.device)
+        u1, u2, u3 = torch.rand(
+            3, kap.numel(), generator=generator, dtype=mu.dtype, device=mu.device
+        )
         # uniform proposals (kappa <= 1)
         th_u = math.pi * (2 * u1 - 1)
         acc_u = torch.log(u2) <= kap * (torch.cos(th_u) - 1)

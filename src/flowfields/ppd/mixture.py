@@ -79,4 +79,6 @@ def random_vmf_mixture(
     mus = Sphere(2).random_base(k, generator, dtype=torch.float64)
     lo, hi = math.log(kappa_range[0]), math.log(kappa_range[1])
     u = torch.rand(k, generator=generator, dtype=torch.float64)
-    return VMFMixture(torch.full((k,), 1.0 / k, dtype=torch.float64), mus, torch.exp(lo + (hi - lo) * u))
+    return VMFMixture(
+        torch.full((k,), 1.0 / k, dtype=torch.float64), mus, torch.exp(lo + (hi - lo) * u)
+    )

@@ -40,7 +40,9 @@ class LMCTerms:
     transport: Tensor
 
 
-def tangent_field(field: Callable[[Tensor, Tensor], Tensor], manifold: Any) -> Callable[..., Tensor]:
+def tangent_field(
+    field: Callable[[Tensor, Tensor], Tensor], manifold: Any
+) -> Callable[..., Tensor]:
     """``(t, x) -> proju(x, field(t, x))``."""
 
     def v(t: Tensor, x: Tensor) -> Tensor:
