@@ -50,7 +50,13 @@ def test_cli_tiny_run_and_load(tmp_path) -> None:
     assert main(["run", "ppd-sphere", "--no-progress", "--out", str(out), "--set", *sets]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     ids = [c["id"] for c in metrics["claims"]]
-    assert ids == ["no-ode-solve", "beats-mixture", "comparable-to-rfm", "tv-bound", "minibatch-bias"]
+    assert ids == [
+        "no-ode-solve",
+        "beats-mixture",
+        "comparable-to-rfm",
+        "tv-bound",
+        "minibatch-bias",
+    ]
     assert metrics["em/k"] in (2, 4)
     assert metrics["true/test_nll"] < metrics["em/test_nll"] + 0.5
     assert metrics["bias/b8"] < 0 and abs(metrics["bias/b200"]) < 1e-9

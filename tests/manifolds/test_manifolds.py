@@ -76,7 +76,7 @@ def test_sphere_small_and_near_zero_vectors_are_stable() -> None:
         x = s.random_base(8, torch.Generator().manual_seed(6), dtype=dtype)
         eps = torch.finfo(dtype).eps
         torch.testing.assert_close(s.expmap(x, torch.zeros_like(x)), x, rtol=0, atol=4 * eps)
-        assert float(s.logmap(x, x).abs().max()) == 0.0
+        assert float(s.logmap(x, x).abs().max()) <= 4 * eps
         tiny = s.proju(x, torch.full_like(x, 1e-12))
         y = s.expmap(x, tiny)
         assert torch.isfinite(s.logmap(x, y)).all()

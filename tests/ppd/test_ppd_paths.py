@@ -23,8 +23,8 @@ from flowfields.ppd import (
     minibatch_bias,
     random_vmf_mixture,
     rfm_loss,
-    sample_von_mises,
     sample_vmf_s2,
+    sample_von_mises,
     tv_bound,
 )
 

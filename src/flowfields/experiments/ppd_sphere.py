@@ -20,6 +20,7 @@ Models saved: ``ppd``, ``rfm``, ``mlcnf`` (``flowfields.load(run_dir)`` returns 
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -380,7 +381,7 @@ class PPDSphere(Experiment, config=Config):
         m = self.metrics
         bias = self.tables["minibatch_bias"]
         biases = [r["bias"] for r in bias]
-        shrinks = all(b1 < b2 for b1, b2 in zip(biases[:-1], biases[1:])) and biases[0] < 0
+        shrinks = all(b1 < b2 for b1, b2 in itertools.pairwise(biases)) and biases[0] < 0
         ppd, rfm, ml, em = (m[f"{k}/test_nll"] for k in ("ppd", "rfm", "mlcnf", "em"))
         ttr = m["ppd/time_to_ml_nll_s"]
         return [
@@ -391,17 +392,20 @@ class PPDSphere(Experiment, config=Config):
                 measured=f"s/step PPD {m['ppd/s_per_step'] * 1e3:.1f} ms, ML-CNF "
                 f"{m['mlcnf/s_per_step'] * 1e3:.1f} ms (ratio {m['cost_ratio_ppd_over_ml']:.3f}); "
                 f"RFM {m['rfm/s_per_step'] * 1e3:.1f} ms; PPD reached the ML-CNF's final NLL "
-                f"({ml:.3f}) after {ttr:.2f} s of training (ML-CNF trained {m['mlcnf/train_s']:.2f} s)",
+                f"({ml:.3f}) after {ttr:.2f} s of training (ML-CNF trained "
+                f"{m['mlcnf/train_s']:.2f} s)",
                 threshold="ratio < 1",
                 holds=bool(m["cost_ratio_ppd_over_ml"] < 1),
-                note=f"ML-CNF: rk4 with {self.cfg.ml_solver_steps} steps, backprop through the solver.",
+                note=f"ML-CNF: rk4 with {self.cfg.ml_solver_steps} steps, backprop through the "
+                "solver.",
             ),
             Claim(
                 id="beats-mixture",
                 statement="The PPD-trained CNF reaches a better test NLL than a classical vMF "
                 "mixture fitted by EM (size chosen on held-out data).",
                 measured=f"PPD {ppd:.3f} vs EM (K = {m['em/k']}) {em:.3f} nats "
-                f"(true density {m['true/test_nll']:.3f}, target KDE {m['target_kde/test_nll']:.3f})",
+                f"(true density {m['true/test_nll']:.3f}, target KDE "
+                f"{m['target_kde/test_nll']:.3f})",
                 threshold="NLL_PPD < NLL_EM",
                 holds=bool(ppd < em),
             ),
@@ -442,9 +446,10 @@ class PPDSphere(Experiment, config=Config):
         pts = torch.stack([la.cos() * lo.cos(), la.cos() * lo.sin(), la.sin()], -1).reshape(-1, 3)
         panels = [("true", self.truth.log_prob(pts))]
         for method, model in models.items():
+            cnf: Any = model
             with torch.no_grad():
-                dtype = next(model.parameters()).dtype
-                lp = model.log_prob(pts.to(self.device, dtype)).cpu().double()
+                dtype = next(cnf.parameters()).dtype
+                lp = cnf.log_prob(pts.to(device=self.device, dtype=dtype)).cpu().double()
             panels.append((method, lp))
         fig, axes = plt.subplots(
             1, len(panels), figsize=(4 * len(panels), 2.4), subplot_kw={"projection": "mollweide"}

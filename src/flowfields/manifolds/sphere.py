@@ -3,8 +3,9 @@
 Closed forms (e.g. Absil, Mahony, Sepulchre, "Optimization Algorithms on Matrix Manifolds",
 2008, Sec. 5.4): ``exp_x(u) = cos|u| x + sin|u| u/|u|``, ``log_x(y) = theta P_x(y - x) /
 |P_x(y - x)|`` with ``theta = d(x, y)``, ``d(x, y) = 2 atan2(|x - y|, |x + y|)`` (stable at
-0 and pi). Near ``|u| = 0`` (``theta = 0``) the ratios ``sin|u|/|u|`` and ``theta/|P(y-x)|``
-switch to their Taylor series below the dtype's :func:`~flowfields.manifolds.base.tiny`.
+0 and pi). The ratios ``sin|u|/|u|`` and ``theta / sin(theta)`` go through ``torch.sinc``,
+exact and differentiable at 0 in every dtype (no epsilon switch); ``log_x`` is singular only
+at the antipode ``y = -x``, where the geodesic is not unique.
 
 The tangent projection ``P_x u = u - <x, u> x / |x|^2`` is homogeneous of degree 0 in ``x``,
 so the ambient divergence of ``P_x v(x)`` at ``|x| = 1`` is the Riemannian divergence of the
@@ -18,7 +19,7 @@ import math
 import torch
 from torch import Tensor
 
-from flowfields.manifolds.base import Manifold, check_dim, like, tiny
+from flowfields.manifolds.base import Manifold, check_dim, like
 
 __all__ = ["Sphere", "sphere_log_area"]
 
@@ -29,10 +30,8 @@ def sphere_log_area(n: int) -> float:
 
 
 def _sinc(r: Tensor) -> Tensor:
-    """``sin r / r``, its Taylor series ``1 - r^2/6`` below ``tiny``."""
-    small = r < tiny(r.dtype)
-    safe = torch.where(small, torch.ones_like(r), r)
-    return torch.where(small, 1 - r * r / 6, torch.sin(safe) / safe)
+    """``sin r / r`` (1 at 0, smooth, NaN-free gradients: ``torch.sinc``)."""
+    return torch.sinc(r / math.pi)
 
 
 class Sphere(Manifold):
@@ -65,17 +64,15 @@ class Sphere(Manifold):
 
     def expmap(self, x: Tensor, u: Tensor) -> Tensor:
         r = u.norm(dim=-1, keepdim=True)
-        y = torch.cos(r) * x + _sinc(r) * u
-        return self.projx(y)
+        return torch.cos(r) * x + _sinc(r) * u
 
     def logmap(self, x: Tensor, y: Tensor) -> Tensor:
-        w = self.proju(x, y - x)
-        r = w.norm(dim=-1, keepdim=True)
-        theta = self.dist(x, y)[..., None]
-        small = r < tiny(r.dtype)
-        # theta / r -> 1 as y -> x (theta = r + O(r^3))
-        ratio = torch.where(small, torch.ones_like(r), theta / torch.where(small, 1.0, r))
-        return ratio * w
+        # for unit x, y: w = P_x y = y - cos(theta) x has |w| = sin(theta), so
+        # log_x y = theta w / sin(theta) = w / sinc(theta) (no division by a small |w|)
+        c = (x * y).sum(-1, keepdim=True)
+        w = y - c * x
+        theta = torch.atan2(w.norm(dim=-1, keepdim=True), c)
+        return w / _sinc(theta)
 
     def dist(self, x: Tensor, y: Tensor) -> Tensor:
         return 2 * torch.atan2((x - y).norm(dim=-1), (x + y).norm(dim=-1))

@@ -30,6 +30,7 @@ class ManifoldBase(nn.Module):
         """``n`` base points, shape (n, ambient_dim)."""
         check_sample_count(n)
         ref = self._ref
+        assert isinstance(ref, Tensor)
         x = self.manifold.random_base(
             n, generator, dtype=torch.float64, device=generator.device if generator else "cpu"
         )

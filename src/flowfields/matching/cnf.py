@@ -201,12 +201,16 @@ class CNF(nn.Module):
     def _tangent_field(self, t: Tensor, x: Tensor) -> Tensor:
         """``proju(x, v(t, x))``: the field projected onto the tangent spaces of M."""
         assert self.manifold is not None
-        return self.manifold.proju(x, self.vector_field(t, x))
+        v = self.vector_field(t, x)
+        if getattr(self.vector_field, "is_tangent", False):  # projects its own output
+            return v
+        return self.manifold.proju(x, v)
 
     def _retraction(self, opts: ODEOptions, augmented: bool) -> Any:
         """The manifold's retraction for fixed-step native solves (None otherwise)."""
         m = self.manifold
-        if m is None or not self.retract or opts.info.adaptive or opts.adjoint or opts.backend == "torchdiffeq":
+        native = not (opts.info.adaptive or opts.adjoint or opts.backend == "torchdiffeq")
+        if m is None or not self.retract or not native:
             return None
         if not augmented:
             return m.retraction

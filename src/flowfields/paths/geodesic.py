@@ -59,5 +59,6 @@ class GeodesicPath(ProbPath):
         def point(s: Tensor) -> Tensor:
             return m.expmap(x_0, s[:, None] * direction)
 
-        x_t, u_t = torch.func.jvp(point, (t_b,), (torch.ones_like(t_b),))
+        out = torch.func.jvp(point, (t_b,), (torch.ones_like(t_b),))
+        x_t, u_t = out[0], out[1]
         return PathSample(t=t_b, x_t=x_t, u_t=m.proju(x_t, u_t), x_0=x_0, x_1=x_1)

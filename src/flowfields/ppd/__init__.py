@@ -18,7 +18,7 @@ iteration.
 
 from flowfields.ppd.diagnostics import BiasRow, TVBound, minibatch_bias, tv_bound
 from flowfields.ppd.field import ManifoldField
-from flowfields.ppd.kernels import log_i0, log_vmf_normalizer, sample_von_mises, sample_vmf_s2
+from flowfields.ppd.kernels import log_i0, log_vmf_normalizer, sample_vmf_s2, sample_von_mises
 from flowfields.ppd.loss import ppd_loss, rfm_loss
 from flowfields.ppd.mixture import VMFMixture, fit_vmf_mixture, random_vmf_mixture
 from flowfields.ppd.paths import KappaSchedule, KernelPath, VMFMixturePath, VonMisesMixturePath
@@ -43,8 +43,8 @@ __all__ = [
     "ppd_loss",
     "random_vmf_mixture",
     "rfm_loss",
-    "sample_von_mises",
     "sample_vmf_s2",
+    "sample_von_mises",
     "tangent_field",
     "tv_bound",
 ]

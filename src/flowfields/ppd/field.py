@@ -21,8 +21,13 @@ class ManifoldField(nn.Module):
 
     Args:
         manifold: the manifold (S^n, T^d, or a product of them).
+
+    Its output is tangent (``is_tangent = True``): a manifold :class:`~flowfields.matching.CNF`
+    and :func:`~flowfields.ppd.lmc_residual` do not project it again.
         hidden, depth, time_embed_dim: the :class:`~flowfields.nn.MLPField` core.
     """
+
+    is_tangent = True
 
     def __init__(
         self, manifold: Manifold, hidden: int = 64, depth: int = 3, time_embed_dim: int = 16

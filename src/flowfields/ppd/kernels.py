@@ -26,8 +26,8 @@ from flowfields.manifolds.sphere import sphere_log_area
 __all__ = [
     "log_i0",
     "log_vmf_normalizer",
-    "sample_von_mises",
     "sample_vmf_s2",
+    "sample_von_mises",
 ]
 
 

@@ -60,8 +60,8 @@ def ppd_loss(
     if batch is not None:
         check(isinstance(batch, int) and 1 <= batch, "batch", batch, "an integer >= 1 or None")
         if batch < n:
-            dev = generator.device if generator is not None else x_data.device
-            idx = torch.randperm(n, generator=generator, device=dev)[:batch].to(x_data.device)
+            on = generator.device if generator is not None else x_data.device
+            idx = torch.randperm(n, generator=generator, device=on)[:batch].to(x_data.device)
             centers = x_data[idx]
     dev = generator.device if generator is not None else None
     t = torch.rand(n_points, generator=generator, dtype=torch.float64, device=dev)

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from flowfields.errors import check
 from flowfields.manifolds import FlatTorus, Manifold, Sphere
-from flowfields.ppd.kernels import log_i0, log_vmf_normalizer, sample_von_mises, sample_vmf_s2
+from flowfields.ppd.kernels import log_i0, log_vmf_normalizer, sample_vmf_s2, sample_von_mises
 
 __all__ = ["KappaSchedule", "KernelPath", "VMFMixturePath", "VonMisesMixturePath"]
 

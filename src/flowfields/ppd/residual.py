@@ -43,7 +43,10 @@ class LMCTerms:
 def tangent_field(
     field: Callable[[Tensor, Tensor], Tensor], manifold: Any
 ) -> Callable[..., Tensor]:
-    """``(t, x) -> proju(x, field(t, x))``."""
+    """``(t, x) -> proju(x, field(t, x))`` (``field`` itself if it has ``is_tangent = True``:
+    it projects its own output)."""
+    if getattr(field, "is_tangent", False):
+        return field
 
     def v(t: Tensor, x: Tensor) -> Tensor:
         return manifold.proju(x, field(t, x))
