@@ -36,6 +36,7 @@ REGISTRY: dict[str, str] = {
     "sdebnn-digits": "flowfields.experiments.sdebnn_digits",
     "sdebnn-stl": "flowfields.experiments.sdebnn_stl",
     "ppd-sphere": "flowfields.experiments.ppd_sphere",
+    "ppd-torus": "flowfields.experiments.ppd_torus",
 }
 
 

@@ -20,7 +20,13 @@ from flowfields.ppd.diagnostics import BiasRow, TVBound, minibatch_bias, tv_boun
 from flowfields.ppd.field import ManifoldField
 from flowfields.ppd.kernels import log_i0, log_vmf_normalizer, sample_vmf_s2, sample_von_mises
 from flowfields.ppd.loss import ppd_loss, rfm_loss
-from flowfields.ppd.mixture import VMFMixture, fit_vmf_mixture, random_vmf_mixture
+from flowfields.ppd.mixture import (
+    VMFMixture,
+    VonMisesMixture,
+    fit_vmf_mixture,
+    random_vmf_mixture,
+    random_von_mises_mixture,
+)
 from flowfields.ppd.paths import KappaSchedule, KernelPath, VMFMixturePath, VonMisesMixturePath
 from flowfields.ppd.residual import DIVERGENCES, LMCTerms, lmc_residual, tangent_field
 
@@ -34,6 +40,7 @@ __all__ = [
     "TVBound",
     "VMFMixture",
     "VMFMixturePath",
+    "VonMisesMixture",
     "VonMisesMixturePath",
     "fit_vmf_mixture",
     "lmc_residual",
@@ -42,6 +49,7 @@ __all__ = [
     "minibatch_bias",
     "ppd_loss",
     "random_vmf_mixture",
+    "random_von_mises_mixture",
     "rfm_loss",
     "sample_vmf_s2",
     "sample_von_mises",

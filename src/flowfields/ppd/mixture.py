@@ -1,4 +1,7 @@
-"""A von Mises–Fisher mixture on S^2: exact density, sampler, and EM fit (the classical
+"""Mixtures with exact densities: von Mises–Fisher on S^2 (with an EM fit) and products of
+von Mises on T^d.
+
+The vMF mixture on S^2: exact density, sampler, and EM fit (the classical
 baseline of the PPD experiments; Banerjee, Dhillon, Ghosh, Sra, "Clustering on the Unit
 Hypersphere using von Mises-Fisher Distributions", JMLR 2005, with their approximation
 ``kappa ~ r (3 - r^2) / (1 - r^2)`` of the M-step on S^2)."""
@@ -14,7 +17,13 @@ from flowfields.errors import check
 from flowfields.manifolds import Sphere
 from flowfields.ppd.kernels import log_vmf_normalizer, sample_vmf_s2
 
-__all__ = ["VMFMixture", "fit_vmf_mixture", "random_vmf_mixture"]
+__all__ = [
+    "VMFMixture",
+    "VonMisesMixture",
+    "fit_vmf_mixture",
+    "random_vmf_mixture",
+    "random_von_mises_mixture",
+]
 
 
 class VMFMixture:
@@ -81,4 +90,56 @@ def random_vmf_mixture(
     u = torch.rand(k, generator=generator, dtype=torch.float64)
     return VMFMixture(
         torch.full((k,), 1.0 / k, dtype=torch.float64), mus, torch.exp(lo + (hi - lo) * u)
+    )
+
+
+class VonMisesMixture:
+    """``sum_k w_k prod_j VM(x_j; mu_kj, kappa_k)`` on T^d (exact density and sampler).
+
+    Args:
+        weights: (K,) > 0; mus: (K, d) angles; kappas: (K,) >= 0 (one per component).
+    """
+
+    def __init__(self, weights: Tensor, mus: Tensor, kappas: Tensor) -> None:
+        from flowfields.manifolds import FlatTorus
+
+        k = weights.shape[0]
+        check(weights.ndim == 1 and bool((weights > 0).all()), "weights", weights, "(K,) > 0")
+        check(mus.ndim == 2 and mus.shape[0] == k, "mus", mus, f"angles of shape ({k}, d)")
+        check(kappas.shape == (k,) and bool((kappas >= 0).all()), "kappas", kappas, f"({k},) >= 0")
+        self.manifold = FlatTorus(mus.shape[1])
+        self.weights = weights / weights.sum()
+        self.mus, self.kappas = mus, kappas
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """Log-density w.r.t. the flat volume of T^d, shape (B,)."""
+        from flowfields.ppd.kernels import log_i0
+
+        self.manifold.check_point(x)
+        w, mu, ka = (a.to(x.dtype) for a in (self.weights, self.mus, self.kappas))
+        d = mu.shape[1]
+        cos = torch.cos(x[:, None, :] - mu[None]).sum(-1)  # (B, K)
+        log_c = -d * (math.log(2 * math.pi) + log_i0(ka))
+        return torch.logsumexp(ka * cos + log_c + torch.log(w), -1)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """``n`` samples (n, d) in [-pi, pi), in the dtype of ``mus``."""
+        from flowfields.ppd.kernels import sample_von_mises
+
+        idx = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+        mu = self.mus[idx]
+        return sample_von_mises(mu, self.kappas[idx][:, None].expand_as(mu), generator)
+
+
+def random_von_mises_mixture(
+    d: int, k: int, kappa: float, generator: torch.Generator | None = None
+) -> VonMisesMixture:
+    """``k`` equal components with uniform random means on T^d and concentration ``kappa``."""
+    from flowfields.manifolds import FlatTorus
+
+    mus = FlatTorus(d).random_base(k, generator, dtype=torch.float64)
+    return VonMisesMixture(
+        torch.full((k,), 1.0 / k, dtype=torch.float64),
+        mus,
+        torch.full((k,), float(kappa), dtype=torch.float64),
     )
