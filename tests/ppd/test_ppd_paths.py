@@ -175,3 +175,17 @@ def test_manifold_cnf_density_integrates_to_one_on_s2_and_t2() -> None:
     xr = retracted.double().sample(5, generator=torch.Generator().manual_seed(1))
     assert float((xr - x).abs().max()) < 1e-3  # same flow, a lower-order scheme
     assert float(wrap(torch.tensor([4.0])).item()) == pytest.approx(4.0 - 2 * math.pi)
+
+
+def test_airports_are_3376_points_on_s2_in_the_us() -> None:
+    pytest.importorskip("vega_datasets")
+    from flowfields.ppd import airports_s2, lat_lon_to_s2
+
+    x = airports_s2()
+    assert x.shape == (3376, 3) and float(S2.constraint(x).abs().max()) < 1e-12
+    # the mean direction points into North America (lat ~ 37 N, lon ~ 97 W)
+    mean = S2.projx(x.mean(0, keepdim=True))
+    na = lat_lon_to_s2(torch.tensor([37.0], dtype=F64), torch.tensor([-97.0], dtype=F64))
+    assert float(S2.dist(mean, na)) < 0.15
+    pole = lat_lon_to_s2(torch.tensor([90.0], dtype=F64), torch.tensor([10.0], dtype=F64))
+    torch.testing.assert_close(pole, torch.tensor([[0.0, 0.0, 1.0]], dtype=F64))

@@ -113,6 +113,9 @@ class Config:
     """Settings of ``ppd-sphere``.
 
     Attributes:
+        data: "ring" (:func:`ring_and_blobs`, exact density) or "airports" (the 3,376 US
+            airports of ``vega_datasets``, :func:`~flowfields.ppd.airports_s2`; no true
+            density; the sizes must sum to at most 3,376).
         n_train, n_test, n_val: data sizes (the validation set picks the EM mixture size).
         kappa_1, power: the target path's schedule ``kappa_t = kappa_1 t^power``.
         hidden, depth: the :class:`~flowfields.ppd.ManifoldField` network.
@@ -126,6 +129,7 @@ class Config:
         lr, seed, device, checkpoint_every.
     """
 
+    data: str = "ring"
     n_train: int = 4000
     n_test: int = 2000
     n_val: int = 1000
@@ -197,6 +201,10 @@ class PPDSphere(Experiment, config=Config):
         ):
             value = getattr(cfg, name)
             check(isinstance(value, int) and value >= 1, name, value, "a positive integer")
+        check(cfg.data in ("ring", "airports"), "data", cfg.data, "'ring' or 'airports'")
+        if cfg.data == "airports":
+            total = cfg.n_train + cfg.n_val + cfg.n_test
+            check(total <= 3376, "n_train + n_val + n_test", total, "at most 3376 airports")
         check(cfg.kappa_1 > 0, "kappa_1", cfg.kappa_1, "a concentration > 0")
         check(
             all(1 <= b <= cfg.n_train for b in cfg.bias_batches),
@@ -220,8 +228,16 @@ class PPDSphere(Experiment, config=Config):
     def _data(self) -> None:
         cfg = self.cfg
         gen = torch.Generator().manual_seed(cfg.seed)
-        self.truth = ring_and_blobs(gen)
-        x = self.truth.sample(cfg.n_train + cfg.n_val + cfg.n_test, gen).float()
+        n = cfg.n_train + cfg.n_val + cfg.n_test
+        if cfg.data == "airports":
+            from flowfields.ppd import airports_s2
+
+            self.truth: Any = None
+            pts = airports_s2()
+            x = pts[torch.randperm(pts.shape[0], generator=gen)[:n]].float()
+        else:
+            self.truth = ring_and_blobs(gen)
+            x = self.truth.sample(n, gen).float()
         from flowfields.manifolds import Sphere
 
         x = Sphere(2).projx(x)
@@ -304,7 +320,8 @@ class PPDSphere(Experiment, config=Config):
         m["em/k"] = best[1]
         m["em/test_nll"] = -float(best[2].log_prob(self.x_test.cpu().double()).mean())
         x_te = self.x_test.cpu().double()
-        m["true/test_nll"] = -float(self.truth.log_prob(x_te).mean())
+        has_truth = self.truth is not None
+        m["true/test_nll"] = -float(self.truth.log_prob(x_te).mean()) if has_truth else math.nan
         path = self._path()
         with torch.no_grad():
             kde = path.log_prob(torch.ones(x_te.shape[0], dtype=torch.float64), x_te, x_tr)
@@ -449,7 +466,9 @@ class PPDSphere(Experiment, config=Config):
         lat = torch.linspace(-math.pi / 2 + 1e-3, math.pi / 2 - 1e-3, 61, dtype=torch.float64)
         la, lo = torch.meshgrid(lat, lon, indexing="ij")
         pts = torch.stack([la.cos() * lo.cos(), la.cos() * lo.sin(), la.sin()], -1).reshape(-1, 3)
-        panels = [("true", self.truth.log_prob(pts))]
+        panels = []
+        if self.truth is not None:
+            panels.append(("true", self.truth.log_prob(pts)))
         for method, model in models.items():
             cnf: Any = model
             with torch.no_grad():
@@ -477,7 +496,8 @@ class PPDSphere(Experiment, config=Config):
             ax.plot(ts, nll, "o-", label="PPD (256 test points)")
         ax.axhline(self.metrics["mlcnf/test_nll"], color="C1", ls="--", label="ML-CNF final")
         ax.axhline(self.metrics["rfm/test_nll"], color="C2", ls="--", label="RFM final")
-        ax.axhline(self.metrics["true/test_nll"], color="k", ls=":", label="true density")
+        if self.truth is not None:
+            ax.axhline(self.metrics["true/test_nll"], color="k", ls=":", label="true density")
         ax.set_xlabel("training CPU seconds")
         ax.set_ylabel("test NLL (nats)")
         ax.legend(fontsize=7)

@@ -16,6 +16,7 @@ iteration.
 - The CNF itself is :class:`flowfields.matching.CNF` with ``manifold=``.
 """
 
+from flowfields.ppd.data import airports_s2, lat_lon_to_s2
 from flowfields.ppd.diagnostics import BiasRow, TVBound, minibatch_bias, tv_bound
 from flowfields.ppd.field import ManifoldField
 from flowfields.ppd.kernels import log_i0, log_vmf_normalizer, sample_vmf_s2, sample_von_mises
@@ -42,7 +43,9 @@ __all__ = [
     "VMFMixturePath",
     "VonMisesMixture",
     "VonMisesMixturePath",
+    "airports_s2",
     "fit_vmf_mixture",
+    "lat_lon_to_s2",
     "lmc_residual",
     "log_i0",
     "log_vmf_normalizer",
