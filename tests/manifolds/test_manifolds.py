@@ -142,3 +142,31 @@ def test_manifold_base_follows_module_dtype() -> None:
     torch.testing.assert_close(
         base.log_prob(x), torch.full((5,), -math.log(4 * math.pi), dtype=F64)
     )
+
+
+def test_odeint_with_the_sphere_retraction_follows_a_rotation() -> None:
+    """A rigid rotation about e_3 (a tangent field): every retracted stage stays on S^2 and the
+    rk4 solution matches the closed-form rotation (second order: stage-wise retraction)."""
+    from flowfields.integrate import ODEOptions, odeint
+
+    s = Sphere(2)
+    omega = torch.tensor([0.0, 0.0, 2.0], dtype=F64)
+
+    def v(t, x):
+        return torch.linalg.cross(omega.expand_as(x), x)
+
+    x0 = s.random_base(16, torch.Generator().manual_seed(8), dtype=F64)
+    c, si = math.cos(2.0), math.sin(2.0)
+    rot = torch.tensor([[c, -si, 0.0], [si, c, 0.0], [0.0, 0.0, 1.0]], dtype=F64)
+    exact = x0 @ rot.T
+    errs = []
+    for steps in (16, 32):
+        sol = odeint(
+            v, x0, [0.0, 1.0], ODEOptions("rk4", step_size=1 / steps), retraction=s.retraction
+        )
+        x1 = sol.x[-1]
+        assert float(s.constraint(x1).abs().max()) < 1e-14
+        errs.append(float((x1 - exact).abs().max()))
+    assert errs[1] < 1e-2 and errs[0] / errs[1] > 3.5  # converges, second order (ratio ~4)
+    with pytest.raises(FlowfieldsError, match="retraction"):
+        odeint(v, x0, [0.0, 1.0], ODEOptions(), retraction=s.retraction)  # adaptive refuses
