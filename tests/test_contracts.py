@@ -218,6 +218,18 @@ def _flow_mixture(dtype: torch.dtype, device: torch.device) -> nn.Module:
     return _seeded(build, 7).to(dtype=dtype, device=device)
 
 
+def _manifold_cnf(which: str) -> Callable[[torch.dtype, torch.device], Any]:
+    from flowfields.manifolds import FlatTorus, Sphere
+    from flowfields.ppd import ManifoldField
+
+    def factory(dtype: torch.dtype, device: torch.device) -> CNF:
+        m = FlatTorus(2) if which == "t2" else Sphere(2)
+        field = _seeded(lambda: _Scaled(ManifoldField(m, hidden=16, depth=2), 2.0), 6)
+        return CNF(field, m.ambient_dim, manifold=m, solver=_RK4).to(dtype=dtype, device=device)
+
+    return factory
+
+
 # ------------------------------------------------------------------------------ registry
 #: Every density model in flowfields. Append entries here (one per model / set-up).
 REGISTRY: list[DensityEntry] = [
@@ -327,6 +339,18 @@ REGISTRY: list[DensityEntry] = [
         mass_tol=1e-6,
         weights=False,
     ),
+    # manifold CNFs (PPD, arXiv:2207.04711): a random tangent field on T^2 (periodic features,
+    # the box is the torus itself) and on S^2 (3 ambient coordinates: no box here; its mass
+    # on the sphere is checked by quadrature in tests/ppd/test_ppd_paths.py). rk4, h = 1/16.
+    DensityEntry(
+        "cnf-manifold-t2",
+        _manifold_cnf("t2"),
+        (2,),
+        ((-math.pi, math.pi),) * 2,
+        mass_tol=2e-4,
+        strict_dtype=True,
+    ),
+    DensityEntry("cnf-manifold-s2", _manifold_cnf("s2"), (3,), strict_dtype=True),
     # the Voronoi mixture: zero outside its box [-2, 2]^2 (the quadrature box) and
     # discontinuous across the cell faces, so the midpoint rule is first order there
     # (measured |mass - 1| = 1.4e-3 at 192 cells per side, 1.3e-4 at 400, 2e-5 at 800)

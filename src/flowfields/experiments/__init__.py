@@ -42,6 +42,8 @@ REGISTRY: dict[str, str] = {
     "compression-jumps": "flowfields.experiments.compression_jumps",
     "compression-video": "flowfields.experiments.compression_video",
     "voronoi-dequantization": "flowfields.experiments.voronoi_dequantization",
+    "ppd-sphere": "flowfields.experiments.ppd_sphere",
+    "ppd-torus": "flowfields.experiments.ppd_torus",
 }
 
 

@@ -90,6 +90,18 @@ class CNF(nn.Module):
         solver: the default solver settings of :meth:`sample` and :meth:`log_prob`
             (default ``ODEOptions()``: dopri5 at rtol = atol = 1e-5). Fixed-step methods
             need a ``step_size`` (``1 / steps`` for ``steps`` uniform steps over [0, 1]).
+        manifold: a :class:`~flowfields.manifolds.Manifold` to flow on (Ben-Hamu et al.,
+            arXiv:2207.04711): ``dim`` must be its ``ambient_dim``, the base defaults to its
+            uniform density, the field is projected onto the tangent spaces
+            (``proju(x, v(t, x))``), whose ambient flow keeps M invariant (S^n: ``d|x|^2/dt =
+            0``), the solution is projected with ``projx`` at the end, and ``log_prob`` uses
+            the Riemannian divergence (the ambient trace of the projected field, exact or
+            Hutchinson). Points given to ``log_prob`` must lie on M.
+        retract: with a manifold and a fixed-step native solve, apply
+            ``manifold.retraction`` at every stage and step (the stepper's hook) instead of
+            integrating the ambient projected field. Off by default: stage-wise retraction
+            makes rk4 second order (measured on the analytic vMF pair: log-likelihood error
+            4e-3 / 3e-4 / 7e-5 at 32 / 128 / 256 steps, against below 1e-5 without it).
 
     Example:
         >>> import torch
@@ -111,11 +123,20 @@ class CNF(nn.Module):
         base: Any = None,
         *,
         solver: ODEOptions | None = None,
+        manifold: Any = None,
+        retract: bool = False,
     ) -> None:
         super().__init__()
         check(callable(vector_field), "vector_field", vector_field, "a callable v(t, x)")
         self.event_shape = event_shape_of(dim)
         self.dim = math.prod(self.event_shape)
+        self.manifold = _check_manifold(manifold, self.event_shape)
+        check(isinstance(retract, bool), "retract", retract, "True or False")
+        self.retract = retract
+        if base is None and self.manifold is not None:
+            from flowfields.manifolds import ManifoldBase
+
+            base = ManifoldBase(self.manifold)
         if base is None:
             base = StandardNormal(self.event_shape)
         check(
@@ -145,6 +166,8 @@ class CNF(nn.Module):
 
     def _flat_field(self) -> Callable[[Tensor, Tensor], Tensor]:
         """``v`` acting on flattened states (B, D), as the divergence estimators expect."""
+        if self.manifold is not None:
+            return self._tangent_field
         if len(self.event_shape) == 1:
             return self.vector_field
         shape = self.event_shape
@@ -172,6 +195,26 @@ class CNF(nn.Module):
             dtype=weights_dtype(self.vector_field),
             allow_empty=False,
         )
+        if self.manifold is not None:
+            self.manifold.check_point(x, argument)
+
+    def _tangent_field(self, t: Tensor, x: Tensor) -> Tensor:
+        """``proju(x, v(t, x))``: the field projected onto the tangent spaces of M."""
+        assert self.manifold is not None
+        v = self.vector_field(t, x)
+        if getattr(self.vector_field, "is_tangent", False):  # projects its own output
+            return v
+        return self.manifold.proju(x, v)
+
+    def _retraction(self, opts: ODEOptions, augmented: bool) -> Any:
+        """The manifold's retraction for fixed-step native solves (None otherwise)."""
+        m = self.manifold
+        native = not (opts.info.adaptive or opts.adjoint or opts.backend == "torchdiffeq")
+        if m is None or not self.retract or not native:
+            return None
+        if not augmented:
+            return m.retraction
+        return lambda s, ds: (m.retraction(s[0], ds[0]), s[1] + ds[1])
 
     def _needs_graph(self, *tensors: Tensor | None) -> bool:
         """Whether autograd must record: grad mode on and something requires a gradient.
@@ -266,10 +309,15 @@ class CNF(nn.Module):
             self._check_x(x_0, "x_0")
             check(x_0.shape[0] == n, "x_0", x_0, f"{n} base points (the value of n)")
         t = self._times(times)
+        field = self.vector_field if self.manifold is None else self._tangent_field
         with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
-            sol = odeint(self.vector_field, x_0, t, opts)
+            if self.manifold is not None:
+                x_0 = self.manifold.projx(x_0)
+            sol = odeint(field, x_0, t, opts, retraction=self._retraction(opts, False))
         traj = sol.x
         assert isinstance(traj, Tensor)
+        if self.manifold is not None:
+            traj = self.manifold.projx(traj)
         return CNFSample(x_1=traj[-1], x_0=x_0, nfe=int(sol.nfe), t=t, trajectory=traj)
 
     @staticmethod
@@ -345,6 +393,8 @@ class CNF(nn.Module):
         opts = self._solver(solver)
         batch = x.shape[0]
         x_flat = x.reshape(batch, self.dim)
+        if self.manifold is not None:
+            x_flat = self.manifold.projx(x_flat)
         probe_tensor = None
         if estimator == "hutchinson":
             if isinstance(probe, Tensor):
@@ -361,9 +411,32 @@ class CNF(nn.Module):
         with torch.set_grad_enabled(self._needs_graph(x, probe_tensor)):
             params = tuple(p for p in self.parameters() if p.requires_grad)
             sol = odeint(
-                dynamics, state, grid, opts, adjoint_params=params if opts.adjoint else None
+                dynamics,
+                state,
+                grid,
+                opts,
+                adjoint_params=params if opts.adjoint else None,
+                retraction=self._retraction(opts, True),
             )
             x_0 = sol.x[0][-1].reshape(batch, *self.event_shape)
+            if self.manifold is not None:
+                x_0 = self.manifold.projx(x_0)
             delta = sol.x[1][-1]
             log_p = self._base_log_prob(x_0) - delta
         return CNFLogProb(log_p=log_p, x_0=x_0, delta_log_p=delta, nfe=int(sol.nfe))
+
+
+def _check_manifold(manifold: Any, event_shape: tuple[int, ...]) -> Any:
+    """``manifold`` validated against the event shape (None passes through)."""
+    if manifold is None:
+        return None
+    from flowfields.manifolds import Manifold
+
+    check(isinstance(manifold, Manifold), "manifold", manifold, "a flowfields.manifolds.Manifold")
+    check(
+        event_shape == (manifold.ambient_dim,),
+        "dim",
+        event_shape,
+        f"{manifold.ambient_dim}, the ambient dimension of {manifold.name}",
+    )
+    return manifold

@@ -1,0 +1,61 @@
+"""Probability path divergence (PPD) on manifolds.
+
+Ben-Hamu, Cohen, Bose, Amos, Grover, Nickel, Chen, Lipman, "Matching Normalizing Flows and
+Probability Paths on Manifolds" (ICML 2022, arXiv:2207.04711): train a manifold CNF's tangent
+field ``v_t`` so that it generates a prescribed path ``p_t`` (uniform at t = 0, a kernel
+density estimate of the data at t = 1) by minimising the logarithmic mass conservation
+residual ``r_t = d_t log p_t + div_g v_t + <grad_g log p_t, v_t>_g``: no ODE solve per
+iteration.
+
+- Target paths: :class:`VMFMixturePath` (S^n), :class:`VonMisesMixturePath` (T^d), with a
+  :class:`KappaSchedule` (``kappa_0 = 0`` exactly).
+- :func:`lmc_residual`, :func:`ppd_loss` (l = 1, 2; full data or minibatch centers),
+  :func:`rfm_loss` (Riemannian flow matching on the geodesic path, the baseline).
+- :class:`ManifoldField` (the network), :class:`VMFMixture` / :func:`fit_vmf_mixture` (data
+  with exact density, and the EM baseline), :func:`minibatch_bias`, :func:`tv_bound`.
+- The CNF itself is :class:`flowfields.matching.CNF` with ``manifold=``.
+"""
+
+from flowfields.ppd.data import airports_s2, lat_lon_to_s2
+from flowfields.ppd.diagnostics import BiasRow, TVBound, minibatch_bias, tv_bound
+from flowfields.ppd.field import ManifoldField
+from flowfields.ppd.kernels import log_i0, log_vmf_normalizer, sample_vmf_s2, sample_von_mises
+from flowfields.ppd.loss import ppd_loss, rfm_loss
+from flowfields.ppd.mixture import (
+    VMFMixture,
+    VonMisesMixture,
+    fit_vmf_mixture,
+    random_vmf_mixture,
+    random_von_mises_mixture,
+)
+from flowfields.ppd.paths import KappaSchedule, KernelPath, VMFMixturePath, VonMisesMixturePath
+from flowfields.ppd.residual import DIVERGENCES, LMCTerms, lmc_residual, tangent_field
+
+__all__ = [
+    "DIVERGENCES",
+    "BiasRow",
+    "KappaSchedule",
+    "KernelPath",
+    "LMCTerms",
+    "ManifoldField",
+    "TVBound",
+    "VMFMixture",
+    "VMFMixturePath",
+    "VonMisesMixture",
+    "VonMisesMixturePath",
+    "airports_s2",
+    "fit_vmf_mixture",
+    "lat_lon_to_s2",
+    "lmc_residual",
+    "log_i0",
+    "log_vmf_normalizer",
+    "minibatch_bias",
+    "ppd_loss",
+    "random_vmf_mixture",
+    "random_von_mises_mixture",
+    "rfm_loss",
+    "sample_vmf_s2",
+    "sample_von_mises",
+    "tangent_field",
+    "tv_bound",
+]

@@ -1,0 +1,146 @@
+"""Target probability paths of PPD: kernel mixtures whose bandwidth shrinks with t.
+
+Ben-Hamu et al., "Matching Normalizing Flows and Probability Paths on Manifolds" (ICML 2022,
+arXiv:2207.04711), Sec. 4: ``p_t(x) = (1/N) sum_i k_t(x, y_i)`` over the data ``y_i`` with a
+kernel whose concentration ``kappa_t`` grows from ``kappa_0 = 0`` (exactly the uniform
+density, the CNF's base) to ``kappa_1`` (a kernel density estimate of the data).
+
+- :class:`KappaSchedule`: ``kappa_t = kappa_1 t^power`` (or any callable with
+  ``kappa(0) = 0``, checked).
+- :class:`VMFMixturePath` on S^n (von Mises–Fisher kernels) and
+  :class:`VonMisesMixturePath` on T^d (products of von Mises kernels).
+
+Both give ``log_prob(t, x, centers)`` (differentiable in ``t`` and ``x`` through a
+log-sum-exp over the centers) and ``sample(t, centers, generator)`` (one point per time,
+a center drawn uniformly, then the kernel).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from flowfields.errors import check
+from flowfields.manifolds import FlatTorus, Manifold, Sphere
+from flowfields.ppd.kernels import log_i0, log_vmf_normalizer, sample_vmf_s2, sample_von_mises
+
+__all__ = ["KappaSchedule", "KernelPath", "VMFMixturePath", "VonMisesMixturePath"]
+
+
+@dataclass(frozen=True)
+class KappaSchedule:
+    """``kappa_t = kappa_1 t^power``: the concentration of the kernels at time t.
+
+    Attributes:
+        kappa_1: concentration at t = 1 (> 0).
+        power: exponent (> 0); 1 is linear.
+        fn: optional custom ``kappa(t)`` (tensor in, tensor out); must give exactly 0 at t = 0
+            and be >= 0 (checked on a grid of [0, 1]).
+    """
+
+    kappa_1: float = 50.0
+    power: float = 2.0
+    fn: Callable[[Tensor], Tensor] | None = None
+
+    def __post_init__(self) -> None:
+        if self.fn is None:
+            check(self.kappa_1 > 0, "kappa_1", self.kappa_1, "a concentration > 0")
+            check(self.power > 0, "power", self.power, "an exponent > 0")
+            return
+        check(callable(self.fn), "fn", self.fn, "a callable kappa(t)")
+        grid = torch.linspace(0, 1, 33, dtype=torch.float64)
+        values = self.fn(grid)
+        check(
+            float(values[0]) == 0.0,
+            "kappa_0",
+            float(values[0]),
+            "exactly 0 (the t = 0 member of the path must be the uniform density)",
+        )
+        check(bool((values >= 0).all()), "fn", self.fn, "concentrations >= 0 on [0, 1]")
+
+    def __call__(self, t: Tensor) -> Tensor:
+        if self.fn is not None:
+            return self.fn(t)
+        return self.kappa_1 * t.clamp_min(0) ** self.power
+
+
+class KernelPath:
+    """A kernel-mixture path on ``manifold`` (see the module docstring)."""
+
+    manifold: Manifold
+    schedule: KappaSchedule
+
+    def log_kernel(self, kappa: Tensor, x: Tensor, centers: Tensor) -> Tensor:
+        """``log k(x_b, c_i)`` for concentrations ``kappa`` (B,), shape (B, N)."""
+        raise NotImplementedError
+
+    def sample_kernel(self, mu: Tensor, kappa: Tensor, generator: torch.Generator | None) -> Tensor:
+        """One kernel sample per row of ``mu`` (B, ambient) at concentrations (B,)."""
+        raise NotImplementedError
+
+    def _check(self, t: Tensor, centers: Tensor, batch: int | None = None) -> None:
+        self.manifold.check_point(centers, "centers")
+        check(centers.shape[0] >= 1, "centers", centers, "at least one center")
+        if batch is not None:
+            check(t.shape == (batch,), "t", t, f"times of shape ({batch},)")
+
+    def log_prob(self, t: Tensor, x: Tensor, centers: Tensor) -> Tensor:
+        """``log p_t(x)`` of the mixture over ``centers`` (N, ambient), shape (B,).
+
+        Args:
+            t: times (B,) in [0, 1]; x: points (B, ambient) on the manifold.
+        """
+        self._check(t, centers, x.shape[0])
+        kappa = self.schedule(t)
+        lk = self.log_kernel(kappa, x, centers)
+        return torch.logsumexp(lk, dim=-1) - math.log(centers.shape[0])
+
+    def sample(
+        self, t: Tensor, centers: Tensor, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """One point of ``p_t`` per time ``t`` (B,): a uniform center, then the kernel."""
+        self._check(t, centers)
+        idx = torch.randint(0, centers.shape[0], t.shape, generator=generator, device=t.device)
+        with torch.no_grad():
+            return self.sample_kernel(centers[idx], self.schedule(t.detach()), generator)
+
+
+class VMFMixturePath(KernelPath):
+    """von Mises–Fisher kernel mixture on S^n (sampling implemented on S^2)."""
+
+    def __init__(self, manifold: Sphere, schedule: KappaSchedule | None = None) -> None:
+        check(isinstance(manifold, Sphere), "manifold", manifold, "a Sphere")
+        self.manifold = manifold
+        self.schedule = schedule if schedule is not None else KappaSchedule()
+        check(isinstance(self.schedule, KappaSchedule), "schedule", schedule, "a KappaSchedule")
+
+    def log_kernel(self, kappa: Tensor, x: Tensor, centers: Tensor) -> Tensor:
+        log_c = log_vmf_normalizer(kappa, self.manifold.dim)
+        return kappa[:, None] * (x @ centers.T) + log_c[:, None]
+
+    def sample_kernel(self, mu: Tensor, kappa: Tensor, generator: torch.Generator | None) -> Tensor:
+        check(self.manifold.dim == 2, "manifold", self.manifold, "S^2 (sampler implemented)")
+        return sample_vmf_s2(mu, kappa.to(mu.dtype), generator)
+
+
+class VonMisesMixturePath(KernelPath):
+    """Mixture of products of von Mises kernels on the flat torus T^d."""
+
+    def __init__(self, manifold: FlatTorus, schedule: KappaSchedule | None = None) -> None:
+        check(isinstance(manifold, FlatTorus), "manifold", manifold, "a FlatTorus")
+        self.manifold = manifold
+        self.schedule = schedule if schedule is not None else KappaSchedule()
+        check(isinstance(self.schedule, KappaSchedule), "schedule", schedule, "a KappaSchedule")
+
+    def log_kernel(self, kappa: Tensor, x: Tensor, centers: Tensor) -> Tensor:
+        d = self.manifold.dim
+        cos_sum = torch.cos(x[:, None, :] - centers[None, :, :]).sum(-1)  # (B, N)
+        log_c = -d * (math.log(2 * math.pi) + log_i0(kappa))
+        return kappa[:, None] * cos_sum + log_c[:, None]
+
+    def sample_kernel(self, mu: Tensor, kappa: Tensor, generator: torch.Generator | None) -> Tensor:
+        return sample_von_mises(mu, kappa.to(mu.dtype)[:, None].expand_as(mu), generator)
