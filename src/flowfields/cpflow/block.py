@@ -226,9 +226,11 @@ class ConvexPotentialBlock(nn.Module):
             if not bool(active.any()) or int(iters.max()) >= max_iter:
                 break
             hvp = self._hvp(x_, g)
-            cg = conjugate_gradient(
-                lambda u, h=hvp: h(u, False), -r, tol=1e-10, max_iter=2 * self.dim
-            )
+
+            def matvec(u: Tensor, hvp: Callable[[Tensor, bool], Tensor] = hvp) -> Tensor:
+                return hvp(u, False)
+
+            cg = conjugate_gradient(matvec, -r, tol=1e-10, max_iter=2 * self.dim)
             hvps += int(cg.iterations.max())
             p = torch.where(active[:, None], cg.x, 0.0)
             x = self._line_search(x, y, p, r, active, eps)

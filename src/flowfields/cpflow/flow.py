@@ -107,6 +107,9 @@ class CPFlow(nn.Module):
             [ActNorm(dim) if actnorm else nn.Identity() for _ in range(blocks)]
         )
 
+    def _blocks(self) -> list[ConvexPotentialBlock]:
+        return [b for b in self.blocks if isinstance(b, ConvexPotentialBlock)]
+
     def _dtype(self) -> torch.dtype | None:
         return weights_dtype(self)
 
@@ -116,7 +119,7 @@ class CPFlow(nn.Module):
         the sum is then a gradient surrogate, not a log-determinant)."""
         check(method in LOGDET_METHODS, "method", method, f"one of {', '.join(LOGDET_METHODS)}")
         ld = x.new_zeros(x.shape[0])
-        for norm, block in zip(self.norms, self.blocks, strict=True):
+        for norm, block in zip(self.norms, self._blocks(), strict=True):
             x = norm(x)
             if isinstance(norm, ActNorm):
                 ld = ld + norm.log_det()
@@ -147,7 +150,8 @@ class CPFlow(nn.Module):
         """``x = f^{-1}(z)`` block by block (last first), with each solve's record."""
         check_points(z, self.event_shape, "z", dtype=self._dtype())
         x, records = z, []
-        for norm, block in zip(reversed(self.norms), reversed(self.blocks), strict=True):
+        pairs = zip(reversed(self.norms), reversed(self._blocks()), strict=True)
+        for norm, block in pairs:
             res = block.inverse(x, tol=self.inverse_tol)
             records.append(res)
             x = res.x

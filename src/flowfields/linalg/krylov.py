@@ -119,11 +119,14 @@ def conjugate_gradient(
     tol: float = 1e-6,
     max_iter: int = 100,
     x0: Tensor | None = None,
+    differentiable: bool = False,
 ) -> CGResult:
     """Solve ``H x = b`` for each row by conjugate gradients (``H`` SPD, applied by ``matvec``).
 
-    Runs without autograd (call it inside ``torch.no_grad`` or not: nothing is recorded); to
-    differentiate a solve use :func:`flowfields.linalg.implicit_linear_solve`.
+    Runs without autograd by default (nothing is recorded); ``differentiable=True`` records
+    every iteration (backpropagation through CG: memory grows with the iterations -- the
+    baseline :func:`logdet_surrogate` avoids; to differentiate a solve cheaply use
+    :func:`flowfields.linalg.implicit_linear_solve`).
 
     Args:
         matvec: ``v (B, d) -> H v (B, d)``.
@@ -131,6 +134,7 @@ def conjugate_gradient(
         tol: relative residual tolerance ``|r| <= tol |b|``, > 0.
         max_iter: iteration cap, >= 1.
         x0: starting point (default zeros).
+        differentiable: record the iterations for autograd.
 
     Returns:
         :class:`CGResult`.
@@ -141,8 +145,8 @@ def conjugate_gradient(
     """
     _check_batch(b, "b")
     _check_tol(tol, max_iter)
-    with torch.no_grad():
-        x = torch.zeros_like(b) if x0 is None else x0.detach().clone()
+    with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
+        x = torch.zeros_like(b) if x0 is None else x0.clone()
         r = b - matvec(x) if x0 is not None else b.clone()
         p = r.clone()
         rr = _dot(r, r)
@@ -191,7 +195,8 @@ def lanczos(matvec: MatVec, v: Tensor, m: int, *, reorthogonalize: bool = True) 
     eps = torch.finfo(v.dtype).eps
     q = v / v.norm(dim=-1, keepdim=True)
     Q = [q]
-    alphas, betas = [], []
+    alphas: list[Tensor] = []
+    betas: list[Tensor] = []
     for j in range(m):
         w = matvec(Q[j])
         a = _dot(w, Q[j])

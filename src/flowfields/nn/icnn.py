@@ -146,7 +146,7 @@ class ActNorm(nn.Module):
         self.shift.copy_(-flat.mean(0))
         std = flat.std(0, unbiased=False) if flat.shape[0] > 1 else torch.ones_like(self.shift)
         self.log_scale.copy_(-torch.log(std.clamp_min(1e-6)))
-        self.initialized.fill_(True)
+        self.get_buffer("initialized").fill_(True)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.training and not bool(self.initialized):
