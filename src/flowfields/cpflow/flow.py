@@ -110,6 +110,10 @@ class CPFlow(nn.Module):
     def _blocks(self) -> list[ConvexPotentialBlock]:
         return [b for b in self.blocks if isinstance(b, ConvexPotentialBlock)]
 
+    def block(self, k: int) -> ConvexPotentialBlock:
+        """The ``k``-th convex potential block (0 = the first applied to data)."""
+        return self._blocks()[k]
+
     def _dtype(self) -> torch.dtype | None:
         return weights_dtype(self)
 

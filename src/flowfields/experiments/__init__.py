@@ -35,6 +35,7 @@ REGISTRY: dict[str, str] = {
     "sdebnn-toy1d": "flowfields.experiments.sdebnn_toy1d",
     "sdebnn-digits": "flowfields.experiments.sdebnn_digits",
     "sdebnn-stl": "flowfields.experiments.sdebnn_stl",
+    "cpflow-toy": "flowfields.experiments.cpflow_toy",
 }
 
 
