@@ -129,6 +129,18 @@ class Config:
         return cls()
 
 
+def _discrete_ot_cost(x: Tensor, g: torch.Generator) -> float:
+    """POT's exact squared-Euclidean OT cost between ``x`` and as many N(0, I) draws
+    (NaN when POT, an optional dependency, is not installed)."""
+    try:
+        import ot
+    except ImportError:  # pragma: no cover - POT is in the dev and cpflow extras
+        return float("nan")
+    z = torch.randn(x.shape, generator=g, dtype=torch.float64)
+    M = ot.dist(x.numpy(), z.numpy(), metric="sqeuclidean")
+    return float(ot.emd2([], [], M, numItermax=1_000_000))
+
+
 class CPFlowToy(Experiment, config=Config):
     """Density and optimal transport of convex potential flows in 2-D (and 8-D OT).
 
@@ -258,8 +270,6 @@ class CPFlowToy(Experiment, config=Config):
         self.density_samples = det.x.cpu()
 
     def _evaluate_ot(self, d: int, flow: CPFlow) -> dict[str, float]:
-        import ot
-
         from flowfields.cpflow import TriangularGaussianFlow, gaussian_brenier_map, gaussian_w2
 
         cfg = self.cfg
@@ -283,10 +293,7 @@ class CPFlowToy(Experiment, config=Config):
         tri_kl = float(
             torch.distributions.kl_divergence(torch.distributions.MultivariateNormal(mu, C), q_tri)
         )
-        n = cfg.pot_n
-        z = torch.randn(n, d, generator=g, dtype=torch.float64)
-        M = ot.dist(x[:n].numpy(), z.numpy(), metric="sqeuclidean")
-        pot_cost = float(ot.emd2([], [], M, numItermax=1_000_000))
+        pot_cost = _discrete_ot_cost(x[: cfg.pot_n], g)
         row = {
             "d": d,
             "w2_closed_form": w2,
