@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from flowfields.errors import check
 from flowfields.linalg import conjugate_gradient, logdet_surrogate, rademacher, slq_logdet
-from flowfields.nn import ICNN
+from flowfields.nn import ICNN, PICNN
 
 __all__ = ["LOGDET_METHODS", "ConvexPotentialBlock", "InverseResult"]
 
@@ -73,6 +73,9 @@ class ConvexPotentialBlock(nn.Module):
         hidden, depth, activation, augment, actnorm: the :class:`~flowfields.nn.ICNN` ``G``.
         alpha_init: initial ``α = softplus(β0)`` (the quadratic's weight).
         gain_init: initial ``softplus(β1)`` (the ICNN's weight).
+        context_dim: if given, ``G(x, c)`` is a :class:`~flowfields.nn.PICNN` (convex in ``x``
+            for every context ``c``): a conditional block; every method then takes
+            ``context`` of shape (B, context_dim).
 
     Shapes:
         forward (B, d) -> (B, d); potential (B, d) -> (B,).
@@ -89,12 +92,18 @@ class ConvexPotentialBlock(nn.Module):
         actnorm: bool = True,
         alpha_init: float = 1.0,
         gain_init: float = 1.0,
+        context_dim: int | None = None,
     ) -> None:
         super().__init__()
         check(alpha_init > 0, "alpha_init", alpha_init, "a float > 0")
         check(gain_init > 0, "gain_init", gain_init, "a float > 0")
         self.dim = dim
-        self.icnn = ICNN(dim, hidden, depth, activation, augment=augment, actnorm=actnorm)
+        self.context_dim = context_dim
+        self.icnn: nn.Module = (
+            ICNN(dim, hidden, depth, activation, augment=augment, actnorm=actnorm)
+            if context_dim is None
+            else PICNN(dim, context_dim, hidden, depth, activation)
+        )
         self.beta0 = nn.Parameter(torch.tensor(_inverse_sp(alpha_init)))
         self.beta1 = nn.Parameter(torch.tensor(_inverse_sp(gain_init)))
 
@@ -103,21 +112,31 @@ class ConvexPotentialBlock(nn.Module):
         """The strong-convexity modulus ``softplus(β0)``: every Hessian eigenvalue is >= it."""
         return F.softplus(self.beta0)
 
-    def potential(self, x: Tensor) -> Tensor:
-        """``F(x)``, (B, d) -> (B,)."""
-        return F.softplus(self.beta1) * self.icnn(x) + 0.5 * self.alpha * (x * x).sum(-1)
+    def potential(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """``F(x)`` (or ``F(x; c)`` for a conditional block), (B, d) -> (B,)."""
+        check(
+            (context is None) == (self.context_dim is None),
+            "context",
+            context,
+            "None (unconditional block)"
+            if self.context_dim is None
+            else f"a tensor of shape (B, {self.context_dim}) (conditional block)",
+        )
+        G = self.icnn(x) if context is None else self.icnn(x, context)
+        return F.softplus(self.beta1) * G + 0.5 * self.alpha * (x * x).sum(-1)
 
-    def _graph(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def _graph(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``(x_, ∇F(x_))`` with a graph from which Hessian-vector products are taken."""
         x_ = x if x.requires_grad else x.detach().requires_grad_(True)
         with torch.enable_grad():
-            (g,) = torch.autograd.grad(self.potential(x_).sum(), x_, create_graph=True)
+            F_ = self.potential(x_, context).sum()
+            (g,) = torch.autograd.grad(F_, x_, create_graph=True)
         return x_, g
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """``f(x) = ∇F(x)`` (differentiable when grad mode is on), (B, d) -> (B, d)."""
         keep = torch.is_grad_enabled()
-        _, g = self._graph(x)
+        _, g = self._graph(x, context)
         return g if keep else g.detach()
 
     @staticmethod
@@ -129,10 +148,10 @@ class ConvexPotentialBlock(nn.Module):
 
         return hvp
 
-    def hessian(self, x: Tensor) -> Tensor:
+    def hessian(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """``∇²F(x)`` from ``d`` Hessian-vector products, (B, d) -> (B, d, d)."""
         keep = torch.is_grad_enabled()
-        x_, g = self._graph(x)
+        x_, g = self._graph(x, context)
         return self._hessian(x_, g, keep)
 
     def _hessian(self, x_: Tensor, g: Tensor, create_graph: bool) -> Tensor:
@@ -151,6 +170,7 @@ class ConvexPotentialBlock(nn.Module):
         cg_tol: float = 1e-6,
         cg_max_iter: int = 100,
         generator: torch.Generator | None = None,
+        context: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """``(f(x), ld)``: the map and a log-determinant term, each per row.
 
@@ -161,6 +181,7 @@ class ConvexPotentialBlock(nn.Module):
                 no gradient) or ``"surrogate"`` (gradient-only, value ≈ d; ``cg_tol``,
                 ``cg_max_iter``).
             generator: for the probes.
+            context: (B, context_dim) for a conditional block.
 
         Returns:
             ``y`` (B, d) and ``ld`` (B,). Both carry gradients when grad mode is on (``slq``'s
@@ -168,7 +189,7 @@ class ConvexPotentialBlock(nn.Module):
         """
         check(method in LOGDET_METHODS, "method", method, f"one of {', '.join(LOGDET_METHODS)}")
         keep = torch.is_grad_enabled()
-        x_, g = self._graph(x)
+        x_, g = self._graph(x, context)
         if method == "exact":
             H = self._hessian(x_, g, keep)
             L = torch.linalg.cholesky(H)
@@ -195,6 +216,7 @@ class ConvexPotentialBlock(nn.Module):
         tol: float | None = None,
         max_iter: int = 50,
         x0: Tensor | None = None,
+        context: Tensor | None = None,
     ) -> InverseResult:
         """``f^{-1}(y) = argmin_x F(x) - <x, y>`` by a batched damped Newton method.
 
@@ -208,6 +230,7 @@ class ConvexPotentialBlock(nn.Module):
             tol: residual tolerance, default ``1e-10`` (float64) / ``1e-4`` (float32).
             max_iter: Newton iterations, >= 1.
             x0: start (default ``y``).
+            context: (B, context_dim) for a conditional block.
         """
         tol = (1e-10 if y.dtype == torch.float64 else 1e-4) if tol is None else tol
         check(isinstance(tol, (int, float)) and tol > 0, "tol", tol, "a float > 0")
@@ -219,7 +242,7 @@ class ConvexPotentialBlock(nn.Module):
         hvps = 0
         eps = torch.finfo(y.dtype).eps
         for _ in range(max_iter + 1):
-            x_, g = self._graph(x)
+            x_, g = self._graph(x, context)
             r = (g - y).detach()
             res = r.abs().amax(-1)
             active = res > tol
@@ -233,22 +256,29 @@ class ConvexPotentialBlock(nn.Module):
             cg = conjugate_gradient(matvec, -r, tol=1e-10, max_iter=2 * self.dim)
             hvps += int(cg.iterations.max())
             p = torch.where(active[:, None], cg.x, 0.0)
-            x = self._line_search(x, y, p, r, active, eps)
+            x = self._line_search(x, y, p, r, active, eps, context)
             iters += active.long()
         return InverseResult(x.detach(), iters, res.detach(), res <= tol, hvps)
 
     @torch.no_grad()
     def _line_search(
-        self, x: Tensor, y: Tensor, p: Tensor, r: Tensor, active: Tensor, eps: float
+        self,
+        x: Tensor,
+        y: Tensor,
+        p: Tensor,
+        r: Tensor,
+        active: Tensor,
+        eps: float,
+        context: Tensor | None,
     ) -> Tensor:
-        phi0 = self.potential(x) - (x * y).sum(-1)
+        phi0 = self.potential(x, context) - (x * y).sum(-1)
         slope = (r * p).sum(-1)  # < 0: p is a descent direction
         t = torch.ones_like(phi0)
         todo = active.clone()
         slack = 10 * eps * phi0.abs().clamp_min(1.0)
         for _ in range(30):
             xt = x + t[:, None] * p
-            phi = self.potential(xt) - (xt * y).sum(-1)
+            phi = self.potential(xt, context) - (xt * y).sum(-1)
             ok = phi <= phi0 + 1e-4 * t * slope + slack
             todo = todo & ~ok
             if not bool(todo.any()):
