@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from flowfields.density import check_points, weights_dtype
 from flowfields.errors import check
 from flowfields.linalg import conjugate_gradient, logdet_surrogate, rademacher, slq_logdet
 from flowfields.nn import ICNN, PICNN
@@ -188,6 +189,12 @@ class ConvexPotentialBlock(nn.Module):
             ``ld`` never does).
         """
         check(method in LOGDET_METHODS, "method", method, f"one of {', '.join(LOGDET_METHODS)}")
+        check(
+            isinstance(x, Tensor) and x.ndim == 2 and x.shape[1] == self.dim,
+            "x",
+            x,
+            f"a tensor of shape (B, {self.dim})",
+        )
         keep = torch.is_grad_enabled()
         x_, g = self._graph(x, context)
         if method == "exact":
@@ -232,6 +239,13 @@ class ConvexPotentialBlock(nn.Module):
             x0: start (default ``y``).
             context: (B, context_dim) for a conditional block.
         """
+        check_points(y, (self.dim,), "y", dtype=weights_dtype(self))
+        check(
+            isinstance(max_iter, int) and not isinstance(max_iter, bool) and max_iter >= 1,
+            "max_iter",
+            max_iter,
+            "an integer >= 1",
+        )
         tol = (1e-10 if y.dtype == torch.float64 else 1e-4) if tol is None else tol
         check(isinstance(tol, (int, float)) and tol > 0, "tol", tol, "a float > 0")
         x = (y if x0 is None else x0).detach().clone()
