@@ -464,6 +464,33 @@ def fz_sdebnn(data: Any) -> Any:
     def call() -> Any:
         model = SDEBNN(2, 1, width=4, hidden=4, drift_hidden=(4,), **kw)
         return model(x, n)
+# ---------------------------------------------------------------------------- cpflow
+@entry
+def fz_conjugate_gradient(data: Any) -> Any:
+    from flowfields.linalg import conjugate_gradient
+
+    b = good_or(data.draw, torch.ones(2, 3, dtype=torch.float64), tensors(max_dims=3))
+    tol = good_or(data.draw, 1e-8, NUMBERS)
+    max_iter = good_or(data.draw, 10, NUMBERS)
+    return guarded(lambda: conjugate_gradient(lambda v: 2 * v, b, tol=tol, max_iter=max_iter).x)
+
+
+@entry
+def fz_cpflow(data: Any) -> Any:
+    from flowfields.cpflow import CPFlow
+
+    torch.manual_seed(0)
+    flow = CPFlow(2, blocks=1, hidden=4, depth=2).double()
+    x = good_or(data.draw, torch.zeros(3, 2, dtype=torch.float64), tensors())
+    tol = good_or(data.draw, 1e-8, NUMBERS)
+    which = data.draw(st.sampled_from(["log_prob", "inverse", "sample"]))
+
+    def call() -> Any:
+        if which == "log_prob":
+            return flow.log_prob(x)
+        if which == "inverse":
+            return flow.block(0).inverse(x, tol=tol).x
+        return flow.sample(data.draw(NUMBERS))
 
     return guarded(call)
 

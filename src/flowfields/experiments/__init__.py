@@ -44,6 +44,7 @@ REGISTRY: dict[str, str] = {
     "voronoi-dequantization": "flowfields.experiments.voronoi_dequantization",
     "ppd-sphere": "flowfields.experiments.ppd_sphere",
     "ppd-torus": "flowfields.experiments.ppd_torus",
+    "cpflow-toy": "flowfields.experiments.cpflow_toy",
 }
 
 
