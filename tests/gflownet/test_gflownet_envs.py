@@ -41,7 +41,11 @@ def test_hypergrid_2d_h8_partition_value() -> None:
     assert math.exp(HyperGrid(2, 8).log_partition()) == pytest.approx(22.4, abs=1e-12)
 
 
-@pytest.mark.parametrize("env", _envs(), ids=repr)
+@pytest.mark.parametrize(
+    "env",
+    _envs(),
+    ids=lambda e: type(e).__name__ + str(getattr(e, "n_states", "")),  # stable across xdist workers
+)
 def test_index_is_the_row_of_all_states(env) -> None:
     states, levels = env.all_states()
     assert torch.equal(env.index(states), torch.arange(states.shape[0]))
@@ -49,7 +53,11 @@ def test_index_is_the_row_of_all_states(env) -> None:
     assert bool((levels[1:] >= levels[:-1]).all())
 
 
-@pytest.mark.parametrize("env", _envs(), ids=repr)
+@pytest.mark.parametrize(
+    "env",
+    _envs(),
+    ids=lambda e: type(e).__name__ + str(getattr(e, "n_states", "")),  # stable across xdist workers
+)
 def test_masks_allow_only_valid_moves(env) -> None:
     """Every allowed forward move lands on a state of the DAG, one level up, whose allowed
     backward action leads back; every allowed backward move is undone by a forward one."""

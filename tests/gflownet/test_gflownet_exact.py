@@ -45,7 +45,11 @@ def _random_tabular(env, seed: int) -> TabularPolicy:
     return pol
 
 
-@pytest.mark.parametrize("env", _envs(), ids=repr)
+@pytest.mark.parametrize(
+    "env",
+    _envs(),
+    ids=lambda e: type(e).__name__ + str(getattr(e, "n_states", "")),  # stable across xdist workers
+)
 def test_exact_pt_sums_to_one_and_matches_path_enumeration(env) -> None:
     torch.manual_seed(0)
     pol = MLPPolicy(env, 16, 2, activation="tanh")
@@ -74,7 +78,11 @@ def test_exact_pt_matches_sampling_frequencies() -> None:
     assert float(((freq - pt).abs() / se).max()) < 4.5
 
 
-@pytest.mark.parametrize("env", _envs(), ids=repr)
+@pytest.mark.parametrize(
+    "env",
+    _envs(),
+    ids=lambda e: type(e).__name__ + str(getattr(e, "n_states", "")),  # stable across xdist workers
+)
 @pytest.mark.parametrize("pb", ["uniform", "random"])
 def test_optimum_every_residual_zero_and_pt_is_r_over_z(env, pb) -> None:
     log_pb = None
