@@ -302,6 +302,10 @@ REGISTRY: list[DensityEntry] = [
     DensityEntry(
         "isotropic-normal",
         lambda d, dev: IsotropicNormal((2,), 0.7).to(d).to(dev),
+        (2,),
+        ((-4.5, 4.5),) * 2,
+        mass_tol=1e-6,
+    ),
     # convex potential flow (arXiv:2012.05942), two blocks, exact log-det (Hessian Cholesky):
     # |integral - 1| measured 3e-6 over this box (tail mass + midpoint rule)
     DensityEntry(
@@ -311,10 +315,6 @@ REGISTRY: list[DensityEntry] = [
         ((-7.0, 7.0), (-4.0, 4.0)),
         mass_tol=1e-4,
         strict_dtype=True,
-    ),
-        (2,),
-        ((-4.5, 4.5),) * 2,
-        mass_tol=1e-6,
     ),
     # piecewise constant on cells aligned with the bins: exact up to rounding
     DensityEntry(
