@@ -464,6 +464,8 @@ def fz_sdebnn(data: Any) -> Any:
     def call() -> Any:
         model = SDEBNN(2, 1, width=4, hidden=4, drift_hidden=(4,), **kw)
         return model(x, n)
+
+
 # ---------------------------------------------------------------------------- cpflow
 @entry
 def fz_conjugate_gradient(data: Any) -> Any:
