@@ -189,3 +189,18 @@ def test_airports_are_3376_points_on_s2_in_the_us() -> None:
     assert float(S2.dist(mean, na)) < 0.15
     pole = lat_lon_to_s2(torch.tensor([90.0], dtype=F64), torch.tensor([10.0], dtype=F64))
     torch.testing.assert_close(pole, torch.tensor([[0.0, 0.0, 1.0]], dtype=F64))
+
+
+def test_minibatch_gradient_bias_is_significant_and_shrinks() -> None:
+    from flowfields.ppd import minibatch_gradient_bias
+
+    g = torch.Generator().manual_seed(5)
+    data = random_vmf_mixture(4, (5.0, 30.0), g).sample(400, g)
+    path = VMFMixturePath(S2, KappaSchedule(50.0, 2.0))
+    torch.manual_seed(0)
+    field = ManifoldField(S2, 16, 2).double()
+    rows = minibatch_gradient_bias(field, path, data, [8, 32, 400], n_draws=16, generator=g)
+    assert rows[-1].bias < 1e-12  # the full data set
+    for r in rows[:-1]:
+        assert r.bias > 3 * r.stderr  # beyond the Monte-Carlo error of the mean: bias
+    assert rows[0].bias > rows[1].bias

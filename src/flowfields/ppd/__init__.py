@@ -17,7 +17,13 @@ iteration.
 """
 
 from flowfields.ppd.data import airports_s2, lat_lon_to_s2
-from flowfields.ppd.diagnostics import BiasRow, TVBound, minibatch_bias, tv_bound
+from flowfields.ppd.diagnostics import (
+    BiasRow,
+    TVBound,
+    minibatch_bias,
+    minibatch_gradient_bias,
+    tv_bound,
+)
 from flowfields.ppd.field import ManifoldField
 from flowfields.ppd.kernels import log_i0, log_vmf_normalizer, sample_vmf_s2, sample_von_mises
 from flowfields.ppd.loss import ppd_loss, rfm_loss
@@ -50,6 +56,7 @@ __all__ = [
     "log_i0",
     "log_vmf_normalizer",
     "minibatch_bias",
+    "minibatch_gradient_bias",
     "ppd_loss",
     "random_vmf_mixture",
     "random_von_mises_mixture",
