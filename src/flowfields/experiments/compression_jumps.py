@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from flowfields.compression.figures import plot_rate_vs_frames
 from flowfields.errors import check
 from flowfields.experiments.base import Experiment
 from flowfields.report.result import Claim
@@ -393,13 +394,7 @@ class CompressionJumps(Experiment, config=Config):
         self.save_figure(fig, "rate_distortion.png")
         fig, ax = plt.subplots(figsize=(5, 3.5))
         fr = self.tables["frame_rate"]
-        ax.plot([r["T"] for r in fr], [r["bits"] for r in fr], "o-", label="learned")
-        ax.plot([r["T"] for r in fr], [r["every_bits"] for r in fr], "^:", label="every frame")
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("frames T (same content)")
-        ax.set_ylabel("payload bits")
-        ax.legend()
+        plot_rate_vs_frames(ax, fr)
         self.save_figure(fig, "rate_vs_frames.png")
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from flowfields.compression.figures import plot_rate_vs_frames
 from flowfields.errors import check
 from flowfields.experiments.compression_jumps import CompressionJumps
 from flowfields.report.result import Claim
@@ -231,13 +232,7 @@ class CompressionVideo(CompressionJumps, config=Config):
         self.save_figure(fig, "decoded_frames.png")
         fr = self.tables["frame_rate"]
         fig, ax = plt.subplots(figsize=(5, 3.5))
-        ax.plot([r["T"] for r in fr], [r["bits"] for r in fr], "o-", label="learned")
-        ax.plot([r["T"] for r in fr], [r["every_bits"] for r in fr], "^:", label="every frame")
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("frames T (same content)")
-        ax.set_ylabel("payload bits")
-        ax.legend()
+        plot_rate_vs_frames(ax, fr)
         self.save_figure(fig, "rate_vs_frames.png")
 
 
