@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from flowfields.errors import check
 from flowfields.experiments.base import Experiment
+from flowfields.integrate.ou import ou_variance
 from flowfields.report.result import Claim
 
 __all__ = [
@@ -168,7 +169,7 @@ def posterior_coefficients(t: float, cfg: Config) -> tuple[float, float]:
     """``(alpha(t), beta(t))`` with the exact posterior drift correction
     ``NN*(t, w) = alpha(t) + beta(t) w`` (Doob's h-transform of the OU prior given y)."""
     a = math.exp(-cfg.theta * (1.0 - t))  # w(1) | w(t) = w  ~  N(a w, c)
-    c = cfg.sigma**2 * -math.expm1(-2.0 * cfg.theta * (1.0 - t)) / (2.0 * cfg.theta)
+    c = float(ou_variance(1.0 - t, cfg.theta, cfg.sigma))
     scale = cfg.sigma**2 * a / (c + cfg.obs_std**2)
     return scale * cfg.y, -scale * a
 
