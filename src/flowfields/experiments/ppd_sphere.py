@@ -26,11 +26,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from flowfields.errors import check
 from flowfields.experiments._ppd_train import METHODS, cpu_timer, method_step, test_nll
 from flowfields.experiments.base import Experiment
+from flowfields.ppd.mixture import RingAndBlobs, ring_and_blobs
 from flowfields.report.result import Claim
 
 __all__ = ["EXPERIMENT", "NAME", "PAPER", "Config", "PPDSphere", "RingAndBlobs", "ring_and_blobs"]
@@ -40,72 +41,6 @@ PAPER = (
     "Matching Normalizing Flows and Probability Paths on Manifolds "
     "(Ben-Hamu et al., ICML 2022, arXiv:2207.04711)"
 )
-
-
-@dataclass
-class RingAndBlobs:
-    """Mixture of a ring ``exp(-beta (<a, x> - c)^2) / Z`` (weight ``w_ring``) and equal vMF
-    blobs on S^2, with exact log-density and sampler (float64)."""
-
-    axis: Tensor
-    c: float
-    beta: float
-    w_ring: float
-    blobs: Any  # VMFMixture
-
-    def _ring_log_z(self) -> float:
-        # Z = 2 pi int_{-1}^{1} exp(-beta (z - c)^2) dz (area element dz dphi on S^2)
-        s = math.sqrt(self.beta)
-        erf = math.erf(s * (1 - self.c)) - math.erf(s * (-1 - self.c))
-        return math.log(2 * math.pi * 0.5 * math.sqrt(math.pi / self.beta) * erf)
-
-    def log_prob(self, x: Tensor) -> Tensor:
-        """Log-density w.r.t. the area, shape (B,)."""
-        x64 = x.to(torch.float64)
-        z = x64 @ self.axis
-        ring = -self.beta * (z - self.c) ** 2 - self._ring_log_z() + math.log(self.w_ring)
-        blobs = self.blobs.log_prob(x64) + math.log(1 - self.w_ring)
-        return torch.logaddexp(ring, blobs).to(x.dtype)
-
-    def sample(self, n: int, generator: torch.Generator) -> Tensor:
-        """``n`` samples (n, 3), float64."""
-        from flowfields.manifolds import Sphere
-        from flowfields.ppd.kernels import _tangent_frame
-
-        n_ring = int(
-            torch.binomial(torch.tensor(float(n)), torch.tensor(self.w_ring), generator=generator)
-        )
-        z = torch.empty(0, dtype=torch.float64)
-        while z.numel() < n_ring:  # the truncated normal on [-1, 1] by rejection
-            cand = self.c + torch.randn(
-                2 * n_ring + 8, generator=generator, dtype=torch.float64
-            ) / math.sqrt(2 * self.beta)
-            z = torch.cat([z, cand[(cand > -1) & (cand < 1)]])
-        z = z[:n_ring]
-        phi = 2 * math.pi * torch.rand(n_ring, generator=generator, dtype=torch.float64)
-        e1, e2 = _tangent_frame(self.axis[None].expand(n_ring, 3))
-        rho = (1 - z * z).sqrt()[:, None]
-        ring = z[:, None] * self.axis + rho * (
-            torch.cos(phi)[:, None] * e1 + torch.sin(phi)[:, None] * e2
-        )
-        x = torch.cat([Sphere(2).projx(ring), self.blobs.sample(n - n_ring, generator)])
-        return x[torch.randperm(n, generator=generator)]
-
-
-def ring_and_blobs(generator: torch.Generator, kappa: float = 30.0) -> RingAndBlobs:
-    """A random tilted ring (beta = 40, c = 0.3, weight 0.4) and 3 vMF blobs of ``kappa``."""
-    from flowfields.manifolds import Sphere
-    from flowfields.ppd import VMFMixture
-
-    s2 = Sphere(2)
-    axis = s2.random_base(1, generator, dtype=torch.float64)[0]
-    mus = s2.random_base(3, generator, dtype=torch.float64)
-    blobs = VMFMixture(
-        torch.full((3,), 1 / 3, dtype=torch.float64),
-        mus,
-        torch.full((3,), kappa, dtype=torch.float64),
-    )
-    return RingAndBlobs(axis=axis, c=0.3, beta=40.0, w_ring=0.4, blobs=blobs)
 
 
 @dataclass
