@@ -22,6 +22,7 @@ from flowfields.ppd.data import airports_s2, lat_lon_to_s2
 from flowfields.ppd.diagnostics import (
     BiasRow,
     TVBound,
+    mean_offset,
     minibatch_bias,
     minibatch_gradient_bias,
     tv_bound,
@@ -67,6 +68,7 @@ __all__ = [
     "lmc_residual",
     "log_i0",
     "log_vmf_normalizer",
+    "mean_offset",
     "minibatch_bias",
     "minibatch_gradient_bias",
     "ppd_loss",
