@@ -242,6 +242,29 @@ def _manifold_cnf(which: str) -> Callable[[torch.dtype, torch.device], Any]:
     return factory
 
 
+def _ppd_density(which: str) -> Callable[[torch.dtype, torch.device], Any]:
+    """The exact densities of the PPD experiments (flowfields.ppd), float64-built, moved."""
+    from flowfields import ppd
+
+    def factory(dtype: torch.dtype, device: torch.device) -> Any:
+        g = torch.Generator().manual_seed(11)
+        if which == "ring":
+            model = ppd.ring_and_blobs(g, kappa=10.0)
+        elif which == "vmf":
+            model = ppd.random_vmf_mixture(3, (2.0, 20.0), g)
+        elif which == "von-mises":
+            mus = torch.tensor([[0.5, -2.0], [-1.5, 1.0], [3.0, 3.0]], dtype=F64)
+            kappas = torch.tensor([[2.0, 6.0], [1.0, 0.3], [4.0, 4.0]], dtype=F64)
+            model = ppd.VonMisesMixture(torch.tensor([0.3, 0.5, 0.2], dtype=F64), mus, kappas)
+        else:  # wrapped normals straddling the seam at +-pi
+            mus = torch.tensor([[0.5, -2.8], [3.0, 1.0]], dtype=F64)
+            sigmas = torch.tensor([[0.4, 0.9], [1.2, 0.5]], dtype=F64)
+            model = ppd.WrappedNormalMixture(torch.tensor([0.6, 0.4], dtype=F64), mus, sigmas)
+        return model.to(dtype=dtype, device=device)
+
+    return factory
+
+
 # ------------------------------------------------------------------------------ registry
 #: Every density model in flowfields. Append entries here (one per model / set-up).
 REGISTRY: list[DensityEntry] = [
@@ -373,6 +396,24 @@ REGISTRY: list[DensityEntry] = [
         strict_dtype=True,
     ),
     DensityEntry("cnf-manifold-s2", _manifold_cnf("s2"), (3,), strict_dtype=True),
+    # PPD's data densities: on S^2 (3 ambient coordinates, no box) and on T^2 (the box is the
+    # torus; smooth and periodic, so the midpoint rule is spectrally accurate)
+    DensityEntry("ppd-ring-and-blobs", _ppd_density("ring"), (3,)),
+    DensityEntry("ppd-vmf-mixture", _ppd_density("vmf"), (3,)),
+    DensityEntry(
+        "ppd-von-mises-mixture-t2",
+        _ppd_density("von-mises"),
+        (2,),
+        ((-math.pi, math.pi),) * 2,
+        mass_tol=1e-9,
+    ),
+    DensityEntry(
+        "ppd-wrapped-normal-mixture-t2",
+        _ppd_density("wrapped-normal"),
+        (2,),
+        ((-math.pi, math.pi),) * 2,
+        mass_tol=1e-9,
+    ),
     # the Voronoi mixture: zero outside its box [-2, 2]^2 (the quadrature box) and
     # discontinuous across the cell faces, so the midpoint rule is first order there
     # (measured |mass - 1| = 1.4e-3 at 192 cells per side, 1.3e-4 at 400, 2e-5 at 800)

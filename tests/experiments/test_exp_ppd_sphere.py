@@ -46,6 +46,7 @@ def test_cli_tiny_run_and_load(tmp_path) -> None:
         "em_sizes=2,4",
         "bias_batches=8,200",
         "tv_fields=1",
+        "grad_bias_draws=4",
     ]
     assert main(["run", "ppd-sphere", "--no-progress", "--out", str(out), "--set", *sets]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
@@ -56,10 +57,12 @@ def test_cli_tiny_run_and_load(tmp_path) -> None:
         "comparable-to-rfm",
         "tv-bound",
         "minibatch-bias",
+        "minibatch-gradient-bias",
     ]
     assert metrics["em/k"] in (2, 4)
     assert metrics["true/test_nll"] < metrics["em/test_nll"] + 0.5
     assert metrics["bias/b8"] < 0 and abs(metrics["bias/b200"]) < 1e-9
+    assert metrics["tv/max_ratio"] <= 1.0  # one field on S^1 and one on S^2
     assert {p.name for p in out.glob("*.png")} == {"densities.png", "nll_vs_time.png"}
     model = flowfields.load(out, "rfm")
     x = model.sample(4, generator=torch.Generator().manual_seed(0))

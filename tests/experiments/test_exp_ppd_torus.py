@@ -36,6 +36,8 @@ def test_cli_tiny_run_and_load(tmp_path) -> None:
         "dims=2,3",
         "n_train=100",
         "n_test=50",
+        "n_val=50",
+        "em_sizes=1,2",
         "hidden=16",
         "depth=2",
         "steps=10",
@@ -44,12 +46,16 @@ def test_cli_tiny_run_and_load(tmp_path) -> None:
     ]
     assert main(["run", "ppd-torus", "--no-progress", "--out", str(out), "--set", *sets]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert [c["id"] for c in metrics["claims"]] == ["nll-gap-per-dim", "cost-linear-in-d"]
+    ids = [c["id"] for c in metrics["claims"]]
+    assert ids == ["nll-gap-per-dim", "cost-linear-in-d", "beats-mixture", "comparable-to-rfm"]
+    assert metrics["em/k"] in (1, 2) and math.isfinite(metrics["baseline/rfm_test_nll"])
+    assert metrics["d2/kappa_1"] in (2.0, 4.0, 8.0, 16.0)
     for d in (2, 3):
         # the uniform density's gap is an upper reference a near-uniform CNF sits near
         assert metrics[f"d{d}/uniform_gap_per_dim"] > 0
         assert math.isfinite(metrics[f"d{d}/gap_per_dim"])
     assert {p.name for p in out.glob("*.png")} == {"scaling.png", "torus_t2.png"}
+    assert flowfields.load(out, "rfm-d2").sample(2).shape == (2, 2)
     model = flowfields.load(out, "d3")
     x = model.sample(4, generator=torch.Generator().manual_seed(0))
     assert x.shape == (4, 3) and bool((x.abs() <= math.pi).all())

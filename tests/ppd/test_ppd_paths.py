@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 
 import pytest
 import torch
@@ -138,6 +139,20 @@ def test_tv_is_bounded_by_half_ppd1() -> None:
         field = ManifoldField(S2, hidden=16, depth=2).double()
         b = tv_bound(field, path, centers, pts, w, n_t=12, steps=24)
         assert 0 < b.tv <= 0.5 * b.ppd_1 + 1e-3, (seed, b)
+    # on S^1 (the midpoint rule is exact for trigonometric degree < n), fields scaled up
+    from flowfields.manifolds import circle_quadrature
+
+    s1 = Sphere(1)
+    pts1, w1 = circle_quadrature(256)
+    assert abs(float((w1 * pts1[:, 0] ** 2).sum()) - math.pi) < 1e-12
+    centers1 = s1.random_base(3, g, dtype=F64)
+    path1 = VMFMixturePath(s1, KappaSchedule(6.0, 1.0))
+    for scale in (1.0, 5.0):
+        torch.manual_seed(7)
+        net = ManifoldField(s1, hidden=16, depth=2).double()
+        field1 = lambda t, x, s=scale, f=net: s * f(t, x)  # noqa: E731
+        b = tv_bound(field1, path1, centers1, pts1, w1, n_t=12, steps=32)
+        assert 0.05 < b.tv <= 0.5 * b.ppd_1 + 1e-3, (scale, b)
 
 
 def test_em_recovers_a_vmf_mixture() -> None:
@@ -204,3 +219,23 @@ def test_minibatch_gradient_bias_is_significant_and_shrinks() -> None:
     for r in rows[:-1]:
         assert r.bias > 3 * r.stderr  # beyond the Monte-Carlo error of the mean: bias
     assert rows[0].bias > rows[1].bias
+
+
+def test_mean_offset_removes_the_noise_of_the_mean() -> None:
+    from flowfields.ppd import mean_offset
+
+    g = torch.Generator().manual_seed(8)
+    ref = torch.zeros(2000, dtype=F64)
+    for offset in (0.0, 0.5):
+        shift = torch.zeros(2000, dtype=F64)
+        shift[0] = offset * math.sqrt(2000)  # |E X - ref| = offset * sqrt(2000)
+        est = []
+        for _ in range(50):
+            draws = shift + torch.randn(8, 2000, generator=g, dtype=F64)  # noise ~ sqrt(2000/8)
+            bias, se = mean_offset(draws, ref)
+            est.append(bias**2)
+            assert abs(se - math.sqrt(2000 / 8)) < 0.1 * math.sqrt(2000 / 8)
+        # the squared estimate is unbiased: its mean over 50 repetitions is the true value
+        # (the raw |mean - ref|^2 would sit 250 above it); sd of the mean ~ 2.5 + offset term
+        true = offset**2 * 2000
+        assert abs(statistics.fmean(est) - true) < 4 * (math.sqrt(2 * 2000) / 8 + 8) + 0.1 * true

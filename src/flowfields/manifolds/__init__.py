@@ -6,7 +6,8 @@ angles, period 2 pi), :class:`Product`; each with ``projx``, ``proju``, ``expmap
 ``random_base(n)`` and ``base_log_prob(x)``, ``dim`` and ``ambient_dim``, and
 ``check_point`` (points off the manifold, the wrong ambient dimension or NaN raise
 :class:`~flowfields.errors.FlowfieldsError`). :class:`ManifoldBase` wraps the base density as
-a density model; :func:`sphere2_quadrature` / :func:`torus_quadrature` integrate on S^2 / T^d.
+a density model; :func:`circle_quadrature`, :func:`sphere2_quadrature` and
+:func:`torus_quadrature` integrate on S^1, S^2 and T^d.
 
 Reference: Ben-Hamu et al., "Matching Normalizing Flows and Probability Paths on Manifolds",
 ICML 2022 (arXiv:2207.04711).
@@ -14,7 +15,11 @@ ICML 2022 (arXiv:2207.04711).
 
 from flowfields.manifolds.base import Euclidean, Manifold, point_tolerance, tiny
 from flowfields.manifolds.product import Product
-from flowfields.manifolds.quadrature import sphere2_quadrature, torus_quadrature
+from flowfields.manifolds.quadrature import (
+    circle_quadrature,
+    sphere2_quadrature,
+    torus_quadrature,
+)
 from flowfields.manifolds.sphere import Sphere, sphere_log_area
 from flowfields.manifolds.torus import FlatTorus, wrap
 from flowfields.manifolds.uniform import ManifoldBase
@@ -26,6 +31,7 @@ __all__ = [
     "ManifoldBase",
     "Product",
     "Sphere",
+    "circle_quadrature",
     "point_tolerance",
     "sphere2_quadrature",
     "sphere_log_area",

@@ -3,6 +3,8 @@
 - :func:`sphere2_quadrature`: Gauss–Legendre in ``z = cos(theta)`` times the uniform
   (trapezoid = spectral for periodic integrands) rule in the azimuth ``phi`` on S^2;
   exact for spherical harmonics of degree < min(2 n_z, n_phi).
+- :func:`circle_quadrature`: the uniform (midpoint = trapezoid) rule on S^1 in R^2,
+  spectrally accurate for smooth integrands (exact for trigonometric degree < n);
 - :func:`torus_quadrature`: the midpoint rule on a uniform grid of T^d (spectrally accurate
   for smooth periodic integrands).
 
@@ -19,7 +21,7 @@ from torch import Tensor
 
 from flowfields.errors import check
 
-__all__ = ["sphere2_quadrature", "torus_quadrature"]
+__all__ = ["circle_quadrature", "sphere2_quadrature", "torus_quadrature"]
 
 
 def sphere2_quadrature(
@@ -37,6 +39,14 @@ def sphere2_quadrature(
     pts = torch.stack([rho * torch.cos(pp), rho * torch.sin(pp), zz], -1).reshape(-1, 3)
     w = (wz[:, None] * (2 * math.pi / n_phi)).expand(n_z, n_phi).reshape(-1)
     return pts, w
+
+
+def circle_quadrature(n: int = 256, *, dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tensor]:
+    """Points (n, 2) on S^1 (unit vectors at the midpoint angles) and weights summing to 2 pi."""
+    check(isinstance(n, int) and n >= 1, "n", n, "an integer >= 1")
+    phi = 2 * math.pi * (torch.arange(n, dtype=dtype) + 0.5) / n
+    pts = torch.stack([torch.cos(phi), torch.sin(phi)], -1)
+    return pts, torch.full((n,), 2 * math.pi / n, dtype=dtype)
 
 
 def torus_quadrature(
