@@ -3,6 +3,7 @@
 - :class:`ConvexPotentialBlock`: ``f = ∇F`` for a strongly convex ICNN potential ``F``;
   exact / SLQ / CG-surrogate log-determinants; inverse by convex optimisation.
 - :class:`CPFlow`: blocks stacked with ActNorm, a density model (``log_prob``, ``sample``).
+- :class:`ConditionalCPFlow`: PICNN blocks given a context, pushed forward (a VI posterior).
 - :func:`gaussian_w2`, :func:`gaussian_brenier_map`: the closed-form quadratic OT between
   Gaussians the transport claims are checked against.
 
@@ -12,7 +13,7 @@ methods in :mod:`flowfields.linalg` (``conjugate_gradient``, ``lanczos``, ``slq_
 """
 
 from flowfields.cpflow.block import LOGDET_METHODS, ConvexPotentialBlock, InverseResult
-from flowfields.cpflow.flow import CPFlow, SampleDetails
+from flowfields.cpflow.flow import ConditionalCPFlow, CPFlow, SampleDetails
 from flowfields.cpflow.gaussian_ot import (
     TriangularGaussianFlow,
     gaussian_brenier_map,
@@ -23,6 +24,7 @@ from flowfields.cpflow.gaussian_ot import (
 __all__ = [
     "LOGDET_METHODS",
     "CPFlow",
+    "ConditionalCPFlow",
     "ConvexPotentialBlock",
     "InverseResult",
     "SampleDetails",

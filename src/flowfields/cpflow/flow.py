@@ -31,7 +31,16 @@ from flowfields.density import check_points, check_sample_count, weights_dtype
 from flowfields.errors import check
 from flowfields.nn import ActNorm
 
-__all__ = ["CPFlow", "SampleDetails"]
+__all__ = ["CPFlow", "ConditionalCPFlow", "SampleDetails"]
+
+
+def _check_blocks(blocks: int) -> None:
+    check(
+        isinstance(blocks, int) and not isinstance(blocks, bool) and blocks >= 1,
+        "blocks",
+        blocks,
+        "an integer >= 1",
+    )
 
 
 @dataclass
@@ -86,12 +95,7 @@ class CPFlow(nn.Module):
         inverse_tol: float | None = None,
     ) -> None:
         super().__init__()
-        check(
-            isinstance(blocks, int) and not isinstance(blocks, bool) and blocks >= 1,
-            "blocks",
-            blocks,
-            "an integer >= 1",
-        )
+        _check_blocks(blocks)
         check(logdet in ("auto", "exact", "slq"), "logdet", logdet, "'auto', 'exact' or 'slq'")
         self.dim = dim
         self.event_shape = (dim,)
@@ -182,3 +186,82 @@ class CPFlow(nn.Module):
         self.train()
         self(x)
         self.train(was)
+
+
+class ConditionalCPFlow(nn.Module):
+    """A conditional convex potential flow ``z = f_K(... f_1(z0; c) ...; c)`` on R^dim.
+
+    Every block is a :class:`ConvexPotentialBlock` on a :class:`~flowfields.nn.PICNN`
+    (``F_k(·; c)`` strongly convex for every context ``c``), so each ``f_k(·; c) = ∇F_k(·; c)``
+    is a bijection with ``log|det| = log det ∇²F_k``. Used in the sampling direction as an
+    amortised variational posterior (arXiv:2012.05942, section 5.3): draws ``z0`` from a base
+    and pushes them forward, ``log q(z | c) = log q0(z0 | c) - Σ_k log det ∇²F_k`` — no
+    inversion is needed for the ELBO.
+
+    Args:
+        dim: dimension ``d``.
+        context_dim: dimension of the context ``c``.
+        blocks: number of blocks ``K``, >= 1.
+        hidden, depth, activation: each block's PICNN.
+        alpha_init, gain_init: each block's initial quadratic and PICNN weights.
+
+    Shapes:
+        ``forward(z0 (B, d), context (B, context_dim))`` -> ``(z (B, d), logdet (B,))``.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        context_dim: int,
+        blocks: int = 2,
+        hidden: int = 64,
+        depth: int = 3,
+        activation: str = "softplus",
+        *,
+        alpha_init: float = 1.0,
+        gain_init: float = 1.0,
+    ) -> None:
+        super().__init__()
+        _check_blocks(blocks)
+        self.dim, self.context_dim = dim, context_dim
+        self.blocks = nn.ModuleList(
+            [
+                ConvexPotentialBlock(
+                    dim,
+                    hidden,
+                    depth,
+                    activation,
+                    context_dim=context_dim,
+                    alpha_init=alpha_init,
+                    gain_init=gain_init,
+                )
+                for _ in range(blocks)
+            ]
+        )
+
+    def _blocks(self) -> list[ConvexPotentialBlock]:
+        return [b for b in self.blocks if isinstance(b, ConvexPotentialBlock)]
+
+    def forward(
+        self, z0: Tensor, context: Tensor, method: str = "exact", **kwargs
+    ) -> tuple[Tensor, Tensor]:
+        """``(z, Σ_k log det ∇²F_k)`` pushing ``z0`` (B, d) forward given ``context``
+        (B, context_dim); ``method`` and ``kwargs`` as in
+        :meth:`ConvexPotentialBlock.forward_logdet`."""
+        check(method in LOGDET_METHODS, "method", method, f"one of {', '.join(LOGDET_METHODS)}")
+        ld = z0.new_zeros(z0.shape[0])
+        z = z0
+        for block in self._blocks():
+            z, ld_k = block.forward_logdet(z, method, context=context, **kwargs)
+            ld = ld + ld_k
+        return z, ld
+
+    def inverse(self, z: Tensor, context: Tensor, tol: float | None = None) -> SampleDetails:
+        """``z0`` with ``forward(z0, context)[0] = z``, block by block (last first)."""
+        check_points(z, (self.dim,), "z", dtype=weights_dtype(self))
+        x, records = z, []
+        for block in reversed(self._blocks()):
+            res = block.inverse(x, tol=tol, context=context)
+            records.append(res)
+            x = res.x
+        return SampleDetails(x.detach(), z, records)
