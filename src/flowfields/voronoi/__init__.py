@@ -12,7 +12,8 @@ Chen, Amos, Nickel, "Semi-Discrete Normalizing Flows through Differentiable Tess
   :class:`UniformDequantizer`, and :class:`DequantizedFlow` (ELBO, IWAE, bits per variable)
   on a zuko flow ``p(z)`` (:func:`make_flow`);
 - :class:`VoronoiMixture`: a disjoint mixture whose likelihood evaluates one component, and
-  the standard K-component :class:`FlowMixture` it is compared against;
+  the standard K-component :class:`FlowMixture` it is compared against, and
+  :class:`VoronoiMixtureFlow`, the mixture as a layer of a stack of flows on R^D;
 - :func:`grid_pmf`: joint PMFs on a K x K grid with exact entropy.
 """
 
@@ -26,7 +27,7 @@ from flowfields.voronoi.dequantization import (
     make_dequantizer,
 )
 from flowfields.voronoi.flows import FLOW_KINDS, make_flow, sample_flow
-from flowfields.voronoi.mixture import FlowMixture, VoronoiMixture
+from flowfields.voronoi.mixture import FlowMixture, VoronoiMixture, VoronoiMixtureFlow
 from flowfields.voronoi.pmf import PMF_NAMES, entropy_bits, grid_pmf, sample_pmf
 from flowfields.voronoi.tessellation import (
     VoronoiTessellation,
@@ -48,6 +49,7 @@ __all__ = [
     "UniformDequantizer",
     "VoronoiDequantizer",
     "VoronoiMixture",
+    "VoronoiMixtureFlow",
     "VoronoiTessellation",
     "cell_map",
     "cell_map_inverse",

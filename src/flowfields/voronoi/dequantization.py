@@ -20,7 +20,11 @@ tighter, non-decreasing in k in expectation, and tends to log P(x).
 
 The conditional Gaussians of Voronoi and argmax come from the same MLP of the one-hot x
 (:func:`flowfields.nn.mlp`). :class:`DequantizedFlow` pairs any of them with a zuko flow
-``p(z)`` and gives the ELBO, the IWAE bound and bits per variable.
+``p(z)`` and gives the ELBO, the IWAE bound and bits per variable. Where the regions tile a
+box (Voronoi: the tessellation's box; uniform: ``[-1, 1]^N``), the zuko flow models
+``w = logit((z - lower) / (upper - lower))``, so that ``p(z)`` is a density on the box, as in
+the paper: a flow on all of R^(N D) would waste the mass it puts outside the box, a loss in
+the bound that argmax (whose orthants tile R^D) does not pay.
 """
 
 from __future__ import annotations
@@ -124,6 +128,27 @@ class Dequantizer(nn.Module):
         """The class of the region (the support of q) holding ``z``: decoding by default."""
         return self.decode(z)
 
+    def support(self) -> tuple[Tensor, Tensor] | None:
+        """The box ``(lower, upper)``, each (N * D,), that the regions of all classes tile, or
+        None when they tile all of R^(N D) (argmax)."""
+        return None
+
+    def to_unbounded(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """``w = logit((z - lower) / (upper - lower))`` per coordinate (identity when the
+        regions tile R^(N D)) and ``log |det dw/dz|`` (...): the flow ``p`` is a density of
+        ``w``, so ``p(z)`` lives on the union of the regions and no mass is lost outside it
+        (Chen et al. put their flow on the box the same way). z (..., N * D)."""
+        box = self.support()
+        if box is None:
+            return z, torch.zeros(z.shape[:-1], dtype=z.dtype, device=z.device)
+        lo, hi = box
+        eps = torch.finfo(z.dtype).eps
+        inside = ((z >= lo) & (z <= hi)).all(-1)
+        u = ((z - lo) / (hi - lo)).clamp(eps, 1 - eps)
+        w = torch.log(u) - torch.log1p(-u)
+        ladj = -(torch.log(u) + torch.log1p(-u) + torch.log(hi - lo)).sum(-1)
+        return w, torch.where(inside, ladj, torch.full_like(ladj, -float("inf")))
+
 
 class _GaussianConditional(Dequantizer):
     """``eps ~ N(m(x), diag s(x)^2)`` in R^(N, D), ``(m, log s) = MLP(one-hot x)``."""
@@ -215,6 +240,9 @@ class VoronoiDequantizer(_GaussianConditional):
     def _region(self, z: Tensor) -> Tensor:
         return self.decode_in_box(z)
 
+    def support(self) -> tuple[Tensor, Tensor]:
+        return self.tess.lower.flatten(), self.tess.upper.flatten()
+
     def decode_in_box(self, z: Tensor) -> Tensor:
         """Like :meth:`decode`, with -1 for variables whose point lies outside the box."""
         zz = z.unflatten(-1, (self.n_vars, self.dim))
@@ -284,6 +312,12 @@ class UniformDequantizer(Dequantizer):
         log_q = self.n_vars * math.log(self.n_classes / 2)
         return torch.full(z.shape[:-1], log_q, dtype=z.dtype, device=z.device)
 
+    def support(self) -> tuple[Tensor, Tensor]:
+        one = torch.ones(
+            self.n_vars, dtype=self._dtype_probe.dtype, device=self._dtype_probe.device
+        )
+        return -one, one
+
 
 #: Dequantizers :func:`make_dequantizer` builds.
 DEQUANTIZERS = ("voronoi", "argmax", "uniform")
@@ -321,7 +355,13 @@ class DequantizedFlow(nn.Module):
     ) -> Tensor:
         """``log p(z_i) - log q(z_i | x)`` for ``z_i ~ q(. | x)``: (n_samples, B)."""
         z, log_q = self.dequantizer.sample(x, n_samples, generator=generator)
-        return self.flow().log_prob(z) - log_q
+        return self.log_prob_z(z) - log_q
+
+    def log_prob_z(self, z: Tensor) -> Tensor:
+        """``log p(z)`` of dequantized points ``z`` (..., N * D): the flow's density of
+        ``w = dequantizer.to_unbounded(z)`` times ``|det dw/dz|``; (...)."""
+        w, ladj = self.dequantizer.to_unbounded(z)
+        return self.flow().log_prob(w) + ladj
 
     def elbo(
         self, x: Tensor, n_samples: int = 1, *, generator: torch.Generator | None = None

@@ -13,7 +13,9 @@ the cost is the nearest-anchor search and the ray cast (O(K D)) plus one flow ev
 where a standard K-component mixture (:class:`FlowMixture`) evaluates K flows.
 
 As a layer in a stack of flows, :meth:`VoronoiMixture.encode` returns ``(x, k, log_det)``:
-``log p(y) = log_det + log p(x | k)``.
+``log p(y) = log_det + log p(x | k)``. :class:`VoronoiMixtureFlow` is such a stack on all of
+R^D, as in the paper's toys: a flow, a sigmoid onto the box, the Voronoi mixture layer, and
+the per-cell flow conditioned on k.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flowfields.density import check_points, check_sample_count, weights_dtype
@@ -33,7 +36,7 @@ from flowfields.voronoi.tessellation import (
     nearest_anchor,
 )
 
-__all__ = ["FlowMixture", "VoronoiMixture"]
+__all__ = ["FlowMixture", "VoronoiMixture", "VoronoiMixtureFlow"]
 
 
 def _draw_components(logits: Tensor, n: int, generator: torch.Generator | None) -> Tensor:
@@ -123,6 +126,76 @@ class VoronoiMixture(nn.Module):
         t = self.tess
         y, _ = cell_map(x, k, t.anchors, t.lower, t.upper, self.theta[k])
         return y
+
+
+class VoronoiMixtureFlow(nn.Module):
+    """A flow, a sigmoid onto the box, and a :class:`VoronoiMixture` (a density on R^D).
+
+    Semi-Discrete Normalizing Flows through Differentiable Tessellation (arXiv:2203.06832):
+    the Voronoi mixture as one layer of a stack. With ``u = T(y)`` the zuko flow ``pre``'s
+    transform and ``b = lower + (upper - lower) sigmoid(u)`` inside the mixture's box,
+
+        log p(y) = log |det dT/dy| + sum_d log((upper - lower) s(u_d) s(-u_d)) + log p_mix(b),
+
+    exact and normalised over R^D; one component per likelihood.
+
+    Args:
+        mixture: the :class:`VoronoiMixture` (its box is the sigmoid's target).
+        pre: an unconditional zuko flow on R^D whose transform maps data to ``u``, or None
+            (identity).
+    """
+
+    def __init__(self, mixture: VoronoiMixture, pre: Any = None) -> None:
+        super().__init__()
+        check(isinstance(mixture, VoronoiMixture), "mixture", mixture, "a VoronoiMixture")
+        self.mixture, self.pre = mixture, pre
+        self.event_shape = mixture.event_shape
+
+    def _to_box(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        """``b`` (B, D) in the box and ``log |det db/dy|`` (B,)."""
+        ladj = torch.zeros(y.shape[:-1], dtype=y.dtype, device=y.device)
+        u = y
+        if self.pre is not None:
+            u, ladj = self.pre().transform.call_and_ladj(y)
+        lo, hi = self.mixture.tess.lower, self.mixture.tess.upper
+        b = lo + (hi - lo) * torch.sigmoid(u)
+        ls = torch.log(hi - lo) + F.logsigmoid(u) + F.logsigmoid(-u)
+        return b, ladj + ls.sum(-1)
+
+    def to_box(self, y: Tensor) -> Tensor:
+        """The points ``b`` (B, D) the mixture layer sees for data ``y`` (B, D)."""
+        return self._to_box(y)[0]
+
+    def log_prob(self, y: Tensor) -> Tensor:
+        """Exact log-density (nats) of ``y`` (B, D) on R^D, (B,)."""
+        check_points(y, self.event_shape, "y", dtype=weights_dtype(self))
+        b, ladj = self._to_box(y)
+        mix = self.mixture
+        x, k, log_det = mix.encode(b)
+        return ladj + log_det + mix._dist(k).log_prob(x)
+
+    def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
+        """``n`` samples (n, D): ``b ~ p_mix``, ``u = logit`` of b in the box, ``y = T^-1(u)``."""
+        b = self.mixture.sample(n, generator=generator)
+        lo, hi = self.mixture.tess.lower, self.mixture.tess.upper
+        eps = torch.finfo(b.dtype).eps
+        v = ((b - lo) / (hi - lo)).clamp(eps, 1 - eps)
+        u = torch.log(v) - torch.log1p(-v)
+        return u if self.pre is None else self.pre().transform.inv(u)
+
+    @torch.no_grad()
+    def init_anchors(self, data: Tensor, *, generator: torch.Generator | None = None) -> None:
+        """Anchors at the k-means centres (:func:`flowfields.linalg.kmeans`, k-means++) of the
+        data's images ``b`` in the box under the current ``pre`` (the paper's lazy k-means
+        initialisation)."""
+        from flowfields.linalg import kmeans
+
+        tess = self.mixture.tess
+        b = self.to_box(data)
+        centres = kmeans(b, tess.n_cells, generator=generator, init="k-means++").centres
+        w = (1.0 - 2.0**-16) * tess.half_width
+        u = ((centres - tess.centre) / w).clamp(-1 + 2.0**-20, 1 - 2.0**-20)
+        tess.raw.copy_(torch.atanh(u))
 
 
 class FlowMixture(nn.Module):
