@@ -12,11 +12,17 @@ Run: ``python -m benchmarks.bench_rl [--quick] [--steps N --seeds S]``; writes
 3. Returns at equal step budgets on Pendulum-v1 (rl-baselines3-zoo settings: lr 1e-3, the rest
    SB3 defaults): both trained with the same seeds and evaluated with deterministic actions on
    the same 10 seeded episodes by :func:`flowfields.rl.evaluate_policy`.
+4. Vector environments: collecting transitions (policy act + environment step) with our
+   one-environment :class:`flowfields.rl.EnvCollector` vs gymnasium's ``SyncVectorEnv`` with N
+   environments and one batched policy call, per transition, interleaved; and what that would
+   save in a training step (one update per transition). ``--collection-only`` measures just
+   this and rewrites its section of the results file.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import time
@@ -87,7 +93,7 @@ def bench_updates(rounds: int) -> tuple[list[Any], list[Any]]:
         smac_rows.append(
             compare(
                 f"SMAC K={k} update vs our SAC",
-                lambda a=agent, s=sk: a.update(s, batch),
+                functools.partial(agent.update, sk, batch),
                 lambda: sac.update(st, batch),
                 rounds=rounds,
             )
@@ -145,20 +151,113 @@ def bench_returns(steps: int, seeds: int) -> list[dict[str, Any]]:
     return rows
 
 
+def bench_collection(rounds: int, n_envs: tuple[int, ...] = (4, 16)) -> list[Any]:
+    """Per-transition collection time: our collector (one env) vs ``SyncVectorEnv(N)``."""
+    import gymnasium as gym
+
+    from flowfields.rl import EnvCollector, TanhGaussianPolicy
+
+    torch.manual_seed(0)
+    policy = TanhGaussianPolicy(3, 1, HIDDEN, 2)
+    col = EnvCollector(ENV, seed=0)
+    chunk = 64
+
+    def ours() -> None:
+        for _ in range(chunk):
+            col.step(policy.act(col.obs[None])[0])
+
+    rows = []
+    for n in n_envs:
+        venv = gym.vector.SyncVectorEnv([lambda: gym.make(ENV) for _ in range(n)])
+        state = {"obs": venv.reset(seed=0)[0]}
+        space: Any = venv.single_action_space
+        bounds = (space.low, space.high)
+
+        def vector(venv: Any = venv, state: dict = state, n: int = n, b: Any = bounds) -> None:
+            for _ in range(chunk // n):
+                a = policy.act(torch.as_tensor(state["obs"], dtype=torch.float32)).numpy()
+                state["obs"] = venv.step(b[0] + (a + 1.0) * 0.5 * (b[1] - b[0]))[0]
+
+        rows.append(
+            compare(
+                f"collect {chunk} transitions: 1 env vs SyncVectorEnv({n})",
+                ours,
+                vector,
+                rounds=rounds,
+            )
+        )
+        venv.close()
+    return rows
+
+
+def collection_section(rows: list[Any], update_ms: float) -> list[str]:
+    """The markdown of the vector-environment measurement."""
+    lines = [
+        "## Vector environments",
+        "",
+        f"Collecting transitions on {ENV} (policy 256-256 acting, environment stepping), our "
+        "one-environment collector vs gymnasium's `SyncVectorEnv` with one batched policy call "
+        "for N environments, interleaved:",
+        "",
+        markdown_table(rows, "vector"),
+        "",
+    ]
+    for r in rows:
+        ours_t, vec_t = r.ours_ms / 64, r.peer_ms / 64
+        saved = (ours_t - vec_t) / (ours_t + update_ms)
+        lines.append(
+            f"- {r.name.split(': ')[1]}: {ours_t:.3f} vs {vec_t:.3f} ms per transition; with "
+            f"one {update_ms:.1f} ms update per transition a training step would be "
+            f"{100 * saved:.1f}% shorter."
+        )
+    lines += [
+        "",
+        "With one gradient update per environment step the update dominates, so the training "
+        "loop keeps one environment per process (vector environments would pay off only with "
+        "far fewer updates per transition, or slower simulators).",
+        "",
+    ]
+    return lines
+
+
+def _rewrite_section(text: str, header: str, section: list[str]) -> str:
+    """``text`` with the markdown section starting at ``header`` replaced (or appended)."""
+    if header not in text:
+        return text.rstrip("\n") + "\n\n" + "\n".join(section)
+    head, rest = text.split(header, 1)
+    tail = rest.split("\n## ", 1)
+    after = "\n## " + tail[1] if len(tail) > 1 else ""
+    return head + "\n".join(section).rstrip("\n") + "\n" + after
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="fewer rounds, 2,000-step returns")
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--seeds", type=int, default=None)
+    ap.add_argument("--collection-only", action="store_true", help="only the vector-env part")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     t_start, load0 = time.perf_counter(), os.getloadavg()[0]
     rounds = 5 if args.quick else 11
+    if args.collection_only:
+        sac, batch = SAC(3, 1, AgentConfig(hidden=HIDDEN, lr=LR)), _batch()
+        st = sac.train_state()
+        upd = compare("update", lambda: sac.update(st, batch), lambda: None, rounds=rounds)
+        section = collection_section(bench_collection(rounds), upd.ours_ms)
+        section.insert(2, f"Command: `python -m benchmarks.bench_rl --collection-only` "
+                       f"({time.perf_counter() - t_start:.0f} s, 1-min load average "
+                       f"{load0:.1f}).\n")  # fmt: skip
+        old = OUT.read_text() if OUT.exists() else "# SAC / SMAC (arXiv:2210.00999)\n"
+        OUT.write_text(_rewrite_section(old, "## Vector environments", section))
+        print("\n".join(section))
+        return 0
     steps = args.steps or (2000 if args.quick else 20_000)
     seeds = args.seeds or (1 if args.quick else 3)
     peer, smac_rows = bench_updates(rounds)
     e2e = bench_end_to_end(3 if args.quick else 7)
     rets = bench_returns(steps, seeds)
+    vec = collection_section(bench_collection(rounds), peer[0].ours_ms)
     load = os.getloadavg()[0]
     lines = [
         "# SAC / SMAC (arXiv:2210.00999) vs stable-baselines3",
@@ -198,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         f"| mean | {np.mean([r['ours'] for r in rets]):.1f} | "
         f"{np.mean([r['sb3'] for r in rets]):.1f} | | |",
         "",
+        *vec,
     ]
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text("\n".join(lines))

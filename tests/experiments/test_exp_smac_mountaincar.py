@@ -16,13 +16,14 @@ from flowfields.rl import LatentPolicy
 def test_presets() -> None:
     assert Config().env_id == "MountainCarContinuous-v0" and Config().steps == 50_000
     assert Config.quick().seeds == 2 and Config.full().seeds == 5
+    assert Config.quick().steps < Config().claim_steps <= Config.full().steps  # smoke vs full
 
 
 @pytest.mark.slow
 def test_cli_tiny_run_and_load(tmp_path) -> None:
     out = tmp_path / "mc"
     sets = ["seeds=1", "steps=30", "hidden=8", "head_hidden=8", "learning_starts=10",
-            "batch_size=8", "eval_every=30", "eval_episodes=1"]  # fmt: skip
+            "batch_size=8", "eval_every=30", "eval_episodes=1", "claim_steps=0"]  # fmt: skip
     assert (
         main(["run", "smac-mountaincar", "--no-progress", "--out", str(out), "--set", *sets]) == 0
     )

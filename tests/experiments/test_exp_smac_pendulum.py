@@ -31,6 +31,7 @@ def test_cli_tiny_run_and_load(tmp_path) -> None:
         "cost_hidden=16",
         "cost_batch=16",
         "cost_repeats=1",
+        "claim_steps=0",  # make the return claims at this tiny budget
     ]
     assert main(["run", "smac-pendulum", "--no-progress", "--out", str(out), "--set", *sets]) == 0
     metrics = json.loads((out / "metrics.json").read_text())

@@ -3,6 +3,8 @@ the marginalized critic."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
@@ -45,17 +47,21 @@ class _HeadAsTanhGaussian(nn.Module):
         return PolicySample(torch.tanh(u), u, tanh_gaussian_log_prob(u, mu, log_std))
 
 
-def test_degenerate_smac_losses_equal_sac() -> None:
-    """latent_std = 0: SMAC's three losses equal SAC's with the same networks and draws."""
-    cfg = AgentConfig(hidden=16, n_particles=8, latent_std=0.0, init_alpha=0.3)
+@pytest.mark.parametrize("filter_window", [0, 2])
+def test_degenerate_smac_losses_equal_sac(filter_window: int) -> None:
+    """latent_std = 0: SMAC's three losses equal SAC's with the same networks and draws (also
+    on the recurrent filter's trunk, windows of 2 steps of 3 numbers)."""
+    cfg = AgentConfig(hidden=16, n_particles=8, latent_std=0.0, init_alpha=0.3,
+                      filter_window=filter_window, filter_hidden=7)  # fmt: skip
+    obs_dim = 6 if filter_window else 3
     torch.manual_seed(0)
-    smac = SMAC(3, 2, cfg)
+    smac = SMAC(obs_dim, 2, cfg)
     for m in smac.modules().values():
         m.double()
-    sac = SAC(3, 2, cfg, actor=_HeadAsTanhGaussian(smac.actor))
+    sac = SAC(obs_dim, 2, cfg, actor=_HeadAsTanhGaussian(smac.actor))
     for k in ("critic", "critic_target", "alpha"):
         getattr(sac, k).double().load_state_dict(getattr(smac, k).state_dict())
-    batch = _batch()
+    batch = _batch(obs_dim=obs_dim)
     torch.manual_seed(5)
     ls = smac.losses(batch)
     torch.manual_seed(5)
@@ -63,7 +69,7 @@ def test_degenerate_smac_losses_equal_sac() -> None:
     for key in ("alpha_loss", "critic_loss", "actor_loss"):
         torch.testing.assert_close(ls[key], lr[key], rtol=1e-12, atol=1e-12)
     # with a learned (non-zero) latent variance the losses differ
-    smac2 = SMAC(3, 2, AgentConfig(hidden=16, n_particles=8, latent_std=0.5, init_alpha=0.3))
+    smac2 = SMAC(obs_dim, 2, dataclasses.replace(cfg, latent_std=0.5))
     smac2.actor.load_state_dict(smac.actor.state_dict())
     smac2.critic.load_state_dict(smac.critic.state_dict())
     for m in smac2.modules().values():

@@ -3,6 +3,7 @@ SIGKILL + resume that continues bit for bit."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -71,17 +72,22 @@ def _params(run) -> list[torch.Tensor]:
     return [p.detach().clone() for m in run.agent.modules().values() for p in m.parameters()]
 
 
-@pytest.mark.parametrize("algo", ["sac", "smac"])
-def test_seeded_runs_reproduce(algo: str) -> None:
+@pytest.mark.parametrize(("algo", "window"), [("sac", 0), ("smac", 0), ("smac", 3)])
+def test_seeded_runs_reproduce(algo: str, window: int) -> None:
+    """Same seed: identical weights and losses (window 3: velocity-free Pendulum through the
+    recurrent filter); another seed: different weights."""
+    cfg = dataclasses.replace(TINY, filter_window=window, filter_hidden=8)
+    obs = {"hide_velocity": bool(window)}
     runs = []
     for _ in range(2):
-        run = build_run(algo, "Pendulum-v1", TINY, seed=3, **RUN)
+        run = build_run(algo, "Pendulum-v1", cfg, seed=3, **RUN, **obs)
         fit(run.state, run.step_fn, steps=40, progress=False, seed=3)
         runs.append(run)
+    assert runs[0].collector.obs_dim == (12 if window else 3)
     for a, b in zip(_params(runs[0]), _params(runs[1])):
         assert torch.equal(a, b)
     assert runs[0].state.history == runs[1].state.history
-    other = build_run(algo, "Pendulum-v1", TINY, seed=4, **RUN)
+    other = build_run(algo, "Pendulum-v1", cfg, seed=4, **RUN, **obs)
     fit(other.state, other.step_fn, steps=40, progress=False, seed=4)
     assert not all(torch.equal(a, b) for a, b in zip(_params(runs[0]), _params(other)))
 

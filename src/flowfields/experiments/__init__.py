@@ -37,6 +37,8 @@ REGISTRY: dict[str, str] = {
     "sdebnn-stl": "flowfields.experiments.sdebnn_stl",
     "smac-pendulum": "flowfields.experiments.smac_pendulum",
     "smac-mountaincar": "flowfields.experiments.smac_mountaincar",
+    "smac-pomdp": "flowfields.experiments.smac_pomdp",
+    "smac-halfcheetah": "flowfields.experiments.smac_halfcheetah",
     "gflownet-hypergrid": "flowfields.experiments.gflownet_hypergrid",
     "gflownet-unify": "flowfields.experiments.gflownet_unify",
     "compression-jumps": "flowfields.experiments.compression_jumps",

@@ -7,6 +7,7 @@ Zhang et al., "Latent State Marginalization as a Low-cost Approach for Improving
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import time
@@ -82,10 +83,18 @@ def estimator_check(n: int, ks: tuple[int, ...], seed: int, chunk: int = 2000) -
 
 
 def update_cost(
-    ks: tuple[int, ...], hidden: int, batch_size: int, repeats: int, seed: int = 0
+    ks: tuple[int, ...],
+    hidden: int,
+    batch_size: int,
+    repeats: int,
+    seed: int = 0,
+    filter_window: int = 0,
 ) -> dict[str, float]:
     """CPU process seconds per full update (temperature, critic, actor, target) of SAC and of
     SMAC at each K, on Pendulum-sized inputs, interleaved over ``repeats`` rounds (median).
+
+    With ``filter_window = L > 0`` both agents read windows of L steps of velocity-free
+    Pendulum (4 numbers a step) through the recurrent filter.
 
     Returns:
         ``{"sac": s, "smac_K8": s, ...}``.
@@ -93,17 +102,22 @@ def update_cost(
     from flowfields.rl import SAC, SMAC, AgentConfig, Batch
 
     torch.manual_seed(seed)
-    agents: dict[str, Any] = {"sac": SAC(3, 1, AgentConfig(hidden=hidden))}
+    obs_dim = 4 * filter_window if filter_window else 3
+    cfg = AgentConfig(hidden=hidden, filter_window=filter_window)
+    agents: dict[str, Any] = {"sac": SAC(obs_dim, 1, cfg)}
     for k in ks:
-        agents[f"smac_K{k}"] = SMAC(3, 1, AgentConfig(hidden=hidden, n_particles=k))
+        agents[f"smac_K{k}"] = SMAC(obs_dim, 1, dataclasses.replace(cfg, n_particles=k))
     states = {name: ag.train_state() for name, ag in agents.items()}
     batch = Batch(
-        obs=torch.randn(batch_size, 3),
+        obs=torch.randn(batch_size, obs_dim),
         action=torch.rand(batch_size, 1) * 2 - 1,
         reward=torch.randn(batch_size),
-        next_obs=torch.randn(batch_size, 3),
+        next_obs=torch.randn(batch_size, obs_dim),
         terminated=torch.zeros(batch_size),
     )
+    if filter_window:  # every step of every window valid
+        for x in (batch.obs, batch.next_obs):
+            x.view(batch_size, filter_window, 4)[..., -1] = 1.0
     times: dict[str, list[float]] = {name: [] for name in agents}
     for name, ag in agents.items():  # warm-up
         ag.update(states[name], batch)

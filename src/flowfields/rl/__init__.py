@@ -12,6 +12,7 @@ and the estimator :func:`marginal_entropy_estimate`.
 
 from flowfields.rl.action_density import ActionDensity
 from flowfields.rl.agents import SAC, SMAC, AgentConfig, LogAlpha
+from flowfields.rl.belief import BeliefFilter, recurrent_trunk
 from flowfields.rl.buffer import Batch, ReplayBuffer
 from flowfields.rl.critics import TwinCritic, marginal_q, polyak_update
 from flowfields.rl.entropy import (
@@ -42,6 +43,7 @@ __all__ = [
     "ActionDensity",
     "AgentConfig",
     "Batch",
+    "BeliefFilter",
     "EnvCollector",
     "LatentPolicy",
     "LogAlpha",
@@ -60,6 +62,7 @@ __all__ = [
     "marginal_entropy_estimate",
     "marginal_q",
     "polyak_update",
+    "recurrent_trunk",
     "tanh_gaussian_log_prob",
     "tanh_log_det",
 ]

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from flowfields.engine import TrainState
 from flowfields.errors import check
+from flowfields.rl.belief import recurrent_trunk
 from flowfields.rl.buffer import Batch
 from flowfields.rl.critics import TwinCritic, marginal_q, polyak_update
 from flowfields.rl.entropy import AGGREGATIONS
@@ -42,6 +43,9 @@ class AgentConfig:
         latent_std: None (learned) or a fixed latent standard deviation.
         aggregation: critic aggregation over latents (``min``, ``mean``, ``logmeanexp``).
         critic_latent: whether the critic sees the latent (``Q(x, s, a)``, marginalized).
+        filter_window: ``L > 0``: observations are windows of the last L steps and the actor's
+            trunk is the recurrent :class:`~flowfields.rl.BeliefFilter` (SMAC: its belief is
+            the latent); the critics read the flattened window. filter_hidden: its GRU state.
     """
 
     hidden: int = 256
@@ -57,6 +61,8 @@ class AgentConfig:
     latent_std: float | None = None
     aggregation: str = "mean"
     critic_latent: bool = False
+    filter_window: int = 0
+    filter_hidden: int = 64
 
 
 class LogAlpha(nn.Module):
@@ -126,8 +132,24 @@ class SAC:
         te = cfg.target_entropy
         self.target_entropy = float(-act_dim if te is None else te)
 
+    def build_trunk(self) -> nn.Module | None:
+        """The actor's recurrent trunk when ``cfg.filter_window > 0``, else None (an MLP)."""
+        c = self.cfg
+        check(
+            isinstance(c.filter_window, int) and c.filter_window >= 0,
+            "filter_window",
+            c.filter_window,
+            "an integer >= 0",
+        )
+        if c.filter_window == 0:
+            return None
+        return recurrent_trunk(self.obs_dim, c.filter_window, c.filter_hidden, c.hidden, c.depth)
+
     def build_actor(self) -> nn.Module:
-        return TanhGaussianPolicy(self.obs_dim, self.act_dim, self.cfg.hidden, self.cfg.depth)
+        c = self.cfg
+        return TanhGaussianPolicy(
+            self.obs_dim, self.act_dim, c.hidden, c.depth, trunk=self.build_trunk()
+        )
 
     def critic_in_dim(self) -> int:
         return self.obs_dim
@@ -247,6 +269,7 @@ class SMAC(SAC):
             head_hidden=c.head_hidden,
             n_particles=c.n_particles,
             latent_std=c.latent_std,
+            trunk=self.build_trunk(),
         )
 
     def critic_in_dim(self) -> int:

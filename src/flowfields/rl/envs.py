@@ -26,7 +26,12 @@ VELOCITY_FREE: dict[str, tuple[int, ...]] = {
 
 
 def make_env(
-    env_id: str, *, hide_velocity: bool = False, flicker: float = 0.0, obs_noise: float = 0.0
+    env_id: str,
+    *,
+    hide_velocity: bool = False,
+    flicker: float = 0.0,
+    obs_noise: float = 0.0,
+    history: int = 0,
 ) -> Any:
     """``gymnasium.make(env_id)`` with a continuous (Box) action space, checked.
 
@@ -35,6 +40,8 @@ def make_env(
         hide_velocity: keep only the :data:`VELOCITY_FREE` observation entries (a POMDP).
         flicker: probability of a zeroed observation per step. obs_noise: standard deviation
             of Gaussian observation noise (both drawn from the environment's ``np_random``).
+        history: with ``L >= 1`` the observation is the window of the last L steps
+            (:class:`~flowfields.rl.pomdp.HistoryObservation`), the recurrent filter's input.
 
     Raises:
         FlowfieldsError: unknown id, a discrete action space, or no velocity-free variant.
@@ -44,6 +51,7 @@ def make_env(
     check(isinstance(env_id, str), "env_id", env_id, "a gymnasium environment id (str)")
     check(0.0 <= flicker < 1.0, "flicker", flicker, "a probability in [0, 1)")
     check(obs_noise >= 0.0, "obs_noise", obs_noise, "a standard deviation >= 0")
+    check(isinstance(history, int) and history >= 0, "history", history, "an integer >= 0")
     try:
         env = gym.make(env_id)
     except gym.error.Error as err:
@@ -68,6 +76,10 @@ def make_env(
 
         env = NoisyObservation(env, obs_noise) if obs_noise > 0 else env
         env = FlickerObservation(env, flicker) if flicker > 0 else env
+    if history > 0:
+        from flowfields.rl.pomdp import HistoryObservation
+
+        env = HistoryObservation(env, history)
     return env
 
 
@@ -83,7 +95,7 @@ class EnvCollector:
 
     Args:
         env_id: gymnasium id. seed: the first reset's seed. device: where observations go.
-        hide_velocity, flicker, obs_noise: see :func:`make_env`.
+        hide_velocity, flicker, obs_noise, history: see :func:`make_env`.
 
     Attributes:
         obs: (obs_dim,) the current observation (float32 tensor on ``device``).
@@ -100,10 +112,15 @@ class EnvCollector:
         hide_velocity: bool = False,
         flicker: float = 0.0,
         obs_noise: float = 0.0,
+        history: int = 0,
     ) -> None:
         self.env_id, self.device = env_id, torch.device(device)
         self.env = make_env(
-            env_id, hide_velocity=hide_velocity, flicker=flicker, obs_noise=obs_noise
+            env_id,
+            hide_velocity=hide_velocity,
+            flicker=flicker,
+            obs_noise=obs_noise,
+            history=history,
         )
         self.obs_dim = int(np.prod(self.env.observation_space.shape))
         self.act_dim = int(np.prod(self.env.action_space.shape))
@@ -179,6 +196,7 @@ def evaluate_policy(
     hide_velocity: bool = False,
     flicker: float = 0.0,
     obs_noise: float = 0.0,
+    history: int = 0,
     device: str | torch.device = "cpu",
 ) -> list[float]:
     """Undiscounted returns of ``episodes`` episodes with deterministic actions.
@@ -188,10 +206,12 @@ def evaluate_policy(
 
     Args:
         policy: has ``act(obs (1, obs_dim), deterministic=True) -> (1, act_dim)`` in [-1, 1].
-        hide_velocity, flicker, obs_noise: the observation model (:func:`make_env`).
+        hide_velocity, flicker, obs_noise, history: the observation model (:func:`make_env`).
     """
     check(isinstance(episodes, int) and episodes >= 1, "episodes", episodes, "an integer >= 1")
-    env = make_env(env_id, hide_velocity=hide_velocity, flicker=flicker, obs_noise=obs_noise)
+    env = make_env(
+        env_id, hide_velocity=hide_velocity, flicker=flicker, obs_noise=obs_noise, history=history
+    )
     returns = []
     for i in range(episodes):
         obs, _ = env.reset(seed=seed + i)

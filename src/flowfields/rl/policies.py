@@ -91,6 +91,8 @@ class TanhGaussianPolicy(nn.Module):
     Args:
         obs_dim, act_dim: observation and action sizes.
         hidden, depth: the MLP (ReLU), as stable-baselines3's ``net_arch=[hidden] * depth``.
+        trunk: use this module (obs_dim -> hidden features, e.g.
+            :func:`~flowfields.rl.belief.recurrent_trunk`) instead of the MLP.
 
     Shapes:
         ``forward(obs)``: (batch, obs_dim) -> ``(mu, log_std)`` each (batch, act_dim).
@@ -98,10 +100,18 @@ class TanhGaussianPolicy(nn.Module):
 
     n_particles = 0
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: int = 256, depth: int = 2) -> None:
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden: int = 256,
+        depth: int = 2,
+        *,
+        trunk: nn.Module | None = None,
+    ) -> None:
         super().__init__()
         self.obs_dim, self.act_dim = obs_dim, act_dim
-        self.trunk = relu_mlp(obs_dim, None, hidden, depth)
+        self.trunk = trunk if trunk is not None else relu_mlp(obs_dim, None, hidden, depth)
         self.mu = nn.Linear(hidden, act_dim)
         self.log_std = nn.Linear(hidden, act_dim)
 
@@ -135,6 +145,9 @@ class LatentPolicy(nn.Module):
         n_particles: ``K >= 0``, extra latents of the entropy estimate.
         latent_std: fix ``sigma_s`` to this value (0 gives a degenerate latent, i.e. a
             tanh-Gaussian policy); None learns it.
+        trunk: use this module (obs_dim -> hidden features) instead of the MLP; with
+            :func:`~flowfields.rl.belief.recurrent_trunk` ``q(s|x)`` is the belief of a
+            recurrent filter over the observation window (the POMDP variant).
     """
 
     def __init__(
@@ -148,6 +161,7 @@ class LatentPolicy(nn.Module):
         head_hidden: int = 64,
         n_particles: int = 8,
         latent_std: float | None = None,
+        trunk: nn.Module | None = None,
     ) -> None:
         super().__init__()
         for name, v in (("latent_dim", latent_dim), ("head_hidden", head_hidden)):
@@ -166,7 +180,7 @@ class LatentPolicy(nn.Module):
         )
         self.obs_dim, self.act_dim, self.latent_dim = obs_dim, act_dim, latent_dim
         self.n_particles, self.latent_std = n_particles, latent_std
-        self.trunk = relu_mlp(obs_dim, None, hidden, depth)
+        self.trunk = trunk if trunk is not None else relu_mlp(obs_dim, None, hidden, depth)
         self.latent = nn.Linear(hidden, 2 * latent_dim)
         self.head_h = nn.Linear(hidden, head_hidden)
         self.head_s = nn.Linear(latent_dim, head_hidden, bias=False)

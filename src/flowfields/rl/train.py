@@ -111,16 +111,20 @@ def build_run(
         cfg: agent hyper-parameters. seed: seeds torch / NumPy / random (networks) and the
             environment's first reset. buffer_size: replay capacity (capped at what fits).
         hide_velocity, flicker, obs_noise: POMDP variants (:func:`~flowfields.rl.make_env`).
+            With ``cfg.filter_window = L > 0`` the observations are windows of the last L
+            steps (``make_env(..., history=L)``), read by the agent's recurrent filter.
 
     Raises:
         FlowfieldsError: unknown ``algo`` or env id, a discrete action space, bad sizes.
     """
     check(algo in ALGORITHMS, "algo", algo, f"one of {list(ALGORITHMS)}")
     seed_everything(seed)
+    window = cfg.filter_window if cfg is not None else 0
     obs_model: dict[str, Any] = {
         "hide_velocity": hide_velocity,
         "flicker": flicker,
         "obs_noise": obs_noise,
+        "history": window,
     }
     collector = EnvCollector(env_id, seed, device, **obs_model)
     agent = ALGORITHMS[algo](collector.obs_dim, collector.act_dim, cfg, device)
