@@ -39,6 +39,7 @@ REGISTRY: dict[str, str] = {
     "smac-mountaincar": "flowfields.experiments.smac_mountaincar",
     "gflownet-hypergrid": "flowfields.experiments.gflownet_hypergrid",
     "gflownet-unify": "flowfields.experiments.gflownet_unify",
+    "gflownet-mle": "flowfields.experiments.gflownet_mle",
     "compression-jumps": "flowfields.experiments.compression_jumps",
     "compression-video": "flowfields.experiments.compression_video",
     "voronoi-dequantization": "flowfields.experiments.voronoi_dequantization",
