@@ -1,7 +1,9 @@
-"""GFlowNets (arXiv:2209.02606): our TB training vs torchgfn 2.4.1 on HyperGrid, interleaved.
+"""GFlowNets (arXiv:2209.02606): our training vs torchgfn 2.4.1 on HyperGrid, interleaved.
 
-Run: ``python -m benchmarks.bench_gflownet [--quick]``; writes
-``benchmarks/results/gflownet.md``.
+Run: ``python -m benchmarks.bench_gflownet [--quick] [--objectives tb,db,...]``; writes
+``benchmarks/results/gflownet.md``. Trajectory balance on 2-D (300 iterations) and 4-D
+(1,000) H = 8 — the issue's budgets — and the other objectives (DB, SubTB(0.9), FM, ZVar)
+on 2-D at 300 iterations (``--all-4d``: on 4-D too, about 25 more minutes of CPU).
 
 torchgfn pins ``numpy < 2``, so it lives in its own virtual environment,
 ``benchmarks/.venv-torchgfn`` (created on first use: ``python -m venv`` then
@@ -11,12 +13,18 @@ the two trainings advance in alternating chunks of ``chunk`` iterations (the ord
 round) and machine drift hits both alike. Each side times its own chunk (the peer inside its
 process: pipe latency excluded).
 
-Same problem, same budget: HyperGrid (r0, r1, r2) = (0.1, 0.5, 2.0), K-hot features, P_F and
-a learned P_B as separate ReLU MLPs (256 wide, 2 hidden layers), TB, 128 on-policy trajectories
-per iteration, Adam 1e-3 with log Z at 0.1, one torch thread each. After the same number of
-iterations the exact L1 distance ``sum_x |P_T(x) - R(x)/Z|`` of each trained policy is computed
-by dynamic programming over the grid (:func:`flowfields.gflownet.exact_terminal_distribution`;
-the peer's forward log-probabilities on all states are sent back and go through the same DP).
+Same problem, same budget: HyperGrid (r0, r1, r2) = (0.1, 0.5, 2.0), K-hot features, P_F,
+a learned P_B and (DB / SubTB) the state flow as separate ReLU MLPs (256 wide, 2 hidden
+layers; FM: one edge-flow MLP), 128 on-policy trajectories per iteration, Adam 1e-3 with log Z
+at 0.1, one torch thread each. After the same number of iterations the exact L1 distance
+``sum_x |P_T(x) - R(x)/Z|`` of each trained policy is computed by dynamic programming over the
+grid (:func:`flowfields.gflownet.exact_terminal_distribution`; the peer's forward logits,
+backward log-probabilities and state flows on all states are sent back, loaded into a
+:class:`~flowfields.gflownet.TabularPolicy` and go through the same DP), and each side's
+estimate of log Z is read the same way
+(:func:`flowfields.experiments.gflownet_hypergrid.log_z_estimate`: TB its log Z, DB / SubTB
+``log F(s0)``, FM the log out-flow of ``s0``, ZVar the mean of ``log R + log P_B - log P_F``
+over 4,096 fresh trajectories).
 """
 
 from __future__ import annotations
@@ -33,14 +41,16 @@ import torch
 
 from benchmarks.timing import Comparison, machine, markdown_table
 from flowfields.experiments._gflownet_train import gfn_state, reward_step
+from flowfields.experiments.gflownet_hypergrid import log_z_estimate
 from flowfields.gflownet import (
+    LOSSES,
     HyperGrid,
     MLPPolicy,
+    TabularPolicy,
     dag_table,
     exact_terminal_distribution,
     l1_error,
     target_distribution,
-    terminal_distribution_from_log_pf,
 )
 
 __all__ = ["main"]
@@ -49,6 +59,7 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "results" / "gflownet.md"
 VENV = ROOT / "benchmarks" / ".venv-torchgfn"
 PEER = ROOT / "benchmarks" / "_gflownet_peer.py"
+NAMES = {"tb": "TB", "db": "DB", "subtb": "SubTB(0.9)", "fm": "FM", "zvar": "ZVar"}
 SETTINGS = {"hidden": 256, "depth": 2, "batch": 128, "lr": 1e-3, "lr_log_z": 0.1, "seed": 0}
 
 
@@ -95,11 +106,12 @@ class Peer:
         self.proc.wait(timeout=30)
 
 
-def _ours(env: HyperGrid):
+def _ours(env: HyperGrid, loss: str):
     torch.manual_seed(SETTINGS["seed"])
-    policy = MLPPolicy(env, SETTINGS["hidden"], SETTINGS["depth"], activation="relu")
+    flow = loss in ("db", "subtb")
+    policy = MLPPolicy(env, SETTINGS["hidden"], SETTINGS["depth"], activation="relu", flow=flow)
     state = gfn_state(policy, SETTINGS["lr"], SETTINGS["lr_log_z"])
-    step = reward_step("tb", SETTINGS["batch"])
+    step = reward_step(loss, SETTINGS["batch"], lam=0.9)
 
     def train(iters: int) -> float:
         t0 = time.perf_counter()
@@ -111,11 +123,25 @@ def _ours(env: HyperGrid):
     return policy, train
 
 
-def run_case(peer: Peer, ndim: int, height: int, iters: int, chunk: int) -> dict:
-    """Train both sides for ``iters`` TB iterations, interleaved by ``chunk``."""
+def peer_policy(env: HyperGrid, got: dict) -> TabularPolicy:
+    """The peer's trained networks on every state, as a :class:`TabularPolicy`."""
+    pol = TabularPolicy(env)
+    rows = env.index(torch.tensor(got["states"]))
+    pol.pf_table.data[rows] = torch.tensor(got["pf_logits"], dtype=torch.float64)
+    if "log_pb" in got:
+        pol.pb_table.data[rows] = torch.tensor(got["log_pb"], dtype=torch.float64)
+    if "log_f" in got:
+        pol.flow_table.data[rows] = torch.tensor(got["log_f"], dtype=torch.float64)
+    if got.get("log_z") is not None:
+        pol.log_z.data = torch.tensor(float(got["log_z"]), dtype=torch.float64)
+    return pol
+
+
+def run_case(peer: Peer, ndim: int, height: int, iters: int, chunk: int, loss: str) -> dict:
+    """Train both sides for ``iters`` iterations of ``loss``, interleaved by ``chunk``."""
     env = HyperGrid(ndim, height)
-    peer.ask(cmd="setup", ndim=ndim, height=height, threads=1, **SETTINGS)
-    policy, ours_train = _ours(env)
+    peer.ask(cmd="setup", loss=loss, ndim=ndim, height=height, threads=1, **SETTINGS)
+    policy, ours_train = _ours(env, loss)
     t_ours, t_peer, ratios = [], [], []
     done, r = 0, 0
     while done < iters:
@@ -133,14 +159,11 @@ def run_case(peer: Peer, ndim: int, height: int, iters: int, chunk: int) -> dict
     table = dag_table(env)
     target = target_distribution(env, table)
     pt_ours = exact_terminal_distribution(env, policy, table)
-    got = peer.ask(cmd="policy")
-    rows = env.index(torch.tensor(got["states"]))
-    log_pf = torch.empty(table.forward_mask.shape, dtype=torch.float64)
-    log_pf[rows] = torch.tensor(got["log_pf"], dtype=torch.float64)
-    pt_peer = terminal_distribution_from_log_pf(env, log_pf, table)
+    theirs = peer_policy(env, peer.ask(cmd="policy"))
+    pt_peer = exact_terminal_distribution(env, theirs, table)
     q = statistics.quantiles(ratios, n=4) if len(ratios) >= 2 else [ratios[0]] * 3
     comp = Comparison(
-        name=f"TB iteration, HyperGrid {ndim}-D H={height}",
+        name=f"{NAMES[loss]} iteration, HyperGrid {ndim}-D H={height}",
         ours_ms=statistics.median(t_ours),
         peer_ms=statistics.median(t_peer),
         ratio=statistics.median(ratios),
@@ -151,54 +174,75 @@ def run_case(peer: Peer, ndim: int, height: int, iters: int, chunk: int) -> dict
     log_z = env.log_partition()
     return {
         "comparison": comp,
+        "loss": loss,
         "ndim": ndim,
         "height": height,
         "iters": iters,
         "l1_ours": l1_error(pt_ours, target),
         "l1_peer": l1_error(pt_peer, target),
-        "dlogz_ours": abs(float(policy.log_z) - log_z),
-        "dlogz_peer": abs(got["log_z"] - log_z),
+        "dlogz_ours": abs(log_z_estimate(loss, policy, 4096, 17) - log_z),
+        "dlogz_peer": abs(log_z_estimate(loss, theirs, 4096, 17) - log_z),
     }
+
+
+def cases(objectives: list[str], quick: bool, all_4d: bool) -> list[tuple]:
+    """``(ndim, height, iters, chunk, loss)``: TB first, each objective on 2-D, TB on 4-D."""
+    out = [(2, 8, 300, 20, loss) for loss in objectives]
+    four = objectives if all_4d else [x for x in objectives if x == "tb"]
+    out += [(4, 8, 200 if quick else 1000, 20, loss) for loss in four]
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="4-D at 200 iterations only")
+    parser.add_argument("--objectives", default=",".join(LOSSES), help="subset of tb,db,...")
+    parser.add_argument("--all-4d", action="store_true", help="every objective on 4-D too")
     args = parser.parse_args(argv)
+    objectives = [x.strip() for x in args.objectives.split(",") if x.strip()]
+    if not objectives or any(x not in LOSSES for x in objectives):
+        parser.error(f"--objectives: got {args.objectives!r}, expected names from {LOSSES}")
     torch.set_num_threads(1)
-    cases = [(2, 8, 300, 20), (4, 8, 200 if args.quick else 1000, 20)]
     peer = Peer(ensure_venv())
+    t0 = time.process_time()
     try:
-        results = [run_case(peer, *c) for c in cases]
+        results = [run_case(peer, *c) for c in cases(objectives, args.quick, args.all_4d)]
     finally:
         peer.close()
+    print(f"driver CPU {time.process_time() - t0:.0f} s", file=sys.stderr)
     acc = [
-        "| grid | iterations x 128 | L1 ours | L1 torchgfn | abs dlogZ ours | abs dlogZ torchgfn |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| grid | objective | iterations x 128 | L1 ours | L1 torchgfn | abs dlogZ ours | "
+        "abs dlogZ torchgfn |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for res in results:
         acc.append(
-            f"| {res['ndim']}-D H={res['height']} | {res['iters']} | {res['l1_ours']:.4f} | "
-            f"{res['l1_peer']:.4f} | {res['dlogz_ours']:.4f} | {res['dlogz_peer']:.4f} |"
+            f"| {res['ndim']}-D H={res['height']} | {NAMES[res['loss']]} | {res['iters']} | "
+            f"{res['l1_ours']:.4f} | {res['l1_peer']:.4f} | {res['dlogz_ours']:.4f} | "
+            f"{res['dlogz_peer']:.4f} |"
         )
-    cmd = "python -m benchmarks.bench_gflownet" + (" --quick" if args.quick else "")
+    cmd = " ".join(["python -m benchmarks.bench_gflownet", *(argv or sys.argv[1:])])
     text = "\n".join(
         [
             "# GFlowNets vs torchgfn 2.4.1",
             "",
-            f"Command: `{cmd}`. Machine: {machine()}; torchgfn in its own venv "
+            f"Command: `{cmd.strip()}`. Machine: {machine()}; torchgfn in its own venv "
             "(`benchmarks/.venv-torchgfn`, torch 2.13.0, numpy 1.26), one thread.",
             "",
-            "Trajectory balance on HyperGrid (0.1, 0.5, 2.0), K-hot features, P_F and a learned "
-            "P_B as ReLU MLPs 256 x 2, 128 on-policy trajectories per iteration, Adam 1e-3 "
-            "(log Z 0.1), seed 0 on both sides. Time per training iteration (sampling, loss, "
-            "backward, Adam), median over interleaved chunks of 20 iterations:",
+            "HyperGrid (0.1, 0.5, 2.0), K-hot features, P_F, a learned P_B and (DB, SubTB) the "
+            "state flow as separate ReLU MLPs 256 x 2 (FM: one edge-flow MLP), 128 on-policy "
+            "trajectories per iteration, Adam 1e-3 (TB's log Z 0.1), seed 0 on both sides; "
+            "torchgfn's TBGFlowNet, DBGFlowNet, SubTBGFlowNet (geometric_within, lambda 0.9), "
+            "FMGFlowNet and LogPartitionVarianceGFlowNet. Time per training iteration "
+            "(sampling, loss, backward, Adam), median over interleaved chunks of 20 iterations "
+            "(wall time on a shared machine: the ratio is the robust number):",
             "",
             markdown_table([r["comparison"] for r in results], "torchgfn"),
             "",
             "Exact L1 `sum_x |P_T(x) - R(x)/Z|` (dynamic programming over the grid, both "
-            "policies through the same DP) and `|log Z - log Z_true|` after the same number of "
-            "trajectories:",
+            "policies through the same DP) and `|log Z estimate - log Z_true|` (TB: log Z; DB, "
+            "SubTB: log F(s0); FM: log out-flow of s0; ZVar: mean of log R + log P_B - log P_F "
+            "over 4,096 fresh trajectories) after the same number of trajectories:",
             "",
             *acc,
             "",

@@ -60,3 +60,16 @@ def test_bad_input() -> None:
         m.log_probs(torch.zeros(3, 2, 1))
     with pytest.raises(FlowfieldsError, match="x"):
         m.sample_backward(torch.zeros(3, 2))
+
+
+def test_tb_loss_refuses_bad_log_rewards() -> None:
+    """``log R(x)`` must be finite (``R > 0``) and one per trajectory."""
+    m = DiffusionGFlowNet(1, 4)
+    xs = m.sample(3, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(FlowfieldsError, match="log_reward"):
+        m.tb_loss(xs, torch.tensor([0.0, float("-inf"), 1.0]))  # R = 0 at one sample
+    with pytest.raises(FlowfieldsError, match="log_reward"):
+        m.tb_loss(xs, torch.tensor([0.0, float("nan"), 1.0]))
+    with pytest.raises(FlowfieldsError, match="log_reward"):
+        m.tb_loss(xs, torch.zeros(2))
+    assert torch.isfinite(m.tb_loss(xs, torch.zeros(3)))

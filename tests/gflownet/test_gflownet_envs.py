@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from flowfields.errors import FlowfieldsError
-from flowfields.gflownet import BitSequences, HyperGrid, LayeredDAG, dag_table
+from flowfields.gflownet import BitSequences, HyperGrid, LayeredDAG, Policy, dag_table
 
 
 def _envs():
@@ -112,3 +112,21 @@ def test_bad_input_raises() -> None:
         LayeredDAG((2, 3), torch.tensor([0.0, float("nan"), 1.0]))
     with pytest.raises(FlowfieldsError, match="sizes"):
         LayeredDAG((2, 0), torch.zeros(1))
+
+
+def test_policy_base_is_abstract() -> None:
+    """``Policy`` declares ``pf_logits`` / ``pb_logits`` / ``log_flow`` abstract: neither it nor
+    a subclass missing one of them can be built."""
+    env = HyperGrid(2, 4)
+    with pytest.raises(TypeError, match="abstract"):
+        Policy(env)  # type: ignore[abstract]
+
+    class NoFlow(Policy):
+        def pf_logits(self, states: torch.Tensor) -> torch.Tensor:
+            return torch.zeros(states.shape[0], self.env.n_actions)
+
+        def pb_logits(self, states: torch.Tensor) -> torch.Tensor:
+            return torch.zeros(states.shape[0], self.env.n_back_actions)
+
+    with pytest.raises(TypeError, match="log_flow"):
+        NoFlow(env)  # type: ignore[abstract]

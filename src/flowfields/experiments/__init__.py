@@ -41,6 +41,7 @@ REGISTRY: dict[str, str] = {
     "smac-halfcheetah": "flowfields.experiments.smac_halfcheetah",
     "gflownet-hypergrid": "flowfields.experiments.gflownet_hypergrid",
     "gflownet-unify": "flowfields.experiments.gflownet_unify",
+    "gflownet-mle": "flowfields.experiments.gflownet_mle",
     "compression-jumps": "flowfields.experiments.compression_jumps",
     "compression-video": "flowfields.experiments.compression_video",
     "voronoi-discrete2d": "flowfields.experiments.voronoi_discrete2d",

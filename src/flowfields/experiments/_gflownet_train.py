@@ -16,7 +16,14 @@ from torch import Tensor
 from flowfields.engine import TrainState
 from flowfields.gflownet import Policy, gfn_loss, sample_forward
 
-__all__ = ["gfn_state", "reward_step"]
+__all__ = ["gfn_state", "reward_step", "target_logits"]
+
+
+def target_logits(n: int, scale: float, seed: int) -> Tensor:
+    """Logits of a known discrete distribution for data mode: ``scale * N(0, 1)``, seeded,
+    float64, shape ``(n,)``."""
+    g = torch.Generator().manual_seed(seed)
+    return scale * torch.randn(n, generator=g, dtype=torch.float64)
 
 
 def gfn_state(policy: Policy, lr: float, lr_log_z: float) -> TrainState:

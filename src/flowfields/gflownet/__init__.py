@@ -11,7 +11,9 @@
 - continuous: :class:`DiffusionGFlowNet` (Gaussian steps, fixed Brownian-bridge ``P_B``);
 - data mode: :func:`data_bounds` (ELBO, importance-weighted bound, TBC), :func:`mle_gfn_loss`;
 - exact answers on enumerable DAGs: :func:`exact_terminal_distribution`, :func:`optimal_policy`,
-  :func:`all_trajectories`, :func:`target_distribution`, :func:`l1_error`.
+  :func:`all_trajectories`, :func:`target_distribution`, :func:`l1_error`,
+  :func:`posterior_log_pb` (the exact posterior ``P_F(tau | x)`` as a backward policy),
+  :func:`exact_data_bounds`.
 """
 
 from flowfields.gflownet.data_mode import DataBounds, data_bounds, log_weights, mle_gfn_loss
@@ -25,6 +27,7 @@ from flowfields.gflownet.exact import (
     exact_terminal_distribution,
     l1_error,
     optimal_policy,
+    posterior_log_pb,
     target_distribution,
     terminal_distribution_from_log_pf,
 )
@@ -80,6 +83,7 @@ __all__ = [
     "masked_log_softmax",
     "mle_gfn_loss",
     "optimal_policy",
+    "posterior_log_pb",
     "sample_backward",
     "sample_forward",
     "subtb_loss",

@@ -21,7 +21,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from flowfields.errors import check, check_shape
+from flowfields.errors import check, check_finite, check_shape
 from flowfields.nn import mlp
 
 __all__ = ["DiffusionGFlowNet"]
@@ -121,7 +121,16 @@ class DiffusionGFlowNet(nn.Module):
         return torch.stack(out[::-1])
 
     def tb_loss(self, xs: Tensor, log_reward: Tensor) -> Tensor:
-        """Mean of ``(log Z + log P_F - log R(x_N) - log P_B)^2`` over the batch."""
+        """Mean of ``(log Z + log P_F - log R(x_N) - log P_B)^2`` over the batch.
+
+        Shapes: xs ``(N + 1, B, d)``, log_reward ``(B,)`` (finite: ``R > 0``).
+
+        Raises:
+            FlowfieldsError: ``log_reward`` of the wrong shape or not finite.
+        """
+        check_shape(log_reward, "log_reward", ndim=1)
+        check(log_reward.shape[0] == xs.shape[1], "log_reward", log_reward, "one per trajectory")
+        check_finite(log_reward, "log_reward")
         log_pf, log_pb = self.log_probs(xs)
         return (self.log_z + log_pf - log_reward - log_pb).pow(2).mean()
 

@@ -30,6 +30,7 @@ __all__ = [
     "exact_terminal_distribution",
     "l1_error",
     "optimal_policy",
+    "posterior_log_pb",
     "target_distribution",
     "terminal_distribution_from_log_pf",
 ]
@@ -217,35 +218,76 @@ def all_trajectories(
 
 
 @torch.no_grad()
+def posterior_log_pb(env: DAGEnv, policy: Policy, table: DAGTable | None = None) -> Tensor:
+    """The backward policy that is the exact posterior of ``policy``'s ``P_F``.
+
+    With ``p(s)`` the probability that a forward trajectory visits ``s`` (dynamic programming
+    by level, ``p(s0) = 1``), ``P_post(s | s') = p(s) P_F(s' | s) / p(s')``; along a trajectory
+    to ``x`` its product is ``P_F(tau | x) = P_F(tau) / P_T(x)`` (Zhang et al.,
+    arXiv:2209.02606, sec. 3: the ELBO is tight exactly for this ``P_B``).
+
+    Returns:
+        ``(N, n_back_actions)`` float64 log-probabilities over the rows of ``env.all_states()``,
+        ``-inf`` where the backward mask forbids the action (all ``-inf`` at ``s0`` and at
+        states that ``P_F`` never visits).
+    """
+    table = dag_table(env) if table is None else table
+    states = table.states
+    log_pf = policy.log_pf(states.to(policy.log_z.device)).detach().double().cpu()
+    log_pf = log_pf.log_softmax(-1)
+    p = torch.zeros(states.shape[0], dtype=torch.float64)
+    p[0] = 1.0
+    for rows in _by_level(table.levels):
+        ch = table.child[rows]
+        ok = ch >= 0
+        p.index_add_(0, ch[ok], (p[rows, None] * log_pf[rows].exp())[ok])
+    out = torch.full((states.shape[0], env.n_back_actions), -math.inf, dtype=torch.float64)
+    for a in range(env.n_actions - 1):
+        r = (table.child[:, a] >= 0).nonzero()[:, 0]
+        if r.numel() == 0:
+            continue
+        c = table.child[r, a]
+        b = env.backward_action(states[r], torch.full((r.numel(),), a, dtype=torch.long))
+        out[c, b] = p[r].log() + log_pf[r, a] - p[c].log()
+    return out.masked_fill(out.isnan(), -math.inf)
+
+
+@torch.no_grad()
 def exact_data_bounds(
     env: DAGEnv, policy: Policy, traj: Trajectories | None = None
 ) -> tuple[Tensor, Tensor, Tensor]:
     """``(log P_T(x), ELBO(x), KL(P_B(tau|x) || P_F(tau|x)))`` for every state row, exactly.
 
-    By enumeration of every complete trajectory (``traj``: :func:`all_trajectories`, computed
-    if not given): ``log P_T(x) = log sum_{tau -> x} P_F(tau)``,
-    ``ELBO(x) = sum_{tau -> x} P_B(tau|x) (log P_F(tau) - log P_B(tau|x))`` and
-    ``KL = sum_{tau -> x} P_B(tau|x) (log P_B(tau|x) - log P_F(tau) + log P_T(x))``.
-    Rows that are not terminal hold ``-inf``, ``nan``, ``nan``.
+    Three independent computations, so that the identity ``log P_T - ELBO = KL`` is a check
+    of the code and not of algebra: ``log P_T(x)`` by dynamic programming
+    (:func:`exact_terminal_distribution`); ``ELBO(x) = sum_{tau -> x} P_B(tau|x)
+    (log P_F(tau) - log P_B(tau|x))`` by enumerating every complete trajectory (``traj``:
+    :func:`all_trajectories`, computed if not given); ``KL = sum_{tau -> x} P_B(tau|x)
+    (log P_B(tau|x) - log P_post(tau|x))`` with the posterior chain of
+    :func:`posterior_log_pb` (never ``P_T``). Rows that are not terminal hold ``-inf``,
+    ``nan``, ``nan``.
 
     Returns:
         Three ``(N,)`` float64 tensors over the rows of ``env.all_states()``.
     """
+    table = dag_table(env)
     traj = all_trajectories(env) if traj is None else traj
     terms = evaluate(policy, traj)
     log_pf = terms.log_pf_total().double().cpu()
     log_pb = terms.log_pb_total().double().cpu()
+    log_pt = exact_terminal_distribution(env, policy, table).log()
+    post = posterior_log_pb(env, policy, table)
+    acts, states = traj.actions.cpu(), traj.states.cpu()
+    move = (acts >= 0) & (acts != env.exit_action)
+    ti, bi = move.nonzero(as_tuple=True)
+    back = env.backward_action(states[ti, bi], acts[ti, bi])
+    step = post[env.index(states[ti + 1, bi]), back]
+    log_post = torch.zeros(acts.shape, dtype=torch.float64).index_put((ti, bi), step).sum(0)
     rows = env.index(traj.x).cpu()
-    n = env.all_states()[0].shape[0]
-    log_pt = torch.full((n,), -math.inf, dtype=torch.float64)
-    log_pt = log_pt.scatter_reduce(0, rows, log_pf, "amax", include_self=True)
-    top = log_pt[rows]
-    log_pt = top.new_zeros(n).index_add(0, rows, (log_pf - top).exp()).log() + log_pt
+    n = table.states.shape[0]
     q = log_pb.exp()
     elbo = torch.zeros(n, dtype=torch.float64).index_add(0, rows, q * (log_pf - log_pb))
-    kl = torch.zeros(n, dtype=torch.float64).index_add(
-        0, rows, q * (log_pb - log_pf + log_pt[rows])
-    )
+    kl = torch.zeros(n, dtype=torch.float64).index_add(0, rows, q * (log_pb - log_post))
     seen = torch.zeros(n, dtype=torch.bool)
     seen[rows] = True
     nan = torch.full_like(elbo, math.nan)

@@ -9,6 +9,8 @@ those flows induce). Zhang et al., arXiv:2209.02606, sec. 2.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import torch
 from torch import Tensor, nn
 
@@ -24,8 +26,8 @@ def masked_log_softmax(logits: Tensor, mask: Tensor) -> Tensor:
     return logits.masked_fill(~mask, float("-inf")).log_softmax(-1)
 
 
-class Policy(nn.Module):
-    """Base: subclasses supply :meth:`pf_logits`, :meth:`pb_logits` and :meth:`log_flow`.
+class Policy(nn.Module, ABC):
+    """Abstract base: subclasses supply :meth:`pf_logits`, :meth:`pb_logits` and :meth:`log_flow`.
 
     Args:
         env: the environment.
@@ -41,17 +43,17 @@ class Policy(nn.Module):
         self.learn_pb = bool(learn_pb)
         self.log_z = nn.Parameter(torch.tensor(float(log_z)))
 
+    @abstractmethod
     def pf_logits(self, states: Tensor) -> Tensor:
         """Unnormalised forward logits (log edge flows), ``(B, n_actions)``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def pb_logits(self, states: Tensor) -> Tensor:
         """Unnormalised backward logits, ``(B, n_back_actions)`` (zeros if ``P_B`` is uniform)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def log_flow(self, states: Tensor) -> Tensor:
         """``log F(s)``, ``(B,)``."""
-        raise NotImplementedError
 
     def log_pf(self, states: Tensor) -> Tensor:
         """``log P_F(. | s)`` over forward actions, ``-inf`` where masked, ``(B, n_actions)``."""
