@@ -6,7 +6,8 @@ Compression" (arXiv:2212.13659), on piecewise-constant jump processes with known
 interval, rendered at ``T`` frames). One :class:`~flowfields.compression.LatentDiscretization`
 per rate weight ``beta`` is trained on ``D + beta R`` at ``T = train_frames``; every number
 below comes from real streams written by :class:`~flowfields.compression.Codec` (payload bits
-= 32 x the range coder's words; the fixed header is reported apart). Baselines on the same
+= 8 x the payload bytes, the range coder's words with the shortest termination; the fixed
+header is reported apart). Baselines on the same
 model: every frame stored, and a uniform grid with as many points as the learned
 discretization stores. Models saved: ``beta0``, ``beta1``, ... (``flowfields.load(run_dir)``
 returns ``beta0``, the smallest ``beta``).
@@ -294,9 +295,10 @@ class CompressionJumps(Experiment, config=Config):
                     and m["rate/decode_exact"]
                 ),
                 note="The estimate is the training-time rate (the same floored tables) at the "
-                "rounded latents and the codec's phase; the payload is 32 x the range coder's "
-                "words, whose final state costs ~16 bits per stream whatever its length (a "
-                "large relative excess on streams of ~130 bits); the fixed header "
+                "rounded latents and the codec's phase; the payload is 8 x its bytes: the range "
+                "coder's words cut to the shortest number of its final interval (a few bits "
+                "per stream whatever its length; sealing with whole 32-bit words cost ~16, 12% "
+                "of a ~130-bit stream); the fixed header "
                 f"({self.header_bytes} bytes) comes on top.",
             ),
             Claim(
