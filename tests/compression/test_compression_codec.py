@@ -210,3 +210,29 @@ def test_stored_points_follow_content_and_time_bits_grow_logarithmically() -> No
         bits.append(codec.estimate_bits(content.frames(T)))
     assert max(points) <= 1.2 * min(points), points
     assert bits[-1] - bits[0] <= max(points) * (np.log2(512 / 32) + 1), bits
+
+
+def test_codec_tables_are_the_entropy_models_tables() -> None:
+    """The codec's numpy tables equal :func:`gaussian_table` under ``latent_law`` and
+    :func:`gap_table` (the tables the rate estimate is built from) to rounding."""
+    from flowfields.compression import gap_table, gaussian_table
+    from flowfields.compression.codec import _Tables
+
+    codec = _codec(seed=8)
+    m = codec.model
+    with torch.no_grad():
+        m.log_kappa.fill_(-1.0)
+        m.log_theta.copy_(torch.tensor([-1.0, 0.0, 1.0]))
+        tables = _Tables(m, 50, 1 / 50)
+        prev = np.array([3.0, -7.0, 0.0])
+        for p, gap_t in ((None, 0.0), (prev, 0.02), (prev, 0.7)):
+            mean, var = m.latent_law(
+                None if p is None else torch.as_tensor(p),
+                torch.tensor([gap_t], dtype=torch.float64),
+            )
+            ref = gaussian_table(mean, var.sqrt(), m.radius).numpy()
+            np.testing.assert_allclose(tables.latent(p, gap_t), ref, rtol=1e-12, atol=1e-15)
+        rho, pi = m.gap_params()
+        for n_max in (2, 7, 49):
+            ref = gap_table(n_max, rho, 1 / 50, pi).numpy()
+            np.testing.assert_allclose(tables.gap(n_max)[0], ref, rtol=1e-12, atol=1e-15)
