@@ -41,6 +41,7 @@ REGISTRY: dict[str, str] = {
     "gflownet-unify": "flowfields.experiments.gflownet_unify",
     "compression-jumps": "flowfields.experiments.compression_jumps",
     "compression-video": "flowfields.experiments.compression_video",
+    "compression-mocap": "flowfields.experiments.compression_mocap",
     "voronoi-dequantization": "flowfields.experiments.voronoi_dequantization",
     "ppd-sphere": "flowfields.experiments.ppd_sphere",
     "ppd-torus": "flowfields.experiments.ppd_torus",

@@ -99,6 +99,7 @@ class CompressionJumps(Experiment, config=Config):
 
     NAME, PAPER = NAME, PAPER
     VARIANTS = ("beta0",)
+    PLOT_CHANNELS = 8  # channels drawn in the stored-points figure
 
     def check_config(self) -> None:
         cfg = self.cfg
@@ -113,8 +114,10 @@ class CompressionJumps(Experiment, config=Config):
 
     # ------------------------------------------------------------------ data hooks
     def batch(self, seeds: list[int], T: int) -> np.ndarray:
-        """Training / evaluation sequences, one per seed: (B, T, *frame_shape)."""
-        return jump_batch(seeds, T, self.cfg.dim, self.cfg.max_changes)
+        """Training / evaluation sequences, one per seed (1..max_changes change points, drawn
+        from the seed, as :func:`jump_batch`): (B, T, *frame_shape)."""
+        n = [1 + int(np.random.default_rng(s).integers(self.cfg.max_changes)) for s in seeds]
+        return np.stack([self.content(s, k).frames(T) for s, k in zip(seeds, n, strict=True)])
 
     def content(self, seed: int, n_changes: int) -> Any:
         """One content with ``n_changes`` change points (``frames(T)``, ``change_times``)."""
@@ -372,7 +375,7 @@ class CompressionJumps(Experiment, config=Config):
         dense = np.linspace(0, 1 - 1 / T, 4 * T)
         rec = codec.decode(codec.encode(x), times=dense)
         fig, ax = plt.subplots(figsize=(8, 3.5))
-        for d in range(cfg.dim):
+        for d in range(min(cfg.dim, self.PLOT_CHANNELS)):
             ax.plot(t, x[:, d], color=f"C{d}", lw=1.5, label=f"signal {d}" if d == 0 else None)
             ax.plot(dense, rec[:, d], color=f"C{d}", lw=1, ls="--")
             ax.scatter(t[idx], x[idx, d], color=f"C{d}", s=18, zorder=3)

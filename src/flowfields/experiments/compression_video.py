@@ -128,12 +128,6 @@ class CompressionVideo(CompressionJumps, config=Config):
 
         return moving_digit(n_changes, seed=seed, canvas=self.cfg.canvas, speed=self.cfg.speed)
 
-    def batch(self, seeds: list[int], T: int) -> np.ndarray:
-        return np.stack(
-            [self.content(s, 1 + int(np.random.default_rng(s).integers(self.cfg.max_changes)))
-             .frames(T) for s in seeds]
-        )  # fmt: skip
-
     def _complexity(self, codec: Any) -> None:
         """Not measured on video: the latent path curves between velocity changes too."""
 
