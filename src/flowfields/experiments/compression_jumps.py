@@ -36,6 +36,8 @@ PAPER = (
     "Latent Discretization for Continuous-time Sequence Compression (Chen et al., arXiv:2212.13659)"
 )
 RATES = (32, 64, 128, 256, 512)
+#: Fewest sequences of the rate-is-real claim (the issue: >= 20).
+RATE_SEQUENCES = 20
 
 
 def jump_batch(seeds: list[int], T: int, dim: int, max_changes: int) -> np.ndarray:
@@ -195,6 +197,7 @@ class CompressionJumps(Experiment, config=Config):
             exact &= bool(np.array_equal(codec.decode(data), codec.reconstruct(x)))
         m["rate/actual_bits"], m["rate/estimate_bits"] = sum(actual), sum(est)
         m["rate/ratio"] = sum(actual) / sum(est)
+        m["rate/sequences"] = len(actual)
         m["rate/per_sequence_ok"], m["rate/decode_exact"] = bool(per_ok), bool(exact)
         m["rate/max_excess_bits"] = max(a - e for a, e in zip(actual, est, strict=True))
         m["rate/mean_excess_bits"] = (sum(actual) - sum(est)) / len(actual)
@@ -264,7 +267,8 @@ class CompressionJumps(Experiment, config=Config):
         codec = Codec(models["beta0"])  # type: ignore[arg-type]
         self.codec = codec
         self.header_bytes = codec.header_bytes(xs.ndim - 2)
-        self._rate_is_real(codec, xs)
+        n_rate = max(cfg.n_eval, RATE_SEQUENCES)  # the issue's claim 1 asks for >= 20
+        self._rate_is_real(codec, self.batch(self._eval_seeds(n_rate, 0), cfg.eval_frames))
         self._frame_rates(codec)
         self._complexity(codec)
 
@@ -282,11 +286,11 @@ class CompressionJumps(Experiment, config=Config):
         claims = [
             Claim(
                 id="rate-is-real",
-                statement="The bitstream costs what the model's rate estimate says: over the "
-                "evaluation sequences the payload is within 3% of the estimate (each within 64 "
-                "bits + 2%), and decoding the bytes reproduces the encoder-side reconstruction "
-                "exactly.",
-                measured=f"payload / estimate = {m['rate/ratio']:.4f} over {self.cfg.n_eval} "
+                statement="The bitstream costs what the model's rate estimate says: over >= 20 "
+                "sequences (one stream each) the payload is within 3% of the estimate (each "
+                "within 64 bits + 2%), and decoding the bytes reproduces the encoder-side "
+                "reconstruction exactly.",
+                measured=f"payload / estimate = {m['rate/ratio']:.4f} over {m['rate/sequences']} "
                 f"sequences ({m['rate/actual_bits']:.0f} vs {m['rate/estimate_bits']:.0f} bits; "
                 f"excess per stream {m['rate/mean_excess_bits']:.1f} bits on average, at most "
                 f"{m['rate/max_excess_bits']:.1f}); every sequence within 64 bits + 2%: "
