@@ -54,19 +54,44 @@ def test_round_trip_is_exact(schedule: str) -> None:
 
 
 def test_bits_written_match_the_rate_estimate() -> None:
-    """Per sequence within 64 bits + 2%, over 24 sequences within 3% (claim 1's test)."""
+    """Per sequence within 64 bits + 2% (the issue's bound; measured within a byte and the last
+    interval's slack, so 12 bits here), over 24 sequences within 3% (claim 1's test)."""
     codec = _codec(seed=1)
     actual, estimate = [], []
-    for x in _sequences(24):
+    for x in _sequences(12):
         for schedule in ("learned", "every"):
             data = codec.encode(x, schedule=schedule)
             a, e = codec.last_stats["payload_bits"], codec.estimate_bits(x, schedule=schedule)
-            assert a <= e + 64 + 0.02 * e, (a, e)
-            assert a >= e - 64 - 0.02 * e, (a, e)
+            assert e - 12 <= a <= e + 12, (a, e)
             assert len(data) == codec.header_bytes(1) + a // 8
             actual.append(a)
             estimate.append(e)
-    assert abs(sum(actual) / sum(estimate) - 1) < 0.03 + 32 * len(actual) / sum(estimate)
+    assert abs(sum(actual) / sum(estimate) - 1) < 0.03
+
+
+def test_shortest_termination_decodes_and_beats_whole_words() -> None:
+    """The cut payload decodes the same symbols (zero-padded) and is on average more than 8
+    bits shorter than the coder's whole-word seal (measured ~14); one byte less never decodes."""
+    import constriction
+
+    from flowfields.compression.codec import _decodes, _range_code
+
+    rng = np.random.default_rng(0)
+    saved = []
+    for _ in range(40):
+        pairs = []
+        for _ in range(int(rng.integers(3, 20))):
+            p = rng.dirichlet(np.full(int(rng.integers(2, 40)), 0.3)) + 2**-16
+            pairs.append((np.array([rng.choice(p.size, p=p / p.sum())], np.int32), p[None]))
+        cut = _range_code(pairs, constriction)
+        enc = constriction.stream.queue.RangeEncoder()
+        for s, t in pairs:
+            enc.encode(s, constriction.stream.model.Categorical(perfect=False), t)
+        saved.append(32 * enc.num_words() - 8 * len(cut))
+        assert _decodes(cut, pairs, constriction)
+        if cut:
+            assert not _decodes(cut[:-1], pairs, constriction)
+    assert min(saved) >= 0 and np.mean(saved) > 8, saved
 
 
 def test_model_plan_matches_the_model_reconstruction() -> None:
@@ -185,3 +210,29 @@ def test_stored_points_follow_content_and_time_bits_grow_logarithmically() -> No
         bits.append(codec.estimate_bits(content.frames(T)))
     assert max(points) <= 1.2 * min(points), points
     assert bits[-1] - bits[0] <= max(points) * (np.log2(512 / 32) + 1), bits
+
+
+def test_codec_tables_are_the_entropy_models_tables() -> None:
+    """The codec's numpy tables equal :func:`gaussian_table` under ``latent_law`` and
+    :func:`gap_table` (the tables the rate estimate is built from) to rounding."""
+    from flowfields.compression import gap_table, gaussian_table
+    from flowfields.compression.codec import _Tables
+
+    codec = _codec(seed=8)
+    m = codec.model
+    with torch.no_grad():
+        m.log_kappa.fill_(-1.0)
+        m.log_theta.copy_(torch.tensor([-1.0, 0.0, 1.0]))
+        tables = _Tables(m, 50, 1 / 50)
+        prev = np.array([3.0, -7.0, 0.0])
+        for p, gap_t in ((None, 0.0), (prev, 0.02), (prev, 0.7)):
+            mean, var = m.latent_law(
+                None if p is None else torch.as_tensor(p),
+                torch.tensor([gap_t], dtype=torch.float64),
+            )
+            ref = gaussian_table(mean, var.sqrt(), m.radius).numpy()
+            np.testing.assert_allclose(tables.latent(p, gap_t), ref, rtol=1e-12, atol=1e-15)
+        rho, pi = m.gap_params()
+        for n_max in (2, 7, 49):
+            ref = gap_table(n_max, rho, 1 / 50, pi).numpy()
+            np.testing.assert_allclose(tables.gap(n_max)[0], ref, rtol=1e-12, atol=1e-15)

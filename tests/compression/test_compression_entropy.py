@@ -74,7 +74,7 @@ def test_gradients_of_bits_by_finite_differences() -> None:
 
 @pytest.mark.parametrize("family", ["latent", "gap"])
 def test_coder_round_trip_is_exact_and_costs_the_estimate(family: str) -> None:
-    lat, gaps = _tables(1, 3000)
+    lat, gaps = _tables(1, 800)
     probs = lat if family == "latent" else gaps
     rng = np.random.default_rng(2)
     symbols = np.array([rng.choice(probs.shape[1], p=p / p.sum()) for p in probs], dtype=np.int32)

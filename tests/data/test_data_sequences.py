@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 
 from flowfields.data.sequences import (
+    MOCAP_JOINTS,
     frame_times,
     moving_digit,
     random_jumps,
+    random_mocap,
     random_sinusoids,
 )
 from flowfields.errors import FlowfieldsError
@@ -49,6 +51,27 @@ def test_moving_digit_moves_continuously_and_keeps_its_mass() -> None:
     np.testing.assert_array_equal(c.frames(32), c.frames(64)[::2])
 
 
+def test_mocap_walks_with_its_cadence_and_holds_its_pose_in_pauses() -> None:
+    c = random_mocap(5, seed=4, pause_prob=0.5)
+    assert (c.cadence == 0).any() and (c.cadence > 0).any()
+    np.testing.assert_array_equal(c.frames(32), c.frames(512)[::16])
+    x = c.render(np.linspace(0, 1, 4001))
+    assert x.shape == (4001, len(MOCAP_JOINTS))
+    # continuous: no step larger than the fastest joint speed allows (|x'| <= 2 pi f sum h a_h)
+    speed = 2 * np.pi * c.cadence.max() * (c.amp * np.array([1.0, 2.0])).sum(-1).max()
+    assert np.abs(np.diff(x, axis=0)).max() <= speed / 4000 * 1.0001
+    edges = np.concatenate([[0.0], c.change_times, [1.0]])
+    for k, f in enumerate(c.cadence):  # inside each segment
+        a, b = edges[k] + 1e-3, edges[k + 1] - 1e-3
+        if f == 0:  # a pause: the pose holds
+            np.testing.assert_allclose(c.render(np.array([a])), c.render(np.array([b])), atol=0)
+        elif (b - a) * f > 1.0:  # walking: one gait cycle later, the same pose
+            np.testing.assert_allclose(
+                c.render(np.array([a + 1 / f])), c.render(np.array([a])), atol=1e-12
+            )
+    np.testing.assert_allclose(c.cycles(np.array([1.0])), np.diff(edges) @ c.cadence, rtol=1e-12)
+
+
 def test_bad_input_raises() -> None:
     with pytest.raises(FlowfieldsError, match="T"):
         frame_times(0)
@@ -60,3 +83,5 @@ def test_bad_input_raises() -> None:
         random_jumps(1, 1).render(np.array([0.1, np.nan]))
     with pytest.raises(FlowfieldsError, match="canvas"):
         moving_digit(1, canvas=8)
+    with pytest.raises(FlowfieldsError, match="cadence"):
+        random_mocap(1, cadence=(2.0, 1.0))

@@ -15,6 +15,12 @@ rate). Change points are known (``change_times``). Generated here; no licence ap
   pauses (zero velocity) and bounces off the walls; sub-pixel positions are rendered by
   bilinear weights, so the motion is continuous at any frame rate. Frames ``(T, H, W)`` in
   ``[0, 1]``.
+- :class:`ProceduralMocap` / :func:`random_mocap`: joint angles of a walking figure (hips,
+  knees, ankles, shoulders, elbows; left and right half a cycle apart) as gait-like sums of
+  sinusoids of one gait phase ``phi(t)``, whose cadence (cycles per unit time) is piecewise
+  constant: speed changes and pauses (cadence zero: the pose holds). ``phi`` is integrated in
+  closed form, so the motion is continuous at any frame rate and its complexity (gait
+  cycles) is known.
 
 Example:
     >>> content = random_jumps(3, 2, seed=0)
@@ -35,9 +41,11 @@ __all__ = [
     "MovingDigit",
     "PiecewiseConstant",
     "PiecewiseSinusoid",
+    "ProceduralMocap",
     "frame_times",
     "moving_digit",
     "random_jumps",
+    "random_mocap",
     "random_sinusoids",
 ]
 
@@ -52,6 +60,16 @@ def _segment(change_times: np.ndarray, times: np.ndarray) -> np.ndarray:
     t = np.asarray(times, dtype=np.float64).reshape(-1)
     check(bool(np.isfinite(t).all()), "times", times, "finite times")
     return np.searchsorted(change_times, t, side="right")
+
+
+def _time_in_segments(change_times: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """Time spent in each segment between 0 and ``t`` (segment ``j`` spans ``[c_{j-1}, c_j)``
+    with ``c_{-1} = 0``, the last one unbounded): ``times`` (n,) -> (n, J + 1)."""
+    t = np.asarray(times, dtype=np.float64).reshape(-1)
+    check(bool(np.isfinite(t).all()), "times", times, "finite times")
+    lo = np.concatenate([[0.0], change_times])
+    hi = np.concatenate([change_times, [np.inf]])
+    return np.clip(t[:, None], lo[None, :], hi[None, :]) - lo[None, :]
 
 
 def _change_times(n_changes: int, rng: np.random.Generator, min_gap: float) -> np.ndarray:
@@ -150,13 +168,7 @@ class MovingDigit:
 
     def position(self, times: np.ndarray) -> np.ndarray:
         """Top-left corner at ``times`` (n,) -> (n, 2), continuous and piecewise linear."""
-        t = np.asarray(times, dtype=np.float64).reshape(-1)
-        check(bool(np.isfinite(t).all()), "times", times, "finite times")
-        edges = np.concatenate([[-np.inf], self.change_times, [np.inf]])
-        lo = np.concatenate([[0.0], self.change_times])
-        # time spent in each segment before t (segment j spans [lo_j, edges_{j+1}))
-        spent = np.clip(t[:, None] - lo[None, :], 0.0, None)
-        spent = np.minimum(spent, (edges[1:] - lo)[None, :])
+        spent = _time_in_segments(self.change_times, times)
         unfolded = self.start + spent @ self.velocities
         return _reflect(unfolded, float(self.canvas - self.sprite.shape[0]))
 
@@ -205,3 +217,82 @@ def moving_digit(
     vel[rng.uniform(size=n_changes + 1) < pause_prob] = 0.0
     start = rng.uniform(0, canvas - 8, 2)
     return MovingDigit(sprite, canvas, start, c, vel)
+
+
+#: Joints of :class:`ProceduralMocap`, left side then right side.
+MOCAP_JOINTS = (
+    "hip_l", "knee_l", "ankle_l", "shoulder_l", "elbow_l",
+    "hip_r", "knee_r", "ankle_r", "shoulder_r", "elbow_r",
+)  # fmt: skip
+# Gait template per joint of one side (radians): mean, (amplitude, phase) of harmonics 1 and 2.
+# Loosely shaped on walking: hip ~ a sinusoid, knee with a strong second harmonic (the two
+# flexions of a stride), shoulder opposite to the hip of the same side.
+_GAIT = np.array([
+    [0.10, 0.45, 0.0, 0.05, 0.5],
+    [0.60, 0.40, -1.2, 0.30, 0.8],
+    [0.00, 0.20, 1.0, 0.10, -0.6],
+    [0.00, 0.30, np.pi, 0.03, 0.0],
+    [0.40, 0.15, np.pi + 0.5, 0.05, 0.3],
+])  # fmt: skip
+
+
+@dataclass
+class ProceduralMocap:
+    """Joint angles ``x_j(t) = m_j + sum_h a_{jh} sin(h phi(t) + psi_{jh})`` (``h = 1, 2``)
+    with the gait phase ``phi(t) = 2 pi (phase0 + integral_0^t cadence)``; ``cadence[k]``
+    cycles per unit time on the ``k``-th segment between ``change_times`` (0: a pause).
+
+    ``mean`` (J,), ``amp`` and ``shift`` (J, 2); ``J = len(MOCAP_JOINTS)``."""
+
+    change_times: np.ndarray
+    cadence: np.ndarray
+    phase0: float
+    mean: np.ndarray
+    amp: np.ndarray
+    shift: np.ndarray
+
+    def cycles(self, times: np.ndarray) -> np.ndarray:
+        """Gait cycles completed since ``t = 0`` at ``times`` (n,): ``integral cadence``."""
+        spent = _time_in_segments(self.change_times, times)
+        return spent @ self.cadence
+
+    def render(self, times: np.ndarray) -> np.ndarray:
+        """Joint angles at ``times`` (n,) -> (n, J), radians."""
+        phi = 2 * np.pi * (self.phase0 + self.cycles(times))[:, None, None]
+        h = np.array([1.0, 2.0])
+        return self.mean + (self.amp * np.sin(h * phi + self.shift)).sum(-1)
+
+    def frames(self, T: int) -> np.ndarray:
+        """The joint angles at the ``T`` frame times of [0, 1): (T, J)."""
+        return self.render(frame_times(T))
+
+
+def random_mocap(
+    n_changes: int,
+    *,
+    seed: int = 0,
+    cadence: tuple[float, float] = (1.0, 3.0),
+    pause_prob: float = 0.25,
+    min_gap: float = 0.08,
+) -> ProceduralMocap:
+    """A walking figure with ``n_changes`` speed changes on (0, 1): each segment's cadence is
+    uniform in ``cadence`` (cycles per unit time), or a pause (zero) with probability
+    ``pause_prob``; the gait template is perturbed per figure (amplitudes x U(0.8, 1.2),
+    means and phases + N(0, 0.1^2)), the right side half a cycle after the left."""
+    check(
+        len(cadence) == 2 and 0 <= cadence[0] <= cadence[1],
+        "cadence",
+        cadence,
+        "(low, high), 0 <= low <= high",
+    )
+    check(0 <= pause_prob <= 1, "pause_prob", pause_prob, "a probability")
+    rng = np.random.default_rng(seed)
+    c = _change_times(n_changes, rng, min_gap)
+    f = rng.uniform(cadence[0], cadence[1], n_changes + 1)
+    f[rng.uniform(size=n_changes + 1) < pause_prob] = 0.0
+    side = _GAIT.shape[0]
+    mean = np.tile(_GAIT[:, 0], 2) + 0.1 * rng.standard_normal(2 * side)
+    amp = np.tile(_GAIT[:, [1, 3]], (2, 1)) * rng.uniform(0.8, 1.2, (2 * side, 2))
+    shift = np.tile(_GAIT[:, [2, 4]], (2, 1)) + 0.1 * rng.standard_normal((2 * side, 2))
+    shift[side:] += np.pi * np.array([1.0, 2.0])  # half a cycle later: h * pi per harmonic
+    return ProceduralMocap(c, f, float(rng.uniform()), mean, amp, shift)

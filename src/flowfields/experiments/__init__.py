@@ -44,6 +44,7 @@ REGISTRY: dict[str, str] = {
     "gflownet-mle": "flowfields.experiments.gflownet_mle",
     "compression-jumps": "flowfields.experiments.compression_jumps",
     "compression-video": "flowfields.experiments.compression_video",
+    "compression-mocap": "flowfields.experiments.compression_mocap",
     "voronoi-discrete2d": "flowfields.experiments.voronoi_discrete2d",
     "voronoi-mixture": "flowfields.experiments.voronoi_mixture",
     "ppd-sphere": "flowfields.experiments.ppd_sphere",

@@ -6,7 +6,8 @@ Compression" (arXiv:2212.13659), on piecewise-constant jump processes with known
 interval, rendered at ``T`` frames). One :class:`~flowfields.compression.LatentDiscretization`
 per rate weight ``beta`` is trained on ``D + beta R`` at ``T = train_frames``; every number
 below comes from real streams written by :class:`~flowfields.compression.Codec` (payload bits
-= 32 x the range coder's words; the fixed header is reported apart). Baselines on the same
+= 8 x the payload bytes, the range coder's words with the shortest termination; the fixed
+header is reported apart). Baselines on the same
 model: every frame stored, and a uniform grid with as many points as the learned
 discretization stores. Models saved: ``beta0``, ``beta1``, ... (``flowfields.load(run_dir)``
 returns ``beta0``, the smallest ``beta``).
@@ -35,6 +36,8 @@ PAPER = (
     "Latent Discretization for Continuous-time Sequence Compression (Chen et al., arXiv:2212.13659)"
 )
 RATES = (32, 64, 128, 256, 512)
+#: Fewest sequences of the rate-is-real claim (the issue: >= 20).
+RATE_SEQUENCES = 20
 
 
 def jump_batch(seeds: list[int], T: int, dim: int, max_changes: int) -> np.ndarray:
@@ -98,6 +101,7 @@ class CompressionJumps(Experiment, config=Config):
 
     NAME, PAPER = NAME, PAPER
     VARIANTS = ("beta0",)
+    PLOT_CHANNELS = 8  # channels drawn in the stored-points figure
 
     def check_config(self) -> None:
         cfg = self.cfg
@@ -112,8 +116,10 @@ class CompressionJumps(Experiment, config=Config):
 
     # ------------------------------------------------------------------ data hooks
     def batch(self, seeds: list[int], T: int) -> np.ndarray:
-        """Training / evaluation sequences, one per seed: (B, T, *frame_shape)."""
-        return jump_batch(seeds, T, self.cfg.dim, self.cfg.max_changes)
+        """Training / evaluation sequences, one per seed (1..max_changes change points, drawn
+        from the seed, as :func:`jump_batch`): (B, T, *frame_shape)."""
+        n = [1 + int(np.random.default_rng(s).integers(self.cfg.max_changes)) for s in seeds]
+        return np.stack([self.content(s, k).frames(T) for s, k in zip(seeds, n, strict=True)])
 
     def content(self, seed: int, n_changes: int) -> Any:
         """One content with ``n_changes`` change points (``frames(T)``, ``change_times``)."""
@@ -191,6 +197,7 @@ class CompressionJumps(Experiment, config=Config):
             exact &= bool(np.array_equal(codec.decode(data), codec.reconstruct(x)))
         m["rate/actual_bits"], m["rate/estimate_bits"] = sum(actual), sum(est)
         m["rate/ratio"] = sum(actual) / sum(est)
+        m["rate/sequences"] = len(actual)
         m["rate/per_sequence_ok"], m["rate/decode_exact"] = bool(per_ok), bool(exact)
         m["rate/max_excess_bits"] = max(a - e for a, e in zip(actual, est, strict=True))
         m["rate/mean_excess_bits"] = (sum(actual) - sum(est)) / len(actual)
@@ -260,7 +267,8 @@ class CompressionJumps(Experiment, config=Config):
         codec = Codec(models["beta0"])  # type: ignore[arg-type]
         self.codec = codec
         self.header_bytes = codec.header_bytes(xs.ndim - 2)
-        self._rate_is_real(codec, xs)
+        n_rate = max(cfg.n_eval, RATE_SEQUENCES)  # the issue's claim 1 asks for >= 20
+        self._rate_is_real(codec, self.batch(self._eval_seeds(n_rate, 0), cfg.eval_frames))
         self._frame_rates(codec)
         self._complexity(codec)
 
@@ -278,11 +286,11 @@ class CompressionJumps(Experiment, config=Config):
         claims = [
             Claim(
                 id="rate-is-real",
-                statement="The bitstream costs what the model's rate estimate says: over the "
-                "evaluation sequences the payload is within 3% of the estimate (each within 64 "
-                "bits + 2%), and decoding the bytes reproduces the encoder-side reconstruction "
-                "exactly.",
-                measured=f"payload / estimate = {m['rate/ratio']:.4f} over {self.cfg.n_eval} "
+                statement="The bitstream costs what the model's rate estimate says: over >= 20 "
+                "sequences (one stream each) the payload is within 3% of the estimate (each "
+                "within 64 bits + 2%), and decoding the bytes reproduces the encoder-side "
+                "reconstruction exactly.",
+                measured=f"payload / estimate = {m['rate/ratio']:.4f} over {m['rate/sequences']} "
                 f"sequences ({m['rate/actual_bits']:.0f} vs {m['rate/estimate_bits']:.0f} bits; "
                 f"excess per stream {m['rate/mean_excess_bits']:.1f} bits on average, at most "
                 f"{m['rate/max_excess_bits']:.1f}); every sequence within 64 bits + 2%: "
@@ -294,9 +302,10 @@ class CompressionJumps(Experiment, config=Config):
                     and m["rate/decode_exact"]
                 ),
                 note="The estimate is the training-time rate (the same floored tables) at the "
-                "rounded latents and the codec's phase; the payload is 32 x the range coder's "
-                "words, whose final state costs ~16 bits per stream whatever its length (a "
-                "large relative excess on streams of ~130 bits); the fixed header "
+                "rounded latents and the codec's phase; the payload is 8 x its bytes: the range "
+                "coder's words cut to the shortest number of its final interval (a few bits "
+                "per stream whatever its length; sealing with whole 32-bit words cost ~16, 12% "
+                "of a ~130-bit stream); the fixed header "
                 f"({self.header_bytes} bytes) comes on top.",
             ),
             Claim(
@@ -370,7 +379,7 @@ class CompressionJumps(Experiment, config=Config):
         dense = np.linspace(0, 1 - 1 / T, 4 * T)
         rec = codec.decode(codec.encode(x), times=dense)
         fig, ax = plt.subplots(figsize=(8, 3.5))
-        for d in range(cfg.dim):
+        for d in range(min(cfg.dim, self.PLOT_CHANNELS)):
             ax.plot(t, x[:, d], color=f"C{d}", lw=1.5, label=f"signal {d}" if d == 0 else None)
             ax.plot(dense, rec[:, d], color=f"C{d}", lw=1, ls="--")
             ax.scatter(t[idx], x[idx, d], color=f"C{d}", s=18, zorder=3)

@@ -128,12 +128,6 @@ class CompressionVideo(CompressionJumps, config=Config):
 
         return moving_digit(n_changes, seed=seed, canvas=self.cfg.canvas, speed=self.cfg.speed)
 
-    def batch(self, seeds: list[int], T: int) -> np.ndarray:
-        return np.stack(
-            [self.content(s, 1 + int(np.random.default_rng(s).integers(self.cfg.max_changes)))
-             .frames(T) for s in seeds]
-        )  # fmt: skip
-
     def _complexity(self, codec: Any) -> None:
         """Not measured on video: the latent path curves between velocity changes too."""
 
@@ -143,19 +137,29 @@ class CompressionVideo(CompressionJumps, config=Config):
         self._h264(self.codec)
 
     def _other_rate(self, codec: Any) -> None:
+        """Claim 4 and why it ties: in-between frames by the bridge vs by interpolation, the
+        codec's own error at the coded frames, interpolation of the *true* coded frames (how
+        hard the in-between frames are), and the largest bridge - interpolation gap."""
         cfg, T = self.cfg, self.cfg.eval_frames
-        bridge, linear = [], []
+        rows: dict[str, list[float]] = {}
         for s in self._eval_seeds(cfg.n_eval, 300_000):
-            content = self.content(s, 3)
-            dense = content.frames(2 * T)  # frame 2i is coded frame i
-            data = codec.encode(dense[::2], fps=T)
-            odd_t = (2 * np.arange(T) + 1) / (2 * T)
-            bridge.append(psnr(codec.decode(data, times=odd_t), dense[1::2]))
+            dense = self.content(s, 3).frames(2 * T)  # frame 2i is coded frame i
+            coded, between = dense[::2], dense[1::2]
+            data = codec.encode(coded, fps=T)
+            bridge = codec.decode(data, times=(2 * np.arange(T) + 1) / (2 * T))
             dec = codec.decode(data)
             interp = 0.5 * (dec + np.concatenate([dec[1:], dec[-1:]]))
-            linear.append(psnr(interp, dense[1::2]))
-        self.metrics["other_rate/bridge_psnr"] = statistics.fmean(bridge)
-        self.metrics["other_rate/linear_psnr"] = statistics.fmean(linear)
+            oracle = 0.5 * (coded + np.concatenate([coded[1:], coded[-1:]]))
+            for key, value in (
+                ("bridge_psnr", psnr(bridge, between)),
+                ("linear_psnr", psnr(interp, between)),
+                ("coded_psnr", psnr(dec, coded)),
+                ("oracle_linear_psnr", psnr(oracle, between)),
+                ("max_abs_diff", float(np.abs(bridge - interp).max())),
+            ):
+                rows.setdefault(key, []).append(value)
+        for key, values in rows.items():
+            self.metrics[f"other_rate/{key}"] = statistics.fmean(values)
 
     def _h264(self, codec: Any) -> None:
         m, cfg = self.metrics, self.cfg
@@ -196,6 +200,15 @@ class CompressionVideo(CompressionJumps, config=Config):
                 f"{m['other_rate/linear_psnr']:.2f} dB",
                 threshold="bridge PSNR > interpolation PSNR + 0.1 dB",
                 holds=bool(m["other_rate/bridge_psnr"] > m["other_rate/linear_psnr"] + 0.1),
+                note="Why they tie (not a fallback: the bridge frames differ from the "
+                f"interpolated ones by up to {m['other_rate/max_abs_diff']:.3f} per pixel): "
+                "interpolating the true coded frames already gives "
+                f"{m['other_rate/oracle_linear_psnr']:.1f} dB on the in-between frames (the "
+                "digit moves under a pixel per frame and is rendered bilinearly, so a frame is "
+                "nearly the mean of its neighbours), while the codec's own error at the coded "
+                f"frames is {m['other_rate/coded_psnr']:.2f} dB. Both methods inherit that "
+                "error; the bridge can only win where the decoder renders positions between "
+                "frames better than a blend, which it cannot at this distortion.",
             )
         )
         if m.get("h264/available"):
