@@ -42,6 +42,7 @@ REGISTRY: dict[str, str] = {
     "compression-jumps": "flowfields.experiments.compression_jumps",
     "compression-video": "flowfields.experiments.compression_video",
     "voronoi-discrete2d": "flowfields.experiments.voronoi_discrete2d",
+    "voronoi-categorical": "flowfields.experiments.voronoi_categorical",
     "voronoi-mixture": "flowfields.experiments.voronoi_mixture",
     "ppd-sphere": "flowfields.experiments.ppd_sphere",
     "ppd-torus": "flowfields.experiments.ppd_torus",
