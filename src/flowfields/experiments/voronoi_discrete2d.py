@@ -146,7 +146,8 @@ class Config:
     @classmethod
     def full(cls) -> Config:
         """8gaussians ordinal and label-permuted, K = 32 (argmax D = 5), 2000 steps of batch
-        512, NSF 4 x (64, 64): 7.5 min of CPU (measured, one thread; other PMFs by ``--set pmfs``)."""
+        512, NSF 4 x (64, 64): 7.5 min of CPU (measured, one thread); more PMFs by
+        ``--set pmfs=...``."""
         return cls()
 
 
