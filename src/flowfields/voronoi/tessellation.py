@@ -209,17 +209,16 @@ def cell_map_inverse(
 
 def _use_tree(y: Tensor, anchors: Tensor) -> bool:
     """Whether :func:`nearest_anchor` queries a k-d tree: one tessellation (anchors (K, D)) on
-    the CPU with many anchors in few dimensions. Measured (CPU process time, one thread,
-    1024 points; benchmarks/bench_voronoi.py): scipy's cKDTree, built and queried per call,
-    beats the batched brute force from K = 256 at D = 2 (0.9 vs 2.3 ms in float32; 0.6 vs
-    3.6 ms at K = 1024 in float64, 1.6 vs 57 ms at K = 4096) and at D = 4 (1.1 vs 3.6 ms,
-    K = 1024), but not at D = 8 below K ~ 2000 (5.2 vs 3.5 ms at K = 1024; 6.2 vs 13 ms at
-    K = 4096). It is also exact where the brute force's ``|a|^2 - 2 y.a`` cancels (float32:
-    0.2% of the points differed at K = 1024)."""
+    the CPU with many anchors in few dimensions. Measured (one thread, 1024 points, float64;
+    benchmarks/results/voronoi.md, interleaved medians): scipy's cKDTree, built and queried
+    per call, beats the batched brute force from K = 256 at D = 2 (5.6x), and at K = 1024 by
+    16x (D = 2), 12x (D = 4) and 1.5-3x (D = 8; one best-of-7 run had them even); 9x at
+    K = 4096, D = 8. It is also exact where the brute force's ``|a|^2 - 2 y.a`` cancels
+    (float32: 0.2% of the points differed at K = 1024, D = 2)."""
     if anchors.ndim != 2 or anchors.device.type != "cpu" or y.device.type != "cpu":
         return False
     K, D = anchors.shape
-    return (D <= 4 and K >= 256) or (D <= 8 and K >= 2048)
+    return (D <= 4 and K >= 256) or (D <= 8 and K >= 1024)
 
 
 def nearest_anchor(y: Tensor, anchors: Tensor) -> Tensor:
@@ -228,7 +227,7 @@ def nearest_anchor(y: Tensor, anchors: Tensor) -> Tensor:
     Brute force ``argmin_j |a_j|^2 - 2 y.a_j`` (one matrix product; |y|^2 is common to all
     j; ties: the lowest index), or, for many anchors in few dimensions on the CPU, a
     ``scipy.spatial.cKDTree`` built on the anchors (see :func:`_use_tree`: measurably faster
-    there; ties broken by the tree).
+    there; ties broken by the tree; no gradient flows through an index either way).
 
     Args:
         y: (..., D); anchors: (..., K, D) broadcastable.
