@@ -59,7 +59,9 @@ class Config:
         cells, context: the mixture's K and the size of its per-cell embedding.
         transforms, hidden: the baseline NSF (the stack splits the transforms).
         steps, batch, lr: training of every model (Adam, cosine decay).
-        n_train, n_test: data sizes; mass_cells: midpoint cells per side for the masses.
+        n_train, n_test: data sizes; mass_cells: midpoint cells per side for the masses (a
+            trained layer has sharp shells at its faces: pinwheel's mass read 0.971 at 400
+            cells per side, 1.0006 at 1600 and 1.0004 at 3200, measured).
         mixture_ks, timing_batch, timing_reps: the likelihood-cost measurement.
         checkpoint_every, seed, device: engine and CLI settings.
     """
@@ -74,7 +76,7 @@ class Config:
     lr: float = 1e-3
     n_train: int = 50_000
     n_test: int = 20_000
-    mass_cells: int = 400
+    mass_cells: int = 1600
     mixture_ks: tuple[int, ...] = (4, 64, 1024)
     timing_batch: int = 256
     timing_reps: int = 5
