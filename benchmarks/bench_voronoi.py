@@ -4,8 +4,9 @@ Run: ``python -m benchmarks.bench_voronoi [--quick]``; writes ``benchmarks/resul
 
 1. Ray cast: our closed form ``lam* = 1 / max(constraints)`` over a batch vs SciPy's linear
    program (``scipy.optimize.linprog``, HiGHS) per point, the agreement printed with the time.
-2. Nearest anchor: our batched brute force vs ``scipy.spatial.cKDTree`` (built and queried
-   every call: the anchors move every training step).
+2. Nearest anchor: ours (batched brute force, or the k-d tree where ``_use_tree`` picks it)
+   and the brute force alone vs ``scipy.spatial.cKDTree`` (built and queried every call: the
+   anchors move every training step).
 3. Mixture likelihood vs K: :class:`~flowfields.voronoi.VoronoiMixture` (one component per
    point) vs the standard K-component :class:`~flowfields.voronoi.FlowMixture` of the same
    zuko NSF.
@@ -87,24 +88,29 @@ def bench_ray_cast(rounds: int) -> str:
     return markdown_table(rows, "scipy linprog") + "\n\nAgreement: " + "; ".join(notes) + "."
 
 
+def _brute_nearest(y: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    return (a.square().sum(-1) - 2 * y @ a.T).argmin(-1)
+
+
 def bench_nearest(rounds: int) -> str:
     from scipy.spatial import cKDTree
 
+    from flowfields.voronoi.tessellation import _use_tree
+
     rows = []
-    for K, D in [(16, 2), (1024, 2), (4096, 2), (1024, 8)]:
+    for K, D in [(16, 2), (256, 2), (1024, 2), (4096, 2), (1024, 4), (1024, 8), (4096, 8)]:
         g = torch.Generator().manual_seed(2)
         a = torch.rand(K, D, generator=g, dtype=torch.float64)
         y = torch.rand(1024, D, generator=g, dtype=torch.float64)
         an, yn = a.numpy(), y.numpy()
         assert np.array_equal(nearest_anchor(y, a).numpy(), cKDTree(an).query(yn)[1])
-        rows.append(
-            compare(
-                f"K={K}, D={D}, 1024 points",
-                lambda y=y, a=a: nearest_anchor(y, a),
-                lambda an=an, yn=yn: cKDTree(an).query(yn),
-                rounds=rounds,
-            )
-        )
+        path = "tree" if _use_tree(y, a) else "brute"
+        for name, ours in (
+            (f"K={K}, D={D}, 1024 points: ours ({path})", lambda y=y, a=a: nearest_anchor(y, a)),
+            (f"K={K}, D={D}, 1024 points: brute force", lambda y=y, a=a: _brute_nearest(y, a)),
+        ):
+            peer = lambda an=an, yn=yn: cKDTree(an).query(yn)  # noqa: E731
+            rows.append(compare(name, ours, peer, rounds=rounds))
     return markdown_table(rows, "cKDTree build+query")
 
 
@@ -237,7 +243,7 @@ peer one HiGHS LP per direction.
 
 {ray}
 
-## Nearest anchor: batched brute force vs a k-d tree
+## Nearest anchor: ours (brute force or k-d tree by K and D) vs a k-d tree
 
 {near}
 

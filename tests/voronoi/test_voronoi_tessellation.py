@@ -263,3 +263,21 @@ def test_bad_input_raises() -> None:
         VoronoiTessellation(torch.tensor([[0.0, 0.0], [2.0, 0.0]]), -1.0, 1.0)
     with pytest.raises(FlowfieldsError, match="upper"):
         VoronoiTessellation(torch.tensor([[0.0, 0.0], [0.5, 0.0]]), 1.0, -1.0)
+
+
+@pytest.mark.parametrize("K,D", [(16, 2), (300, 2), (1024, 4), (1024, 8), (512, 8)])
+def test_nearest_anchor_both_paths_match_exact_distances(K, D) -> None:
+    """Brute force (few anchors or many dimensions) and the k-d tree (many anchors, few
+    dimensions; see _use_tree) agree with the argmin of the exact float64 distances, for
+    batched point shapes, in float64 and (to 0.5% of points, the brute force's cancellation)
+    float32."""
+    from flowfields.voronoi.tessellation import _use_tree
+
+    g = torch.Generator().manual_seed(K + D)
+    a = torch.rand(K, D, generator=g, dtype=F64)
+    y = torch.rand(3, 100, D, generator=g, dtype=F64)
+    exact = torch.cdist(y.reshape(-1, D), a).argmin(-1).reshape(3, 100)
+    assert torch.equal(nearest_anchor(y, a), exact)
+    got32 = nearest_anchor(y.float(), a.float())
+    assert got32.shape == (3, 100) and float((got32 != exact).double().mean()) <= 5e-3
+    assert _use_tree(y, a) == ((D <= 4 and K >= 256) or K >= 1024)

