@@ -25,6 +25,7 @@ import os
 import statistics
 import time
 import zlib
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -128,18 +129,18 @@ def bench_speed(codec: Codec, rounds: int) -> str:
         def zlib_encode(x: np.ndarray = x, step: float = step) -> bytes:
             return zlib.compress(np.round(x / step).astype(np.int16).tobytes(), 9)
 
-        enc = compare(f"encode T={T}", lambda x=x: codec.encode(x), zlib_encode, rounds=rounds)
-        dec = compare(f"decode T={T}", lambda d=data: codec.decode(d), zlib_decode, rounds=rounds)
+        enc = compare(f"encode T={T}", partial(codec.encode, x), zlib_encode, rounds=rounds)
+        dec = compare(f"decode T={T}", partial(codec.decode, data), zlib_decode, rounds=rounds)
         enc_rows.append(enc)
         dec_rows.append(dec)
         if T == RATES[-1]:  # every frame stored: the per-point cost (tables, coder calls)
             every = codec.encode(x, schedule="every")
             enc_rows.append(compare(
-                f"encode T={T}, every frame", lambda x=x: codec.encode(x, schedule="every"),
+                f"encode T={T}, every frame", partial(codec.encode, x, schedule="every"),
                 zlib_encode, rounds=rounds,
             ))  # fmt: skip
             dec_rows.append(compare(
-                f"decode T={T}, every frame", lambda d=every: codec.decode(d), zlib_decode,
+                f"decode T={T}, every frame", partial(codec.decode, every), zlib_decode,
                 rounds=rounds,
             ))  # fmt: skip
         mb = x.nbytes / 1e6
