@@ -51,6 +51,7 @@ REGISTRY: dict[str, str] = {
     "ppd-sphere": "flowfields.experiments.ppd_sphere",
     "ppd-torus": "flowfields.experiments.ppd_torus",
     "cpflow-toy": "flowfields.experiments.cpflow_toy",
+    "cpflow-ot": "flowfields.experiments.cpflow_ot",
     "cpflow-tabular": "flowfields.experiments.cpflow_tabular",
     "cpflow-vi": "flowfields.experiments.cpflow_vi",
 }
