@@ -273,8 +273,10 @@ def _ppd_density(which: str) -> Callable[[torch.dtype, torch.device], Any]:
         g = torch.Generator().manual_seed(11)
         if which == "ring":
             model = ppd.ring_and_blobs(g, kappa=10.0)
+            assert isinstance(model, ppd.RingAndBlobs)
         elif which == "vmf":
             model = ppd.random_vmf_mixture(3, (2.0, 20.0), g)
+            assert isinstance(model, ppd.VMFMixture)
         elif which == "von-mises":
             mus = torch.tensor([[0.5, -2.0], [-1.5, 1.0], [3.0, 3.0]], dtype=F64)
             kappas = torch.tensor([[2.0, 6.0], [1.0, 0.3], [4.0, 4.0]], dtype=F64)

@@ -17,6 +17,7 @@ a center drawn uniformly, then the kernel).
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -68,19 +69,19 @@ class KappaSchedule:
         return self.kappa_1 * t.clamp_min(0) ** self.power
 
 
-class KernelPath:
+class KernelPath(abc.ABC):
     """A kernel-mixture path on ``manifold`` (see the module docstring)."""
 
     manifold: Manifold
     schedule: KappaSchedule
 
+    @abc.abstractmethod
     def log_kernel(self, kappa: Tensor, x: Tensor, centers: Tensor) -> Tensor:
         """``log k(x_b, c_i)`` for concentrations ``kappa`` (B,), shape (B, N)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def sample_kernel(self, mu: Tensor, kappa: Tensor, generator: torch.Generator | None) -> Tensor:
         """One kernel sample per row of ``mu`` (B, ambient) at concentrations (B,)."""
-        raise NotImplementedError
 
     def _check(self, t: Tensor, centers: Tensor, batch: int | None = None) -> None:
         self.manifold.check_point(centers, "centers")

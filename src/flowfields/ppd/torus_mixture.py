@@ -15,6 +15,7 @@ Each density is an ``nn.Module`` with buffers meeting the contract of :mod:`flow
 
 from __future__ import annotations
 
+import abc
 import math
 
 import torch
@@ -45,7 +46,7 @@ def _per_angle(value: Tensor, k: int, d: int, name: str) -> Tensor:
     return (value[:, None] if value.ndim == 1 else value).expand(k, d).clone()
 
 
-class _TorusMixture(nn.Module):
+class _TorusMixture(nn.Module, abc.ABC):
     """Shared parts: weights (K,), means (K, d), one scale per component and angle (K, d)."""
 
     weights: Tensor
@@ -61,9 +62,9 @@ class _TorusMixture(nn.Module):
         self.register_buffer("weights", weights / weights.sum())
         self.register_buffer("mus", mus.clone())
 
+    @abc.abstractmethod
     def log_components(self, x: Tensor) -> Tensor:
         """``log w_k + log p_k(x_b)``, shape (B, K)."""
-        raise NotImplementedError
 
     def log_prob(self, x: Tensor) -> Tensor:
         """Log-density w.r.t. the flat volume of T^d, shape (B,), in the dtype of ``x``."""

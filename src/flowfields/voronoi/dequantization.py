@@ -29,6 +29,7 @@ the bound that argmax (whose orthants tile R^D) does not pay.
 
 from __future__ import annotations
 
+import abc
 import math
 
 import torch
@@ -62,7 +63,7 @@ def _randn(shape: tuple[int, ...], like: Tensor, generator: torch.Generator | No
     return torch.randn(shape, generator=generator, dtype=like.dtype, device=dev).to(like.device)
 
 
-class Dequantizer(nn.Module):
+class Dequantizer(nn.Module, abc.ABC):
     """Base: ``sample(x, n_samples) -> (z, log_q)``, ``decode(z) -> x``.
 
     Attributes:
@@ -97,15 +98,16 @@ class Dequantizer(nn.Module):
         check(isinstance(n_samples, int) and n_samples >= 1, "n_samples", n_samples, "an int >= 1")
         return self._sample(x, n_samples, generator)
 
+    @abc.abstractmethod
     def _sample(
         self, x: Tensor, n_samples: int, generator: torch.Generator | None
     ) -> tuple[Tensor, Tensor]:
-        raise NotImplementedError
+        """``(z, log q(z | x))`` for checked ``x``: see :meth:`sample`."""
 
+    @abc.abstractmethod
     def decode(self, z: Tensor) -> Tensor:
         """The classes ``x`` (..., N) of ``z`` (..., N * D); -1 marks an invalid code (argmax:
         a code >= K; uniform: outside [-1, 1))."""
-        raise NotImplementedError
 
     def log_q(self, z: Tensor, x: Tensor) -> Tensor:
         """``log q(z | x)`` at given ``z`` (..., B, N * D) for ``x`` (B, N): (..., B);
@@ -121,8 +123,9 @@ class Dequantizer(nn.Module):
         own = (self._region(z) == x).all(-1)
         return torch.where(own, lq, torch.full_like(lq, -float("inf")))
 
+    @abc.abstractmethod
     def _log_q(self, z: Tensor, x: Tensor) -> Tensor:
-        raise NotImplementedError
+        """``log q(z | x)`` for checked inputs, before the region mask: see :meth:`log_q`."""
 
     def _region(self, z: Tensor) -> Tensor:
         """The class of the region (the support of q) holding ``z``: decoding by default."""
