@@ -15,6 +15,7 @@ __all__ = [
     "NonFiniteLossError",
     "check",
     "check_finite",
+    "check_positive_ints",
     "check_shape",
     "describe",
 ]
@@ -72,6 +73,21 @@ def check(condition: bool, argument: str, given: Any, expected: str, hint: str =
         if hint:
             msg += f" {hint}"
         raise FlowfieldsError(msg)
+
+
+def check_positive_ints(obj: Any, *names: str) -> None:
+    """Raise :class:`FlowfieldsError` unless each attribute ``names`` of ``obj`` is an int >= 1.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> check_positive_ints(SimpleNamespace(steps=10, batch=0), "steps", "batch")
+        Traceback (most recent call last):
+            ...
+        flowfields.errors.FlowfieldsError: batch: got 0, expected a positive integer.
+    """
+    for name in names:
+        value = getattr(obj, name)
+        check(isinstance(value, int) and value >= 1, name, value, "a positive integer")
 
 
 def check_shape(x: Any, argument: str, ndim: int | None = None, last: int | None = None) -> None:

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from flowfields.compression.figures import plot_rate_vs_frames
-from flowfields.errors import check
+from flowfields.errors import check, check_positive_ints
 from flowfields.experiments.base import Experiment
 from flowfields.report.result import Claim
 
@@ -105,9 +105,9 @@ class CompressionJumps(Experiment, config=Config):
 
     def check_config(self) -> None:
         cfg = self.cfg
-        for name in ("steps", "batch", "n_eval", "n_contents", "eval_frames", "max_changes"):
-            value = getattr(cfg, name)
-            check(isinstance(value, int) and value >= 1, name, value, "a positive integer")
+        check_positive_ints(
+            cfg, "steps", "batch", "n_eval", "n_contents", "eval_frames", "max_changes"
+        )
         check(cfg.train_frames >= 4, "train_frames", cfg.train_frames, "at least 4 frames")
         check(
             len(cfg.betas) >= 1 and all(b > 0 for b in cfg.betas), "betas", cfg.betas, "betas > 0"

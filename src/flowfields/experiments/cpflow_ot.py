@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from flowfields.errors import check
+from flowfields.errors import check, check_positive_ints
 from flowfields.experiments.cpflow_toy import PAPER, CPFlowToy
 from flowfields.experiments.cpflow_toy import Config as ToyConfig
 from flowfields.report.result import Claim
@@ -67,9 +67,7 @@ class CPFlowOT(CPFlowToy, config=Config):
 
     def check_config(self) -> None:
         cfg = self.cfg
-        for name in ("ot_steps", "ot_batch", "n_test", "pot_n"):
-            value = getattr(cfg, name)
-            check(isinstance(value, int) and value >= 1, name, value, "a positive integer")
+        check_positive_ints(cfg, "ot_steps", "ot_batch", "n_test", "pot_n")
         check(
             2 in cfg.ot_dims and 8 in cfg.ot_dims and all(d >= 2 for d in cfg.ot_dims),
             "ot_dims",

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from flowfields.errors import check
+from flowfields.errors import check, check_positive_ints
 from flowfields.experiments.base import Experiment
 from flowfields.report.result import Claim
 
@@ -193,9 +193,9 @@ class CPFlowTabular(Experiment, config=Config):
             cfg.datasets,
             f"a non-empty tuple of {', '.join(DATASETS)}",
         )
-        for name in ("blocks", "hidden", "depth", "transforms", "steps", "batch", "eval_every"):
-            value = getattr(cfg, name)
-            check(isinstance(value, int) and value >= 1, name, value, "a positive integer")
+        check_positive_ints(
+            cfg, "blocks", "hidden", "depth", "transforms", "steps", "batch", "eval_every"
+        )
         check(cfg.lr > 0, "lr", cfg.lr, "a float > 0")
         load_tabular(cfg.datasets[0], cfg.seed, cfg.val_fraction, cfg.test_fraction)
 

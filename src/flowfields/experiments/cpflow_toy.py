@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, cast
 import torch
 from torch import Tensor, nn
 
-from flowfields.errors import check
+from flowfields.errors import check, check_positive_ints
 from flowfields.experiments.base import Experiment
 from flowfields.report.result import Claim
 
@@ -153,9 +153,9 @@ class CPFlowToy(Experiment, config=Config):
 
     def check_config(self) -> None:
         cfg = self.cfg
-        for name in ("blocks", "steps", "batch", "ot_steps", "ot_batch", "n_test", "pot_n"):
-            value = getattr(cfg, name)
-            check(isinstance(value, int) and value >= 1, name, value, "a positive integer")
+        check_positive_ints(
+            cfg, "blocks", "steps", "batch", "ot_steps", "ot_batch", "n_test", "pot_n"
+        )
         check(cfg.grid >= 8, "grid", cfg.grid, "an integer >= 8")
         check(
             len(cfg.ot_dims) >= 1 and all(isinstance(d, int) and d >= 2 for d in cfg.ot_dims),

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from flowfields.errors import check
+from flowfields.errors import check, check_positive_ints
 from flowfields.experiments.base import Experiment
 from flowfields.experiments.cpflow_tabular import matched_width, n_params
 from flowfields.report.result import Claim
@@ -211,9 +211,9 @@ class CPFlowVI(Experiment, config=Config):
 
     def check_config(self) -> None:
         cfg = self.cfg
-        for name in ("latent", "hidden", "context", "blocks", "steps", "batch", "elbo_samples"):
-            value = getattr(cfg, name)
-            check(isinstance(value, int) and value >= 1, name, value, "a positive integer")
+        check_positive_ints(
+            cfg, "latent", "hidden", "context", "blocks", "steps", "batch", "elbo_samples"
+        )
         check(isinstance(cfg.iwae_k, int) and cfg.iwae_k >= 1, "iwae_k", cfg.iwae_k, "an int >= 1")
         check(1 <= cfg.n_test <= 359, "n_test", cfg.n_test, "an integer in [1, 359]")
         check(cfg.lr > 0, "lr", cfg.lr, "a float > 0")

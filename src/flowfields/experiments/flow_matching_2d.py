@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from flowfields.errors import check
+from flowfields.errors import check, check_positive_ints
 from flowfields.experiments.base import Experiment
 from flowfields.integrate import ODEOptions
 from flowfields.report.result import Claim
@@ -156,9 +156,9 @@ def _check_config(cfg: Config) -> None:
         f"a non-empty subset of {', '.join(VARIANTS)}",
     )
     check(len(set(cfg.variants)) == len(cfg.variants), "variants", cfg.variants, "no repeats")
-    for name in ("steps", "batch_size", "n_test", "n_samples", "curve_points", "n_curve", "grid"):
-        value = getattr(cfg, name)
-        check(isinstance(value, int) and value >= 1, name, value, "a positive integer")
+    check_positive_ints(
+        cfg, "steps", "batch_size", "n_test", "n_samples", "curve_points", "n_curve", "grid"
+    )
     check(
         cfg.mlcnf_steps is None or cfg.mlcnf_steps >= 1,
         "mlcnf_steps",

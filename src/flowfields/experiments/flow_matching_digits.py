@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from flowfields.errors import check
+from flowfields.errors import check, check_positive_ints
 from flowfields.experiments.base import Experiment
 from flowfields.integrate import ODEOptions
 from flowfields.report.result import Claim
@@ -176,9 +176,7 @@ def _check_config(cfg: Config) -> None:
         "'auto', 'exact' or 'hutchinson'",
     )
     check(0 < cfg.val_fraction < 1, "val_fraction", cfg.val_fraction, "a float in (0, 1)")
-    for name in ("steps", "batch_size", "K", "curve_points", "n_curve"):
-        value = getattr(cfg, name)
-        check(isinstance(value, int) and value >= 1, name, value, "a positive integer")
+    check_positive_ints(cfg, "steps", "batch_size", "K", "curve_points", "n_curve")
     check(cfg.n_eval is None or cfg.n_eval >= 1, "n_eval", cfg.n_eval, "None or an int >= 1")
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from flowfields.errors import check
+from flowfields.errors import check, check_positive_ints
 from flowfields.experiments._gflownet_train import gfn_state, reward_step
 from flowfields.experiments.base import Experiment
 from flowfields.gflownet.policy import Policy
@@ -139,9 +139,7 @@ class GFlowNetHyperGrid(Experiment, config=Config):
         cfg = self.cfg
         check(len(cfg.grids) >= 1, "grids", cfg.grids, "at least one 'DxH' grid")
         check(len(cfg.iters) == len(cfg.grids), "iters", cfg.iters, "one count per grid")
-        for name in ("batch", "hidden", "depth", "eval_every", "zvar_batch"):
-            value = getattr(cfg, name)
-            check(isinstance(value, int) and value >= 1, name, value, "a positive integer")
+        check_positive_ints(cfg, "batch", "hidden", "depth", "eval_every", "zvar_batch")
         check(all(int(n) >= 1 for n in cfg.iters), "iters", cfg.iters, "positive integers")
         for loss in cfg.losses:
             check(loss in LOSS_NAMES, "losses", cfg.losses, f"names from {LOSS_NAMES}")

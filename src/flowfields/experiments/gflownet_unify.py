@@ -39,7 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from flowfields.engine import TrainState
-from flowfields.errors import check
+from flowfields.errors import check, check_positive_ints
 from flowfields.experiments._gflownet_train import target_logits
 from flowfields.experiments.base import Experiment
 from flowfields.gflownet.diffusion import DiffusionGFlowNet
@@ -105,9 +105,7 @@ class GFlowNetUnify(Experiment, config=Config):
     def check_config(self) -> None:
         cfg = self.cfg
         names = ("hidden", "depth", "iw_draws", "bits", "diff_steps", "diff_iters")
-        for name in (*names, "diff_batch", "diff_samples"):
-            value = getattr(cfg, name)
-            check(isinstance(value, int) and value >= 1, name, value, "a positive integer")
+        check_positive_ints(cfg, *names, "diff_batch", "diff_samples")
         check(cfg.bits <= 12, "bits", cfg.bits, "an integer <= 12 (every string is enumerated)")
         check(all(int(k) >= 1 for k in cfg.iw_ks), "iw_ks", cfg.iw_ks, "positive integers")
         self._hvae()

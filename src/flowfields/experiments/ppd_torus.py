@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from flowfields.errors import check
+from flowfields.errors import check, check_positive_ints
 from flowfields.experiments._ppd_train import cpu_timer, test_nll
 from flowfields.experiments.base import Experiment
 from flowfields.report.result import Claim
@@ -125,9 +125,9 @@ class PPDTorus(Experiment, config=Config):
             cfg.dims,
             "torus dimensions >= 1",
         )
-        for name in ("k", "n_train", "n_val", "n_test", "steps", "batch_size", "eval_steps"):
-            value = getattr(cfg, name)
-            check(isinstance(value, int) and value >= 1, name, value, "a positive integer")
+        check_positive_ints(
+            cfg, "k", "n_train", "n_val", "n_test", "steps", "batch_size", "eval_steps"
+        )
         check(cfg.data in DATA, "data", cfg.data, f"one of {DATA}")
         check(
             len(cfg.kappa_grid) >= 1 and all(k > 0 for k in cfg.kappa_grid),

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from flowfields.errors import check
+from flowfields.errors import check, check_positive_ints
 from flowfields.experiments._sdebnn_train import cpu_timer, elbo_step, train_state
 from flowfields.experiments.base import Experiment
 from flowfields.report.result import Claim
@@ -118,9 +118,9 @@ class SDEBNNDigits(Experiment, config=Config):
 
     def check_config(self) -> None:
         cfg = self.cfg
-        for name in ("steps", "batch_size", "n_samples", "ensemble_size", "eval_samples", "bins"):
-            value = getattr(cfg, name)
-            check(isinstance(value, int) and value >= 1, name, value, "a positive integer")
+        check_positive_ints(
+            cfg, "steps", "batch_size", "n_samples", "ensemble_size", "eval_samples", "bins"
+        )
         for variant in MODELS:
             self.build_model(cfg, variant)
 

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from flowfields.errors import check
+from flowfields.errors import check, check_positive_ints
 from flowfields.experiments._sdebnn_train import cpu_timer, elbo_step, train_state
 from flowfields.experiments.base import Experiment
 from flowfields.report.result import Claim
@@ -128,9 +128,7 @@ class SDEBNNToy1D(Experiment, config=Config):
 
     def check_config(self) -> None:
         cfg = self.cfg
-        for name in ("n_data", "seeds", "steps", "n_samples", "eval_samples", "grid"):
-            value = getattr(cfg, name)
-            check(isinstance(value, int) and value >= 1, name, value, "a positive integer")
+        check_positive_ints(cfg, "n_data", "seeds", "steps", "n_samples", "eval_samples", "grid")
         check(cfg.noise_std > 0, "noise_std", cfg.noise_std, "a float > 0")
         self.build_model(cfg, "seed0")  # the model's own checks (sigma, estimator, sizes)
 

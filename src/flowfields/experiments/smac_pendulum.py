@@ -25,7 +25,7 @@ from typing import Any
 
 from torch import nn
 
-from flowfields.errors import check
+from flowfields.errors import check, check_positive_ints
 from flowfields.experiments._smac_measure import estimator_check, update_cost
 from flowfields.experiments.base import Experiment
 from flowfields.report.result import Claim
@@ -200,9 +200,9 @@ class SMACPendulum(Experiment, config=Config):
 
     def check_config(self) -> None:
         cfg = self.cfg
-        for name in ("seeds", "steps", "eval_every", "eval_episodes", "estimator_samples"):
-            v = getattr(cfg, name)
-            check(isinstance(v, int) and v >= 1, name, v, "a positive integer")
+        check_positive_ints(
+            cfg, "seeds", "steps", "eval_every", "eval_episodes", "estimator_samples"
+        )
         check(
             cfg.learning_starts < cfg.steps,
             "learning_starts",

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from flowfields.errors import check
+from flowfields.errors import check, check_positive_ints
 from flowfields.experiments.base import Experiment
 from flowfields.experiments.voronoi_discrete2d import (
     KINDS,
@@ -111,9 +111,7 @@ class VoronoiCategorical(Experiment, config=Config):
         check(len(cfg.datasets) >= 1, "datasets", cfg.datasets, "at least one data set")
         for d in cfg.datasets:
             check(d in DATASETS, "datasets", d, f"names from {tuple(DATASETS)}")
-        for name in ("dim", "transforms", "steps", "batch", "iwae_k", "n_test"):
-            value = getattr(cfg, name)
-            check(isinstance(value, int) and value >= 1, name, value, "a positive integer")
+        check_positive_ints(cfg, "dim", "transforms", "steps", "batch", "iwae_k", "n_test")
         check(cfg.n_test < 1797, "n_test", cfg.n_test, "fewer than the 1797 digits")
 
     @classmethod

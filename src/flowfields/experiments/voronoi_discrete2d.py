@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from flowfields.engine import TrainState
-from flowfields.errors import check
+from flowfields.errors import check, check_positive_ints
 from flowfields.experiments.base import Experiment
 from flowfields.experiments.voronoi_mixture import cosine_state, draw_cells
 from flowfields.report.result import Claim
@@ -169,9 +169,7 @@ class VoronoiDiscrete2d(Experiment, config=Config):
         for p in cfg.pmfs:
             base = p[5:] if p.startswith("perm-") else p
             check(base in PMF_NAMES, "pmfs", p, f"names from {PMF_NAMES}, or 'perm-<name>'")
-        for name in ("n_classes", "dim", "steps", "batch", "iwae_k"):
-            value = getattr(cfg, name)
-            check(isinstance(value, int) and value >= 1, name, value, "a positive integer")
+        check_positive_ints(cfg, "n_classes", "dim", "steps", "batch", "iwae_k")
         check(cfg.n_classes >= 2, "n_classes", cfg.n_classes, "K >= 2")
 
     @classmethod

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from flowfields.engine import TrainState
-from flowfields.errors import check
+from flowfields.errors import check, check_positive_ints
 from flowfields.experiments.base import Experiment
 from flowfields.report.result import Claim
 
@@ -157,9 +157,9 @@ class VoronoiMixtureExperiment(Experiment, config=Config):
         check(len(cfg.toys) >= 1, "toys", cfg.toys, "at least one toy")
         for t in cfg.toys:
             check(t in TOYS, "toys", t, f"names from {TOYS}")
-        for name in ("cells", "context", "transforms", "steps", "batch", "n_test", "mass_cells"):
-            value = getattr(cfg, name)
-            check(isinstance(value, int) and value >= 1, name, value, "a positive integer")
+        check_positive_ints(
+            cfg, "cells", "context", "transforms", "steps", "batch", "n_test", "mass_cells"
+        )
         check(cfg.cells >= 2, "cells", cfg.cells, "K >= 2")
         check(cfg.transforms >= 2, "transforms", cfg.transforms, ">= 2 (split around the layer)")
         check(all(k >= 2 for k in cfg.mixture_ks), "mixture_ks", cfg.mixture_ks, "K >= 2 each")
