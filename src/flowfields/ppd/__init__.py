@@ -28,7 +28,13 @@ from flowfields.ppd.diagnostics import (
     tv_bound,
 )
 from flowfields.ppd.field import ManifoldField
-from flowfields.ppd.kernels import log_i0, log_vmf_normalizer, sample_vmf_s2, sample_von_mises
+from flowfields.ppd.kernels import (
+    log_i0,
+    log_vmf_normalizer,
+    sample_vmf,
+    sample_vmf_s2,
+    sample_von_mises,
+)
 from flowfields.ppd.loss import ppd_loss, rfm_loss
 from flowfields.ppd.mixture import (
     RingAndBlobs,
@@ -77,6 +83,7 @@ __all__ = [
     "random_wrapped_normal_mixture",
     "rfm_loss",
     "ring_and_blobs",
+    "sample_vmf",
     "sample_vmf_s2",
     "sample_von_mises",
     "tangent_field",

@@ -6,8 +6,9 @@
   Gauss–Legendre rule in the polar angle otherwise; ``kappa = 0`` is exactly uniform.
 - von Mises on each angle of T^d: ``prod_k exp(kappa cos(x_k - mu_k)) / (2 pi I_0(kappa))``.
 
-Samplers: Wood's closed form on S^2 (Wood, "Simulation of the von Mises Fisher
-distribution", 1994), and on the circle uniform proposals with acceptance
+Samplers: Wood's closed form on S^2 and Wood's rejection algorithm on every S^n (Wood,
+"Simulation of the von Mises Fisher distribution", Commun. Stat. Simul. Comput. 1994), and on
+the circle (the angle itself) uniform proposals with acceptance
 ``exp(kappa (cos theta - 1))`` for ``kappa <= 1`` and Best & Fisher's wrapped-Cauchy envelope
 above (Best & Fisher, Appl. Stat. 1979).
 """
@@ -26,6 +27,7 @@ from flowfields.manifolds.sphere import sphere_log_area
 __all__ = [
     "log_i0",
     "log_vmf_normalizer",
+    "sample_vmf",
     "sample_vmf_s2",
     "sample_von_mises",
 ]
@@ -83,6 +85,70 @@ def sample_vmf_s2(mu: Tensor, kappa: Tensor, generator: torch.Generator | None =
     side = torch.cos(ang)[:, None] * e1 + torch.sin(ang)[:, None] * e2
     x = w[:, None] * mu + (1 - w * w).clamp_min(0).sqrt()[:, None] * side
     return x / x.norm(dim=-1, keepdim=True)
+
+
+def sample_vmf(
+    mu: Tensor, kappa: Tensor, generator: torch.Generator | None = None, max_rounds: int = 100
+) -> Tensor:
+    """One vMF sample on S^n per row of ``mu`` (B, n + 1), concentrations ``kappa`` (B,) >= 0.
+
+    Wood's (1994) rejection algorithm for the height ``w = <mu, x>``, whose density on
+    [-1, 1] is ``~ exp(kappa w) (1 - w^2)^((n - 2) / 2)``: with ``m = n`` (so ``p = n + 1``
+    ambient), ``b = m / (2 kappa + sqrt(4 kappa^2 + m^2))`` (the cancellation-free form of
+    ``(-2 kappa + sqrt(4 kappa^2 + m^2)) / m``), ``x0 = (1 - b) / (1 + b)``,
+    ``c = kappa x0 + m log(1 - x0^2)``; propose ``Z ~ Beta(m / 2, m / 2)`` (drawn as
+    ``|g_1|^2 / (|g_1|^2 + |g_2|^2)`` with ``g_1, g_2 ~ N(0, I_m)``, so the generator is
+    honoured), ``w = (1 - (1 + b) Z) / (1 - (1 - b) Z)``, accept when
+    ``kappa w + m log(1 - x0 w) - c >= log U``. Then ``x = w mu + sqrt(1 - w^2) v`` with
+    ``v`` uniform on the unit sphere of the tangent space at ``mu``. ``kappa = 0`` gives the
+    uniform density exactly (b = 1, every proposal accepted). Computed in float64, returned
+    in the dtype of ``mu``.
+
+    Raises:
+        FlowfieldsError: ``mu`` not (B, n + 1) with n >= 1, ``kappa`` not (B,) finite and
+            >= 0, or proposals not accepted within ``max_rounds`` rounds.
+    """
+    check(
+        isinstance(mu, Tensor) and mu.ndim == 2 and mu.shape[1] >= 2,
+        "mu",
+        mu,
+        "mean directions of shape (B, n + 1) with n >= 1",
+    )
+    b_n, p = mu.shape
+    kappa = torch.as_tensor(kappa, device=mu.device)
+    check(
+        kappa.shape == (b_n,) and bool(torch.isfinite(kappa).all()) and bool((kappa >= 0).all()),
+        "kappa",
+        kappa,
+        f"finite concentrations >= 0 of shape ({b_n},)",
+    )
+    dt, on = torch.float64, mu.device
+    mu64 = mu.to(dt)
+    k = kappa.to(dt)
+    m = p - 1
+    b = m / (2 * k + torch.sqrt(4 * k * k + m * m))
+    x0 = (1 - b) / (1 + b)
+    log_1mx0sq = torch.log(4 * b) - 2 * torch.log1p(b)  # log(1 - x0^2), stable
+    c = k * x0 + m * log_1mx0sq
+    w = torch.full((b_n,), float("nan"), dtype=dt, device=on)
+    todo = torch.ones(b_n, dtype=torch.bool, device=on)
+    for _ in range(max_rounds):
+        if not bool(todo.any()):
+            break
+        g = torch.randn(2, b_n, m, generator=generator, dtype=dt, device=on).pow(2).sum(-1)
+        z = g[0] / (g[0] + g[1])
+        u = torch.rand(b_n, generator=generator, dtype=dt, device=on)
+        w_prop = (1 - (1 + b) * z) / (1 - (1 - b) * z)
+        acc = (k * w_prop + m * torch.log1p(-x0 * w_prop) - c >= torch.log(u)) & todo
+        w = torch.where(acc, w_prop, w)
+        todo = todo & ~acc
+    check(not bool(todo.any()), "kappa", kappa, f"concentrations accepted in {max_rounds} rounds")
+    w = w.clamp(-1, 1)
+    v = torch.randn(b_n, p, generator=generator, dtype=dt, device=on)
+    v = v - (v * mu64).sum(-1, keepdim=True) * mu64
+    v = v / v.norm(dim=-1, keepdim=True)
+    x = w[:, None] * mu64 + (1 - w * w).clamp_min(0).sqrt()[:, None] * v
+    return (x / x.norm(dim=-1, keepdim=True)).to(mu.dtype)
 
 
 def sample_von_mises(

@@ -27,7 +27,13 @@ from torch import Tensor
 
 from flowfields.errors import check
 from flowfields.manifolds import FlatTorus, Manifold, Sphere
-from flowfields.ppd.kernels import log_i0, log_vmf_normalizer, sample_vmf_s2, sample_von_mises
+from flowfields.ppd.kernels import (
+    log_i0,
+    log_vmf_normalizer,
+    sample_vmf,
+    sample_vmf_s2,
+    sample_von_mises,
+)
 
 __all__ = ["KappaSchedule", "KernelPath", "VMFMixturePath", "VonMisesMixturePath"]
 
@@ -111,7 +117,8 @@ class KernelPath(abc.ABC):
 
 
 class VMFMixturePath(KernelPath):
-    """von Mises–Fisher kernel mixture on S^n (sampling implemented on S^2)."""
+    """von Mises–Fisher kernel mixture on S^n (samples: Wood's closed form on S^2, his
+    rejection algorithm :func:`~flowfields.ppd.kernels.sample_vmf` on every other S^n)."""
 
     def __init__(self, manifold: Sphere, schedule: KappaSchedule | None = None) -> None:
         check(isinstance(manifold, Sphere), "manifold", manifold, "a Sphere")
@@ -124,8 +131,9 @@ class VMFMixturePath(KernelPath):
         return kappa[:, None] * (x @ centers.T) + log_c[:, None]
 
     def sample_kernel(self, mu: Tensor, kappa: Tensor, generator: torch.Generator | None) -> Tensor:
-        check(self.manifold.dim == 2, "manifold", self.manifold, "S^2 (sampler implemented)")
-        return sample_vmf_s2(mu, kappa.to(mu.dtype), generator)
+        if self.manifold.dim == 2:
+            return sample_vmf_s2(mu, kappa.to(mu.dtype), generator)
+        return sample_vmf(mu, kappa.to(mu.dtype), generator)
 
 
 class VonMisesMixturePath(KernelPath):
