@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
 import torch
 from scipy import stats
 
 import flowfields
 from flowfields.cli import main
+from flowfields.errors import FlowfieldsError
 from flowfields.manifolds import torus_quadrature, wrap
 from flowfields.ppd import random_von_mises_mixture
 
@@ -43,6 +45,7 @@ def test_cli_tiny_run_and_load(tmp_path) -> None:
         "steps=10",
         "batch_size=32",
         "eval_steps=4",
+        "probes=2",
     ]
     assert main(["run", "ppd-torus", "--no-progress", "--out", str(out), "--set", *sets]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
@@ -59,3 +62,12 @@ def test_cli_tiny_run_and_load(tmp_path) -> None:
     model = flowfields.load(out, "d3")
     x = model.sample(4, generator=torch.Generator().manual_seed(0))
     assert x.shape == (4, 3) and bool((x.abs() <= math.pi).all())
+
+
+def test_bad_probes_config_raises(tmp_path) -> None:
+    from flowfields.experiments.ppd_torus import Config, PPDTorus
+
+    with pytest.raises(FlowfieldsError, match="probes"):
+        PPDTorus(Config(probes=3), tmp_path / "a").check_config()
+    with pytest.raises(FlowfieldsError, match="probes"):
+        PPDTorus(Config(probes=2, divergence="exact"), tmp_path / "b").check_config()

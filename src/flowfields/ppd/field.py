@@ -19,11 +19,11 @@ __all__ = ["ManifoldField"]
 class ManifoldField(nn.Module):
     """``v(t, x) = proju(x, MLP(t, features(x)))``.
 
-    Args:
-        manifold: the manifold (S^n, T^d, or a product of them).
-
     Its output is tangent (``is_tangent = True``): a manifold :class:`~flowfields.matching.CNF`
     and :func:`~flowfields.ppd.lmc_residual` do not project it again.
+
+    Args:
+        manifold: the manifold (S^n, T^d, or a product of them).
         hidden, depth, time_embed_dim: the :class:`~flowfields.nn.MLPField` core.
     """
 
