@@ -114,9 +114,23 @@ class Config:
 
     @classmethod
     def full(cls) -> Config:
-        """4,000 points, 5,000 PPD / RFM and 500 ML steps of a 128 x 4 network (GPU scale;
-        about 15 min of CPU on one core, by the quick preset's cost per step)."""
-        return cls()
+        """2,000 points, 3,000 PPD / 3,000 RFM / 150 ML steps of a 128 x 4 network, 64
+        minibatches per size for the gradient bias (sized for one shared CPU core: a few CPU
+        minutes; the class defaults are the GPU scale)."""
+        return cls(
+            n_train=2000,
+            n_test=1000,
+            n_val=1000,
+            steps_ppd=3000,
+            steps_rfm=3000,
+            steps_ml=150,
+            batch_size=256,
+            ml_solver_steps=8,
+            eval_every=500,
+            em_sizes=(2, 4, 8, 16, 32),
+            bias_batches=(16, 64, 256, 2000),
+            grad_bias_draws=64,
+        )
 
 
 class PPDSphere(Experiment, config=Config):
