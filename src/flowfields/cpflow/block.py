@@ -35,10 +35,13 @@ from flowfields.errors import check
 from flowfields.linalg import conjugate_gradient, logdet_surrogate, rademacher, slq_logdet
 from flowfields.nn import ICNN, PICNN, ActNorm
 
-__all__ = ["LOGDET_METHODS", "ConvexPotentialBlock", "InverseResult"]
+__all__ = ["HESSIAN_MODES", "LOGDET_METHODS", "ConvexPotentialBlock", "InverseResult"]
 
 #: Log-determinant methods of :meth:`ConvexPotentialBlock.forward_logdet`.
 LOGDET_METHODS = ("exact", "slq", "surrogate")
+
+#: How :meth:`ConvexPotentialBlock.hessian` forms ``∇²F``.
+HESSIAN_MODES = ("auto", "analytic", "loop", "vmap")
 
 
 @dataclass
@@ -77,9 +80,12 @@ class ConvexPotentialBlock(nn.Module):
         context_dim: if given, ``G(x, c)`` is a :class:`~flowfields.nn.PICNN` (convex in ``x``
             for every context ``c``): a conditional block; every method then takes
             ``context`` of shape (B, context_dim).
-        hessian_mode: how the exact Hessian is formed: ``"loop"`` (d Hessian-vector products
-            through the gradient's graph), ``"vmap"`` (``torch.func.vmap(jacrev(grad F))``:
-            2-3x faster from d = 13 on, measured), ``"auto"`` (loop for d <= 4, else vmap).
+        hessian_mode: how the exact Hessian is formed: ``"analytic"`` (closed form, one
+            forward and one backward sweep over the network carrying each layer's Jacobian:
+            :meth:`flowfields.nn.ICNN.derivatives`; first-order autograd for the θ-gradient),
+            ``"loop"`` (d Hessian-vector products through the gradient's graph), ``"vmap"``
+            (``torch.func.vmap(jacrev(grad F))``), ``"auto"`` (= ``"analytic"``, the fastest
+            measured at every d of ``docs/cpflow.md``'s profile).
 
     Shapes:
         forward (B, d) -> (B, d); potential (B, d) -> (B,).
@@ -101,10 +107,10 @@ class ConvexPotentialBlock(nn.Module):
     ) -> None:
         super().__init__()
         check(
-            hessian_mode in ("auto", "loop", "vmap"),
+            hessian_mode in HESSIAN_MODES,
             "hessian_mode",
             hessian_mode,
-            "'auto', 'loop' or 'vmap'",
+            f"one of {', '.join(HESSIAN_MODES)}",
         )
         self.hessian_mode = hessian_mode
         check(alpha_init > 0, "alpha_init", alpha_init, "a float > 0")
@@ -161,17 +167,46 @@ class ConvexPotentialBlock(nn.Module):
         return hvp
 
     def hessian(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        """``∇²F(x)`` from ``d`` Hessian-vector products, (B, d) -> (B, d, d)."""
+        """``∇²F(x)`` (formed as ``hessian_mode`` says), (B, d) -> (B, d, d)."""
+        if self._mode() == "analytic":
+            return self.closed_form(x, context)[2]
         keep = torch.is_grad_enabled()
         x_, g = self._graph(x, context)
         return self._hessian(x_, g, keep, context)
 
+    def _mode(self) -> str:
+        return "analytic" if self.hessian_mode == "auto" else self.hessian_mode
+
+    def closed_form(
+        self, x: Tensor, context: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """``(F(x), ∇F(x), ∇²F(x))`` from the network's closed-form derivatives
+        (:meth:`flowfields.nn.ICNN.derivatives`), differentiable in ``x`` and θ by first-order
+        autograd; (B,), (B, d), (B, d, d)."""
+        check(
+            (context is None) == (self.context_dim is None),
+            "context",
+            context,
+            "None (unconditional block)"
+            if self.context_dim is None
+            else f"a tensor of shape (B, {self.context_dim}) (conditional block)",
+        )
+        net = self.icnn
+        if isinstance(net, ICNN):
+            G, dG, HG = net.derivatives(x)
+        else:
+            assert isinstance(net, PICNN) and context is not None
+            G, dG, HG = net.derivatives(x, context)
+        assert HG is not None
+        gain, alpha = F.softplus(self.beta1), self.alpha
+        eye = torch.eye(self.dim, dtype=x.dtype, device=x.device)
+        Fx = gain * G + 0.5 * alpha * (x * x).sum(-1)
+        return Fx, gain * dG + alpha * x, gain * HG + alpha * eye
+
     def _hessian(
         self, x_: Tensor, g: Tensor, create_graph: bool, context: Tensor | None = None
     ) -> Tensor:
-        mode = self.hessian_mode
-        if mode == "auto":
-            mode = "loop" if self.dim <= 4 else "vmap"
+        mode = self._mode()
         if mode == "loop":  # d reverse passes through the gradient's graph
             hvp = self._hvp(x_, g)
             eye = torch.eye(self.dim, dtype=x_.dtype, device=x_.device)
@@ -234,6 +269,11 @@ class ConvexPotentialBlock(nn.Module):
             f"a tensor of shape (B, {self.dim})",
         )
         keep = torch.is_grad_enabled()
+        if method == "exact" and self._mode() == "analytic":
+            _, g, H = self.closed_form(x, context)
+            L = torch.linalg.cholesky(H)
+            ld = 2.0 * torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
+            return (g, ld) if keep else (g.detach(), ld.detach())
         x_, g = self._graph(x, context)
         if method == "exact":
             H = self._hessian(x_, g, keep, context)
