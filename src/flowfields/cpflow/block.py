@@ -34,6 +34,7 @@ from flowfields.density import check_points, weights_dtype
 from flowfields.errors import check
 from flowfields.linalg import conjugate_gradient, logdet_surrogate, rademacher, slq_logdet
 from flowfields.nn import ICNN, PICNN, ActNorm
+from flowfields.nn.convex_sweep import ConvexSweep
 
 __all__ = ["HESSIAN_MODES", "LOGDET_METHODS", "ConvexPotentialBlock", "InverseResult"]
 
@@ -177,12 +178,7 @@ class ConvexPotentialBlock(nn.Module):
     def _mode(self) -> str:
         return "analytic" if self.hessian_mode == "auto" else self.hessian_mode
 
-    def closed_form(
-        self, x: Tensor, context: Tensor | None = None
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """``(F(x), ∇F(x), ∇²F(x))`` from the network's closed-form derivatives
-        (:meth:`flowfields.nn.ICNN.derivatives`), differentiable in ``x`` and θ by first-order
-        autograd; (B,), (B, d), (B, d, d)."""
+    def _sweep(self, x: Tensor, context: Tensor | None) -> ConvexSweep:
         check(
             (context is None) == (self.context_dim is None),
             "context",
@@ -193,15 +189,39 @@ class ConvexPotentialBlock(nn.Module):
         )
         net = self.icnn
         if isinstance(net, ICNN):
-            G, dG, HG = net.derivatives(x)
-        else:
-            assert isinstance(net, PICNN) and context is not None
-            G, dG, HG = net.derivatives(x, context)
-        assert HG is not None
+            return net.sweep(x)
+        assert isinstance(net, PICNN) and context is not None
+        return net.sweep(x, context)
+
+    def closed_form(
+        self, x: Tensor, context: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """``(F(x), ∇F(x), ∇²F(x))`` from the network's closed-form derivative sweeps
+        (:class:`flowfields.nn.convex_sweep.ConvexSweep`), differentiable in ``x`` and θ by
+        first-order autograd; (B,), (B, d), (B, d, d)."""
+        sw = self._sweep(x, context)
         gain, alpha = F.softplus(self.beta1), self.alpha
         eye = torch.eye(self.dim, dtype=x.dtype, device=x.device)
-        Fx = gain * G + 0.5 * alpha * (x * x).sum(-1)
-        return Fx, gain * dG + alpha * x, gain * HG + alpha * eye
+        Fx = gain * sw.value + 0.5 * alpha * (x * x).sum(-1)
+        return Fx, gain * sw.grad + alpha * x, gain * sw.hessian() + alpha * eye
+
+    def _operator(
+        self, x: Tensor, context: Tensor | None
+    ) -> tuple[Tensor, Callable[[Tensor, bool], Tensor]]:
+        """``(∇F(x), hvp)`` with ``hvp(u, create_graph) = ∇²F(x) u``: closed-form sweeps in
+        ``"analytic"`` mode, otherwise autograd through the gradient's graph."""
+        if self._mode() != "analytic":
+            x_, g = self._graph(x, context)
+            return g, self._hvp(x_, g)
+        sw = self._sweep(x, context)
+        gain, alpha = F.softplus(self.beta1), self.alpha
+        g = gain * sw.grad + alpha * x
+
+        def hvp(u: Tensor, create_graph: bool) -> Tensor:
+            with torch.set_grad_enabled(create_graph and torch.is_grad_enabled()):
+                return gain * sw.hvp(u) + alpha * u
+
+        return g, hvp
 
     def _hessian(
         self, x_: Tensor, g: Tensor, create_graph: bool, context: Tensor | None = None
@@ -274,24 +294,25 @@ class ConvexPotentialBlock(nn.Module):
             L = torch.linalg.cholesky(H)
             ld = 2.0 * torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
             return (g, ld) if keep else (g.detach(), ld.detach())
-        x_, g = self._graph(x, context)
         if method == "exact":
+            x_, g = self._graph(x, context)
             H = self._hessian(x_, g, keep, context)
             L = torch.linalg.cholesky(H)
             ld = 2.0 * torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
-        elif method == "slq":
-            hvp = self._hvp(x_, g)
+            return (g, ld) if keep else (g.detach(), ld.detach())
+        g, hvp = self._operator(x, context)
+        if method == "slq":
             m = lanczos_steps or min(self.dim, 20)
             ests = [
                 slq_logdet(
-                    lambda u: hvp(u, False), rademacher(x_.shape, like=x_, generator=generator), m
+                    lambda u: hvp(u, False), rademacher(x.shape, like=x, generator=generator), m
                 )
                 for _ in range(n_probes)
             ]
             ld = torch.stack(ests).mean(0)
         else:
-            v = rademacher(x_.shape, like=x_, generator=generator)
-            ld, _ = logdet_surrogate(self._hvp(x_, g), v, tol=cg_tol, max_iter=cg_max_iter)
+            v = rademacher(x.shape, like=x, generator=generator)
+            ld, _ = logdet_surrogate(hvp, v, tol=cg_tol, max_iter=cg_max_iter)
         return (g, ld) if keep else (g.detach(), ld.detach())
 
     def inverse(
@@ -334,13 +355,13 @@ class ConvexPotentialBlock(nn.Module):
         hvps = 0
         eps = torch.finfo(y.dtype).eps
         for _ in range(max_iter + 1):
-            x_, g = self._graph(x, context)
+            with torch.no_grad():
+                g, hvp = self._operator(x, context)
             r = (g - y).detach()
             res = r.abs().amax(-1)
             active = res > tol
             if not bool(active.any()) or int(iters.max()) >= max_iter:
                 break
-            hvp = self._hvp(x_, g)
 
             def matvec(u: Tensor, hvp: Callable[[Tensor, bool], Tensor] = hvp) -> Tensor:
                 return hvp(u, False)

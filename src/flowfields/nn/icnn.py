@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flowfields.errors import FlowfieldsError, check
+from flowfields.nn.convex_sweep import ConvexSweep, SweepLayer
 
 __all__ = [
     "CONVEX_ACTIVATIONS",
@@ -79,55 +80,11 @@ def _activation_derivatives(name: str, a: Tensor) -> tuple[Tensor, Tensor, Tenso
     return a * cdf + pdf, cdf, pdf
 
 
-class _Unit:
-    """One layer of convex units during a closed-form derivative sweep: the pre-activation's
-    Jacobian ``J = ∂a/∂x`` (B, n, d), or ``W`` (n, d) when it is the same for every row (a
-    first layer, augmentation units), and ``act'``, ``act''`` at the pre-activation (B, n)."""
-
-    __slots__ = ("J", "W", "d1", "d2")
-
-    def __init__(self, J: Tensor | None, d1: Tensor, d2: Tensor, W: Tensor | None = None) -> None:
-        self.J, self.W, self.d1, self.d2 = J, W, d1, d2
-
-    def jacobian(self) -> Tensor:
-        if self.J is not None:
-            return self.J
-        assert self.W is not None
-        return self.W.expand(self.d1.shape[0], *self.W.shape)
-
-
 def _weight(m: nn.Module) -> Tensor:
     """A linear layer's weight matrix (typed, for modules held in an ``nn.ModuleList``)."""
     w = m.weight
     assert isinstance(w, Tensor)
     return w
-
-
-def _hessian_sum(units: list[_Unit], adjoints: list[Tensor]) -> Tensor:
-    """``Σ_layers Jᵀ diag(δ act''(a)) J``, (B, d, d): the Hessian of a network whose
-    pre-activations are affine in its input given the previous layer (exact, not
-    Gauss-Newton: the affine maps have no second derivative). Row-independent ``W`` layers
-    use ``c @ (W ⊗ W)`` (one matrix product, small ``d``); the others are stacked into one
-    batched product."""
-    B = adjoints[0].shape[0]
-    H: Tensor | None = None
-    Js, cs = [], []
-    for u, dz in zip(units, adjoints, strict=True):
-        c = dz * u.d2
-        if u.W is not None and u.W.shape[1] <= 64:
-            n, d = u.W.shape
-            P = (u.W.unsqueeze(-1) * u.W.unsqueeze(1)).reshape(n, d * d)
-            term = (c @ P).reshape(B, d, d)
-            H = term if H is None else H + term
-        else:
-            Js.append(u.jacobian())
-            cs.append(c)
-    if Js:
-        J, c = torch.cat(Js, 1), torch.cat(cs, 1)
-        term = (J * c.unsqueeze(-1)).transpose(1, 2) @ J
-        H = term if H is None else H + term
-    assert H is not None
-    return H
 
 
 def convex_activation(name: str) -> Callable[[Tensor], Tensor]:
@@ -290,74 +247,34 @@ class ICNN(nn.Module):
                 z = torch.cat([z, self.act(self.aug[k](x))], -1)
         return self.act(self.out(z) + self.out_skip(x)).squeeze(-1)
 
-    def derivatives(self, x: Tensor, hessian: bool = True) -> tuple[Tensor, Tensor, Tensor | None]:
-        """``(G(x), ∇G(x), ∇²G(x))`` in closed form, (B,), (B, dim), (B, dim, dim).
-
-        Hand-written rather than nested autograd because it is measurably faster (see
-        ``docs/cpflow.md``, "Profile"): every pre-activation ``a`` is affine in ``x`` given the
-        previous layer, so one forward sweep carries each layer's Jacobian
-        ``J = ∂a/∂x = S (W⁺ diag(act'(a_prev)) J_prev + A)`` (``S`` the ActNorm scale), one
-        backward sweep the adjoints ``δ = ∂G/∂z``, and ``∇²G = Σ_layers Jᵀ diag(δ act''(a)) J``
-        exactly. Everything is ordinary differentiable tensor algebra, so the θ-gradient of
-        ``log det`` of the result needs first-order autograd only (nested autograd needs
-        third order). Checked against autograd in float64 (``tests/cpflow/test_nn_icnn.py``).
-        With ``hessian=False`` the third entry is None.
-        """
+    def sweep(self, x: Tensor) -> ConvexSweep:
+        """The closed-form derivative sweeps at ``x`` (B, dim): value, ``∇G``, ``∇²G`` and
+        ``∇²G v`` (:class:`~flowfields.nn.convex_sweep.ConvexSweep`; hand-written because it
+        is measurably faster than nested autograd, see that module)."""
         name = self.activation
-        W0 = self.first.weight
         z, d1, d2 = _activation_derivatives(name, self.first(x))
-        units = [_Unit(None, d1, d2, W=W0)]
-        # per non-negative layer: (W⁺, ActNorm scale or None, index of its unit in `units`)
-        layers: list[tuple[Tensor, Tensor | None]] = []
-        groups: list[list[int]] = [[0]]  # units making up the z fed to each layer
+        layers = [SweepLayer(_weight(self.first), d1, d2)]
+        group: tuple[int, ...] = (0,)  # layers whose units make up the z fed upward
         for k, (pos, skip, norm) in enumerate(zip(self.pos, self.skip, self.norms, strict=True)):
-            W = _weight(pos)
-            Jz = torch.cat([units[i].jacobian() * units[i].d1.unsqueeze(-1) for i in groups[-1]], 1)
-            pre = pos(z) + skip(x)
-            a = norm(pre)
+            a = norm(pos(z) + skip(x))
             scale = torch.exp(norm.log_scale) if isinstance(norm, ActNorm) else None
-            J = torch.matmul(W, Jz) + _weight(skip)
-            if scale is not None:
-                J = J * scale[:, None]
-            layers.append((W, scale))
-            zh, d1, d2 = _activation_derivatives(name, a)
-            units.append(_Unit(J, d1, d2))
-            group = [len(units) - 1]
+            z, d1, d2 = _activation_derivatives(name, a)
+            layers.append(SweepLayer(_weight(skip), d1, d2, _weight(pos), group, scale=scale))
+            group = (len(layers) - 1,)
             if self.augment:
-                C = _weight(self.aug[k])
                 za, d1a, d2a = _activation_derivatives(name, self.aug[k](x))
-                units.append(_Unit(None, d1a, d2a, W=C))
-                group.append(len(units) - 1)
-                zh = torch.cat([zh, za], -1)
-            groups.append(group)
-            z = zh
-        Wout = self.out.weight
-        Jz = torch.cat([units[i].jacobian() * units[i].d1.unsqueeze(-1) for i in groups[-1]], 1)
-        a_out = self.out(z) + self.out_skip(x)
-        G, g1, g2 = _activation_derivatives(name, a_out)
-        J_out = torch.matmul(Wout, Jz) + self.out_skip.weight  # (B, 1, d)
-        grad = (g1.unsqueeze(-1) * J_out).squeeze(1)
-        if not hessian:
-            return G.squeeze(-1), grad, None
-        # backward sweep: δ = ∂G/∂z per unit, layer by layer from the output
-        adj: dict[int, Tensor] = {}
-        dz = g1 * Wout  # (B, hidden) for the last z
-        for k in range(len(groups) - 1, -1, -1):
-            sizes = [units[i].d1.shape[1] for i in groups[k]]
-            for i, part in zip(groups[k], torch.split(dz, sizes, -1), strict=True):
-                adj[i] = part
-            if k == 0:
-                break
-            W, scale = layers[k - 1]
-            h = groups[k][0]
-            da = adj[h] * units[h].d1
-            if scale is not None:
-                da = da * scale
-            dz = torch.matmul(da, W)
-        order = sorted(adj)
-        H = _hessian_sum([units[i] for i in order], [adj[i] for i in order])
-        H = H + (g2.unsqueeze(-1) * J_out).transpose(1, 2) @ J_out
-        return G.squeeze(-1), grad, H
+                layers.append(SweepLayer(_weight(self.aug[k]), d1a, d2a))
+                group = (*group, len(layers) - 1)
+                z = torch.cat([z, za], -1)
+        G, g1, g2 = _activation_derivatives(name, self.out(z) + self.out_skip(x))
+        layers.append(SweepLayer(_weight(self.out_skip), g1, g2, _weight(self.out), group))
+        return ConvexSweep(G.squeeze(-1), layers)
+
+    def derivatives(self, x: Tensor, hessian: bool = True) -> tuple[Tensor, Tensor, Tensor | None]:
+        """``(G(x), ∇G(x), ∇²G(x))`` in closed form (:meth:`sweep`), (B,), (B, dim),
+        (B, dim, dim); with ``hessian=False`` the third entry is None."""
+        sw = self.sweep(x)
+        return sw.value, sw.grad, sw.hessian() if hessian else None
 
 
 class PICNN(nn.Module):
@@ -366,8 +283,12 @@ class PICNN(nn.Module):
     A context path ``u_{k+1} = tanh(U_k u_k)`` (unconstrained, ``u_0 = c``) gates a convex
     path: ``z_{k+1} = act(W⁺_k (z_k * softplus(P_k u_k)) + A_k (x * (Q_k u_k)) + R_k u_k)``
     (Amos et al. 2017, section 3.2): the gates multiplying ``z_k`` are positive and the term
-    in ``x`` is linear in ``x``, so each unit stays convex in ``x``. Used for conditional
-    CP-Flows (amortised variational inference, arXiv:2012.05942 section 5.2).
+    in ``x`` is linear in ``x``, so each unit stays convex in ``x``. With ``actnorm=True``
+    every hidden layer's pre-activation passes through a data-initialised :class:`ActNorm`
+    (positive scale, convexity kept) as in :class:`ICNN`: without it the initial curvature
+    ``∇²_x G`` is ~1e-3 (products of ``1/n_in``-scaled positive weights) and a conditional
+    CP-Flow starts, and in ``cpflow-vi`` stayed, at a near-constant Hessian (an affine map).
+    Used for conditional CP-Flows (amortised variational inference, arXiv:2012.05942).
 
     Shapes:
         x (B, dim), context (B, context_dim) -> (B,).
@@ -380,6 +301,8 @@ class PICNN(nn.Module):
         hidden: int = 64,
         depth: int = 3,
         activation: str = "softplus",
+        *,
+        actnorm: bool = True,
     ) -> None:
         super().__init__()
         for value, name in ((dim, "dim"), (context_dim, "context_dim"), (hidden, "hidden")):
@@ -399,6 +322,12 @@ class PICNN(nn.Module):
         self.xgate = nn.ModuleList([nn.Linear(hidden, dim) for _ in outs])
         self.skip = nn.ModuleList([nn.Linear(dim, o, bias=False) for o in outs])
         self.ctx = nn.ModuleList([nn.Linear(hidden, o) for o in outs])
+        self.norms = nn.ModuleList(
+            [
+                ActNorm(o) if actnorm and k + 1 < len(outs) else nn.Identity()
+                for k, o in enumerate(outs)
+            ]
+        )
 
     def forward(self, x: Tensor, context: Tensor) -> Tensor:
         check(
@@ -411,17 +340,16 @@ class PICNN(nn.Module):
         z = self.act(self.first(x) + self.first_ctx(context))
         for k in range(len(self.pos)):
             gated = z * F.softplus(self.gate[k](u))
-            z = self.act(self.pos[k](gated) + self.skip[k](x * self.xgate[k](u)) + self.ctx[k](u))
+            pre = self.pos[k](gated) + self.skip[k](x * self.xgate[k](u)) + self.ctx[k](u)
+            z = self.act(self.norms[k](pre))
             if k + 1 < len(self.pos):
                 u = torch.tanh(self.U[k + 1](u))
         return z.squeeze(-1)
 
-    def derivatives(
-        self, x: Tensor, context: Tensor, hessian: bool = True
-    ) -> tuple[Tensor, Tensor, Tensor | None]:
-        """``(G, ∇_x G, ∇²_x G)`` in closed form, as :meth:`ICNN.derivatives` (hand-written
-        for the same reason): given the context every pre-activation is affine in ``x``,
-        ``J_{k+1} = W⁺ diag(gate_k act'(a_k)) J_k + A_k diag(xgate_k)``."""
+    def sweep(self, x: Tensor, context: Tensor) -> ConvexSweep:
+        """The closed-form derivative sweeps in ``x`` at ``(x, context)``, as
+        :meth:`ICNN.sweep`: given the context every pre-activation is affine in ``x``
+        (positive gates ``c_k`` on the hidden path, x-gates ``e_k``, ActNorm scales)."""
         check(
             isinstance(context, Tensor) and context.shape == (x.shape[0], self.context_dim),
             "context",
@@ -430,30 +358,24 @@ class PICNN(nn.Module):
         )
         name = self.activation
         u = torch.tanh(self.U[0](context))
-        W0 = self.first.weight
         z, d1, d2 = _activation_derivatives(name, self.first(x) + self.first_ctx(context))
-        units = [_Unit(None, d1, d2, W=W0)]
-        gates: list[Tensor] = []
-        pos_w: list[Tensor] = []
+        layers = [SweepLayer(_weight(self.first), d1, d2)]
         for k in range(len(self.pos)):
             gate = F.softplus(self.gate[k](u))
-            xg = self.xgate[k](u)  # (B, d)
-            W = _weight(self.pos[k])
-            a = self.pos[k](z * gate) + self.skip[k](x * xg) + self.ctx[k](u)
-            J = torch.matmul(W, (gate * units[-1].d1).unsqueeze(-1) * units[-1].jacobian())
-            J = J + _weight(self.skip[k]) * xg.unsqueeze(1)
+            xg = self.xgate[k](u)
+            norm = self.norms[k]
+            a = norm(self.pos[k](z * gate) + self.skip[k](x * xg) + self.ctx[k](u))
+            scale = torch.exp(norm.log_scale) if isinstance(norm, ActNorm) else None
             z, d1, d2 = _activation_derivatives(name, a)
-            units.append(_Unit(J, d1, d2))
-            gates.append(gate)
-            pos_w.append(W)
+            W, A = _weight(self.pos[k]), _weight(self.skip[k])
+            layers.append(SweepLayer(A, d1, d2, W, (k,), gate=gate, xgate=xg, scale=scale))
             if k + 1 < len(self.pos):
                 u = torch.tanh(self.U[k + 1](u))
-        top = units[-1]
-        grad = (top.d1.unsqueeze(-1) * top.jacobian()).squeeze(1)
-        if not hessian:
-            return z.squeeze(-1), grad, None
-        adjoints = [torch.ones_like(top.d1)]
-        for k in range(len(self.pos) - 1, -1, -1):
-            da = adjoints[0] * units[k + 1].d1
-            adjoints.insert(0, torch.matmul(da, pos_w[k]) * gates[k])
-        return z.squeeze(-1), grad, _hessian_sum(units, adjoints)
+        return ConvexSweep(z.squeeze(-1), layers)
+
+    def derivatives(
+        self, x: Tensor, context: Tensor, hessian: bool = True
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """``(G, ∇_x G, ∇²_x G)`` in closed form (:meth:`sweep`)."""
+        sw = self.sweep(x, context)
+        return sw.value, sw.grad, sw.hessian() if hessian else None
