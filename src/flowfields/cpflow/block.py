@@ -11,10 +11,16 @@ distribution to its push-forward. The inverse is the gradient of the convex conj
 ``f^{-1}(y) = argmin_x F(x) - <x, y>`` (:meth:`ConvexPotentialBlock.inverse`, a batched
 Newton method with CG inner solves and a backtracking line search).
 
+Hessian-vector products (CG, SLQ, the inverse's Newton steps) come from the same closed-form
+sweeps by default: hand-written because they are measurably faster than autograd through
+the gradient's graph (2-3x per product, ``docs/cpflow.md``) and checked against it in float64.
+
 Log-determinants (:meth:`ConvexPotentialBlock.forward_logdet`):
 
-- ``"exact"``: the Hessian from ``d`` Hessian-vector products and a Cholesky factor
-  (differentiable; cost ``O(d)`` HVPs + ``O(d^3)``): small ``d``;
+- ``"exact"``: the Hessian in closed form (a forward sweep of per-layer Jacobians and a
+  backward sweep of adjoints, :mod:`flowfields.nn.convex_sweep`; or nested autograd with
+  ``hessian_mode="loop"/"vmap"``) and a Cholesky factor (differentiable; ``O(d^3)``): small
+  ``d``;
 - ``"slq"``: stochastic Lanczos quadrature (:func:`flowfields.linalg.slq_logdet`), evaluation at
   large ``d`` (no gradient);
 - ``"surrogate"``: the CG surrogate (:func:`flowfields.linalg.logdet_surrogate`) whose gradient
