@@ -127,7 +127,7 @@ class ConvexPotentialBlock(nn.Module):
         self.icnn: nn.Module = (
             ICNN(dim, hidden, depth, activation, augment=augment, actnorm=actnorm)
             if context_dim is None
-            else PICNN(dim, context_dim, hidden, depth, activation)
+            else PICNN(dim, context_dim, hidden, depth, activation, actnorm=actnorm)
         )
         self.beta0 = nn.Parameter(torch.tensor(_inverse_sp(alpha_init)))
         self.beta1 = nn.Parameter(torch.tensor(_inverse_sp(gain_init)))
