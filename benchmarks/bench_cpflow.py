@@ -165,11 +165,12 @@ def _logdet_row(d: int, rounds: int) -> str:
         J = torch.func.vmap(torch.func.jacrev(lambda z: blk(z[None])[0]))(x)
         torch.linalg.slogdet(J)
 
-    a = compare(f"d={d}", slq, exact, rounds=rounds, inner=1, warmup=1)
-    b = compare(f"d={d}", exact, jac, rounds=rounds, inner=1, warmup=1)
+    # CPU (process) time medians: on a loaded shared machine wall-clock rounds of these
+    # single calls were too noisy to rank (a d = 32 exact log-det "faster" than d = 8)
+    t_exact, t_slq, t_jac = (_cpu_ms(fn, rounds) for fn in (exact, slq, jac))
     return (
-        f"| {d} | {a.peer_ms:.1f} | {a.ours_ms:.1f} | {b.peer_ms:.1f} | "
-        f"{a.ratio:.3f} | {b.ratio:.2f} |"
+        f"| {d} | {t_exact:.1f} | {t_slq:.1f} | {t_jac:.1f} | "
+        f"{t_slq / t_exact:.3f} | {t_exact / t_jac:.2f} |"
     )
 
 
@@ -310,46 +311,60 @@ def _profile_parts(d: int, reps: int) -> dict[str, Callable[[], object]]:
     blk.train()
     blk.potential(x)
     params = list(blk.parameters())
-    x_, g = blk._graph(x)
-    hvp = blk._hvp(x_, g)
     v = rademacher(x.shape, like=x, generator=torch.Generator().manual_seed(0))
+    blk.hessian_mode = "analytic"
+    _, hvp_sweep = blk._operator(x, None)
+    blk.hessian_mode = "loop"
+    _, hvp_graph = blk._operator(x, None)
+    blk.hessian_mode = "auto"
 
     def F0(z: torch.Tensor) -> torch.Tensor:
         return blk.potential(z[None])[0]
 
-    def exact(jac: Callable[..., Callable[..., torch.Tensor]]) -> Callable[[], object]:
+    grad_sum = torch.func.grad(lambda z: blk.potential(z).sum())
+
+    def hvp_func() -> object:
+        return torch.func.jvp(grad_sum, (x,), (v,))[1]
+
+    def with_mode(mode: str, method: str) -> Callable[[], object]:
         def run() -> object:
-            H = torch.func.vmap(jac(torch.func.grad(F0)))(x)
-            ld = 2 * torch.log(torch.linalg.cholesky(H).diagonal(dim1=-2, dim2=-1)).sum()
-            return torch.autograd.grad(ld, params)
+            blk.hessian_mode = mode
+            _, ld = blk.forward_logdet(x, method, cg_tol=1e-6)
+            blk.hessian_mode = "auto"
+            return torch.autograd.grad(ld.sum(), params)
 
         return run
 
-    def loop() -> object:
-        blk.hessian_mode = "loop"
-        _, ld = blk.forward_logdet(x, "exact")
-        blk.hessian_mode = "auto"
-        return torch.autograd.grad(ld.sum(), params)
+    def vmap_jacrev() -> object:
+        H = torch.func.vmap(torch.func.jacrev(torch.func.grad(F0)))(x)
+        ld = 2 * torch.log(torch.linalg.cholesky(H).diagonal(dim1=-2, dim2=-1)).sum()
+        return torch.autograd.grad(ld, params)
 
-    def surrogate() -> object:
-        _, ld = blk.forward_logdet(x, "surrogate", cg_tol=1e-6)
-        return torch.autograd.grad(ld.sum(), params)
-
-    return {
+    parts: dict[str, Callable[[], object]] = {
         "potential F (forward)": lambda: blk.potential(x),
         "∇F with graph (the map)": lambda: blk._graph(x),
-        "one Hessian-vector product (no graph)": lambda: hvp(v, False),
-        "exact log-det + θ-gradient, vmap(jacrev) [default]": exact(torch.func.jacrev),
-        "exact log-det + θ-gradient, vmap(jacfwd)": exact(torch.func.jacfwd),
-        "exact log-det + θ-gradient, d-HVP loop": loop,
-        "surrogate log-det + θ-gradient (CG tol 1e-6)": surrogate,
+        "one HVP, closed-form sweep [default]": lambda: hvp_sweep(v, False),
+        "one HVP, autograd through ∇F's graph": lambda: hvp_graph(v, False),
+        "one HVP, torch.func.jvp(grad F) (batched)": hvp_func,
+        "exact log-det + θ-gradient, closed form [default]": with_mode("analytic", "exact"),
+        "exact log-det + θ-gradient, vmap(jacrev(grad F))": vmap_jacrev,
+        "exact log-det + θ-gradient, d-HVP loop": with_mode("loop", "exact"),
+        "surrogate log-det + θ-gradient (CG tol 1e-6), closed-form HVPs [default]": with_mode(
+            "analytic", "surrogate"
+        ),
+        "surrogate log-det + θ-gradient (CG tol 1e-6), autograd HVPs": with_mode(
+            "loop", "surrogate"
+        ),
     }
+    if d > 32:  # d reverse passes with create_graph: seconds per call, measured at d <= 30
+        del parts["exact log-det + θ-gradient, d-HVP loop"]
+    return parts
 
 
 def bench_profile(reps: int) -> str:
     """Where a training step's time goes: per-block pieces, CPU ms and ATen op counts."""
     lines = []
-    for d in (13, 30):
+    for d in (13, 30, 64):
         torch.manual_seed(0)
         x = torch.randn(128, d)
         maf = zuko.flows.MAF(d, transforms=3, hidden_features=(48, 48))
@@ -359,8 +374,7 @@ def bench_profile(reps: int) -> str:
         blk = ConvexPotentialBlock(d, hidden=32, depth=3)
         blk.train()
         blk.potential(x)
-        x_, g = blk._graph(x)
-        cg = logdet_surrogate(blk._hvp(x_, g), rademacher(x.shape, like=x), tol=1e-6)[1]
+        cg = logdet_surrogate(blk._operator(x, None)[1], rademacher(x.shape, like=x), tol=1e-6)[1]
         for name, fn in parts.items():
             lines.append(f"| {d} | {name} | {_cpu_ms(fn, reps):.2f} | {_aten_ops(fn)} |")
         lines.append(
@@ -396,9 +410,9 @@ the peer is zuko (MAF, NSF) at comparable parameter counts.
 ## Training step and test-NLL evaluation vs zuko (wine 13-d, breast-cancer 30-d)
 
 CP-Flow: 3 blocks, ICNN width 32, depth 3, ActNorm; "exact" trains with the exact log-det
-(d Hessian-vector products + Cholesky, differentiated), "surrogate" with the CG surrogate
-(one Rademacher probe, CG tol 1e-6). MAF: 3 transforms, hidden (48, 48); NSF: 3 transforms,
-hidden (32, 32). Batch 128, Adam, one thread.
+(closed-form Hessian + Cholesky, differentiated), "surrogate" with the CG surrogate
+(one Rademacher probe, CG tol 1e-6, closed-form Hessian-vector products). MAF: 3
+transforms, hidden (48, 48); NSF: 3 transforms, hidden (32, 32). Batch 128, Adam, one thread.
 
 {tab}
 
@@ -407,11 +421,15 @@ hidden (32, 32). Batch 128, Adam, one thread.
 CPU process time (median) and the number of ATen operator calls of each piece of one block's
 training step (ICNN width 32, depth 3, batch 128); a CP-Flow step is three such blocks plus
 ActNorm, Adam and the base density. The tensors are small (128 x 32), so time follows the
-operator count rather than FLOPs.
+operator count rather than FLOPs. "Closed form" is `flowfields.nn.convex_sweep` (a forward
+sweep of per-layer Jacobians / tangents and a backward sweep of adjoints, first-order
+autograd for θ); the others are nested autograd (`torch.func` or `torch.autograd.grad`).
 
 {prof}
 
-## Log-det of one block vs d (16 points, ICNN width 64, depth 3, no gradient)
+## Log-det of one block vs d (16 points, ICNN width 64, depth 3, no gradient, CPU ms)
+
+Exact: the closed-form Hessian + Cholesky; jacrev: `vmap(jacrev(f))` + slogdet.
 
 {logdet}
 

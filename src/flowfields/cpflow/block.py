@@ -11,10 +11,16 @@ distribution to its push-forward. The inverse is the gradient of the convex conj
 ``f^{-1}(y) = argmin_x F(x) - <x, y>`` (:meth:`ConvexPotentialBlock.inverse`, a batched
 Newton method with CG inner solves and a backtracking line search).
 
+Hessian-vector products (CG, SLQ, the inverse's Newton steps) come from the same closed-form
+sweeps by default: hand-written because they are measurably faster than autograd through
+the gradient's graph (2-3x per product, ``docs/cpflow.md``) and checked against it in float64.
+
 Log-determinants (:meth:`ConvexPotentialBlock.forward_logdet`):
 
-- ``"exact"``: the Hessian from ``d`` Hessian-vector products and a Cholesky factor
-  (differentiable; cost ``O(d)`` HVPs + ``O(d^3)``): small ``d``;
+- ``"exact"``: the Hessian in closed form (a forward sweep of per-layer Jacobians and a
+  backward sweep of adjoints, :mod:`flowfields.nn.convex_sweep`; or nested autograd with
+  ``hessian_mode="loop"/"vmap"``) and a Cholesky factor (differentiable; ``O(d^3)``): small
+  ``d``;
 - ``"slq"``: stochastic Lanczos quadrature (:func:`flowfields.linalg.slq_logdet`), evaluation at
   large ``d`` (no gradient);
 - ``"surrogate"``: the CG surrogate (:func:`flowfields.linalg.logdet_surrogate`) whose gradient
@@ -34,11 +40,15 @@ from flowfields.density import check_points, weights_dtype
 from flowfields.errors import check
 from flowfields.linalg import conjugate_gradient, logdet_surrogate, rademacher, slq_logdet
 from flowfields.nn import ICNN, PICNN, ActNorm
+from flowfields.nn.convex_sweep import ConvexSweep
 
-__all__ = ["LOGDET_METHODS", "ConvexPotentialBlock", "InverseResult"]
+__all__ = ["HESSIAN_MODES", "LOGDET_METHODS", "ConvexPotentialBlock", "InverseResult"]
 
 #: Log-determinant methods of :meth:`ConvexPotentialBlock.forward_logdet`.
 LOGDET_METHODS = ("exact", "slq", "surrogate")
+
+#: How :meth:`ConvexPotentialBlock.hessian` forms ``∇²F``.
+HESSIAN_MODES = ("auto", "analytic", "loop", "vmap")
 
 
 @dataclass
@@ -77,9 +87,12 @@ class ConvexPotentialBlock(nn.Module):
         context_dim: if given, ``G(x, c)`` is a :class:`~flowfields.nn.PICNN` (convex in ``x``
             for every context ``c``): a conditional block; every method then takes
             ``context`` of shape (B, context_dim).
-        hessian_mode: how the exact Hessian is formed: ``"loop"`` (d Hessian-vector products
-            through the gradient's graph), ``"vmap"`` (``torch.func.vmap(jacrev(grad F))``:
-            2-3x faster from d = 13 on, measured), ``"auto"`` (loop for d <= 4, else vmap).
+        hessian_mode: how the exact Hessian is formed: ``"analytic"`` (closed form, one
+            forward and one backward sweep over the network carrying each layer's Jacobian:
+            :meth:`flowfields.nn.ICNN.derivatives`; first-order autograd for the θ-gradient),
+            ``"loop"`` (d Hessian-vector products through the gradient's graph), ``"vmap"``
+            (``torch.func.vmap(jacrev(grad F))``), ``"auto"`` (= ``"analytic"``, the fastest
+            measured at every d of ``docs/cpflow.md``'s profile).
 
     Shapes:
         forward (B, d) -> (B, d); potential (B, d) -> (B,).
@@ -101,10 +114,10 @@ class ConvexPotentialBlock(nn.Module):
     ) -> None:
         super().__init__()
         check(
-            hessian_mode in ("auto", "loop", "vmap"),
+            hessian_mode in HESSIAN_MODES,
             "hessian_mode",
             hessian_mode,
-            "'auto', 'loop' or 'vmap'",
+            f"one of {', '.join(HESSIAN_MODES)}",
         )
         self.hessian_mode = hessian_mode
         check(alpha_init > 0, "alpha_init", alpha_init, "a float > 0")
@@ -114,7 +127,7 @@ class ConvexPotentialBlock(nn.Module):
         self.icnn: nn.Module = (
             ICNN(dim, hidden, depth, activation, augment=augment, actnorm=actnorm)
             if context_dim is None
-            else PICNN(dim, context_dim, hidden, depth, activation)
+            else PICNN(dim, context_dim, hidden, depth, activation, actnorm=actnorm)
         )
         self.beta0 = nn.Parameter(torch.tensor(_inverse_sp(alpha_init)))
         self.beta1 = nn.Parameter(torch.tensor(_inverse_sp(gain_init)))
@@ -161,17 +174,65 @@ class ConvexPotentialBlock(nn.Module):
         return hvp
 
     def hessian(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        """``∇²F(x)`` from ``d`` Hessian-vector products, (B, d) -> (B, d, d)."""
+        """``∇²F(x)`` (formed as ``hessian_mode`` says), (B, d) -> (B, d, d)."""
+        if self._mode() == "analytic":
+            return self.closed_form(x, context)[2]
         keep = torch.is_grad_enabled()
         x_, g = self._graph(x, context)
         return self._hessian(x_, g, keep, context)
 
+    def _mode(self) -> str:
+        return "analytic" if self.hessian_mode == "auto" else self.hessian_mode
+
+    def _sweep(self, x: Tensor, context: Tensor | None) -> ConvexSweep:
+        check(
+            (context is None) == (self.context_dim is None),
+            "context",
+            context,
+            "None (unconditional block)"
+            if self.context_dim is None
+            else f"a tensor of shape (B, {self.context_dim}) (conditional block)",
+        )
+        net = self.icnn
+        if isinstance(net, ICNN):
+            return net.sweep(x)
+        assert isinstance(net, PICNN) and context is not None
+        return net.sweep(x, context)
+
+    def closed_form(
+        self, x: Tensor, context: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """``(F(x), ∇F(x), ∇²F(x))`` from the network's closed-form derivative sweeps
+        (:class:`flowfields.nn.convex_sweep.ConvexSweep`), differentiable in ``x`` and θ by
+        first-order autograd; (B,), (B, d), (B, d, d)."""
+        sw = self._sweep(x, context)
+        gain, alpha = F.softplus(self.beta1), self.alpha
+        eye = torch.eye(self.dim, dtype=x.dtype, device=x.device)
+        Fx = gain * sw.value + 0.5 * alpha * (x * x).sum(-1)
+        return Fx, gain * sw.grad + alpha * x, gain * sw.hessian() + alpha * eye
+
+    def _operator(
+        self, x: Tensor, context: Tensor | None
+    ) -> tuple[Tensor, Callable[[Tensor, bool], Tensor]]:
+        """``(∇F(x), hvp)`` with ``hvp(u, create_graph) = ∇²F(x) u``: closed-form sweeps in
+        ``"analytic"`` mode, otherwise autograd through the gradient's graph."""
+        if self._mode() != "analytic":
+            x_, g = self._graph(x, context)
+            return g, self._hvp(x_, g)
+        sw = self._sweep(x, context)
+        gain, alpha = F.softplus(self.beta1), self.alpha
+        g = gain * sw.grad + alpha * x
+
+        def hvp(u: Tensor, create_graph: bool) -> Tensor:
+            with torch.set_grad_enabled(create_graph and torch.is_grad_enabled()):
+                return gain * sw.hvp(u) + alpha * u
+
+        return g, hvp
+
     def _hessian(
         self, x_: Tensor, g: Tensor, create_graph: bool, context: Tensor | None = None
     ) -> Tensor:
-        mode = self.hessian_mode
-        if mode == "auto":
-            mode = "loop" if self.dim <= 4 else "vmap"
+        mode = self._mode()
         if mode == "loop":  # d reverse passes through the gradient's graph
             hvp = self._hvp(x_, g)
             eye = torch.eye(self.dim, dtype=x_.dtype, device=x_.device)
@@ -234,24 +295,30 @@ class ConvexPotentialBlock(nn.Module):
             f"a tensor of shape (B, {self.dim})",
         )
         keep = torch.is_grad_enabled()
-        x_, g = self._graph(x, context)
+        if method == "exact" and self._mode() == "analytic":
+            _, g, H = self.closed_form(x, context)
+            L = torch.linalg.cholesky(H)
+            ld = 2.0 * torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
+            return (g, ld) if keep else (g.detach(), ld.detach())
         if method == "exact":
+            x_, g = self._graph(x, context)
             H = self._hessian(x_, g, keep, context)
             L = torch.linalg.cholesky(H)
             ld = 2.0 * torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
-        elif method == "slq":
-            hvp = self._hvp(x_, g)
+            return (g, ld) if keep else (g.detach(), ld.detach())
+        g, hvp = self._operator(x, context)
+        if method == "slq":
             m = lanczos_steps or min(self.dim, 20)
             ests = [
                 slq_logdet(
-                    lambda u: hvp(u, False), rademacher(x_.shape, like=x_, generator=generator), m
+                    lambda u: hvp(u, False), rademacher(x.shape, like=x, generator=generator), m
                 )
                 for _ in range(n_probes)
             ]
             ld = torch.stack(ests).mean(0)
         else:
-            v = rademacher(x_.shape, like=x_, generator=generator)
-            ld, _ = logdet_surrogate(self._hvp(x_, g), v, tol=cg_tol, max_iter=cg_max_iter)
+            v = rademacher(x.shape, like=x, generator=generator)
+            ld, _ = logdet_surrogate(hvp, v, tol=cg_tol, max_iter=cg_max_iter)
         return (g, ld) if keep else (g.detach(), ld.detach())
 
     def inverse(
@@ -294,13 +361,13 @@ class ConvexPotentialBlock(nn.Module):
         hvps = 0
         eps = torch.finfo(y.dtype).eps
         for _ in range(max_iter + 1):
-            x_, g = self._graph(x, context)
+            with torch.no_grad():
+                g, hvp = self._operator(x, context)
             r = (g - y).detach()
             res = r.abs().amax(-1)
             active = res > tol
             if not bool(active.any()) or int(iters.max()) >= max_iter:
                 break
-            hvp = self._hvp(x_, g)
 
             def matvec(u: Tensor, hvp: Callable[[Tensor, bool], Tensor] = hvp) -> Tensor:
                 return hvp(u, False)

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flowfields.errors import FlowfieldsError, check
+from flowfields.nn.convex_sweep import ConvexSweep, SweepLayer
 
 __all__ = [
     "CONVEX_ACTIVATIONS",
@@ -63,6 +64,27 @@ CONVEX_ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "softplus": F.softplus,
     "gaussian_softplus": gaussian_softplus,
 }
+
+
+def _activation_derivatives(name: str, a: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(act(a), act'(a), act''(a))`` for a key of :data:`CONVEX_ACTIVATIONS`."""
+    if name == "softplus":
+        # F.softplus is the identity above its threshold 20; its derivatives follow suit
+        # (1 and 0 there), so the closed form is the derivative of the function computed
+        s = torch.sigmoid(a)
+        linear = a > 20.0
+        d1 = torch.where(linear, torch.ones_like(s), s)
+        return F.softplus(a), d1, torch.where(linear, torch.zeros_like(s), s * (1.0 - s))
+    cdf = 0.5 * (1.0 + torch.erf(a / _SQRT2))
+    pdf = _INV_SQRT_2PI * torch.exp(-0.5 * a * a)
+    return a * cdf + pdf, cdf, pdf
+
+
+def _weight(m: nn.Module) -> Tensor:
+    """A linear layer's weight matrix (typed, for modules held in an ``nn.ModuleList``)."""
+    w = m.weight
+    assert isinstance(w, Tensor)
+    return w
 
 
 def convex_activation(name: str) -> Callable[[Tensor], Tensor]:
@@ -202,6 +224,7 @@ class ICNN(nn.Module):
         _check_size(hidden, "hidden", 2 if augment else 1)
         _check_size(depth, "depth")
         self.act = convex_activation(activation)
+        self.activation = activation
         self.dim, self.augment = dim, augment
         width = hidden // 2 if augment else hidden
         self.first = nn.Linear(dim, hidden)
@@ -224,6 +247,35 @@ class ICNN(nn.Module):
                 z = torch.cat([z, self.act(self.aug[k](x))], -1)
         return self.act(self.out(z) + self.out_skip(x)).squeeze(-1)
 
+    def sweep(self, x: Tensor) -> ConvexSweep:
+        """The closed-form derivative sweeps at ``x`` (B, dim): value, ``∇G``, ``∇²G`` and
+        ``∇²G v`` (:class:`~flowfields.nn.convex_sweep.ConvexSweep`; hand-written because it
+        is measurably faster than nested autograd, see that module)."""
+        name = self.activation
+        z, d1, d2 = _activation_derivatives(name, self.first(x))
+        layers = [SweepLayer(_weight(self.first), d1, d2)]
+        group: tuple[int, ...] = (0,)  # layers whose units make up the z fed upward
+        for k, (pos, skip, norm) in enumerate(zip(self.pos, self.skip, self.norms, strict=True)):
+            a = norm(pos(z) + skip(x))
+            scale = torch.exp(norm.log_scale) if isinstance(norm, ActNorm) else None
+            z, d1, d2 = _activation_derivatives(name, a)
+            layers.append(SweepLayer(_weight(skip), d1, d2, _weight(pos), group, scale=scale))
+            group = (len(layers) - 1,)
+            if self.augment:
+                za, d1a, d2a = _activation_derivatives(name, self.aug[k](x))
+                layers.append(SweepLayer(_weight(self.aug[k]), d1a, d2a))
+                group = (*group, len(layers) - 1)
+                z = torch.cat([z, za], -1)
+        G, g1, g2 = _activation_derivatives(name, self.out(z) + self.out_skip(x))
+        layers.append(SweepLayer(_weight(self.out_skip), g1, g2, _weight(self.out), group))
+        return ConvexSweep(G.squeeze(-1), layers)
+
+    def derivatives(self, x: Tensor, hessian: bool = True) -> tuple[Tensor, Tensor, Tensor | None]:
+        """``(G(x), ∇G(x), ∇²G(x))`` in closed form (:meth:`sweep`), (B,), (B, dim),
+        (B, dim, dim); with ``hessian=False`` the third entry is None."""
+        sw = self.sweep(x)
+        return sw.value, sw.grad, sw.hessian() if hessian else None
+
 
 class PICNN(nn.Module):
     """A partially input-convex network ``G(x, c)``: convex in ``x`` for every context ``c``.
@@ -231,8 +283,12 @@ class PICNN(nn.Module):
     A context path ``u_{k+1} = tanh(U_k u_k)`` (unconstrained, ``u_0 = c``) gates a convex
     path: ``z_{k+1} = act(W⁺_k (z_k * softplus(P_k u_k)) + A_k (x * (Q_k u_k)) + R_k u_k)``
     (Amos et al. 2017, section 3.2): the gates multiplying ``z_k`` are positive and the term
-    in ``x`` is linear in ``x``, so each unit stays convex in ``x``. Used for conditional
-    CP-Flows (amortised variational inference, arXiv:2012.05942 section 5.2).
+    in ``x`` is linear in ``x``, so each unit stays convex in ``x``. With ``actnorm=True``
+    every hidden layer's pre-activation passes through a data-initialised :class:`ActNorm`
+    (positive scale, convexity kept) as in :class:`ICNN`: without it the initial curvature
+    ``∇²_x G`` is ~1e-3 (products of ``1/n_in``-scaled positive weights) and a conditional
+    CP-Flow starts, and in ``cpflow-vi`` stayed, at a near-constant Hessian (an affine map).
+    Used for conditional CP-Flows (amortised variational inference, arXiv:2012.05942).
 
     Shapes:
         x (B, dim), context (B, context_dim) -> (B,).
@@ -245,12 +301,15 @@ class PICNN(nn.Module):
         hidden: int = 64,
         depth: int = 3,
         activation: str = "softplus",
+        *,
+        actnorm: bool = True,
     ) -> None:
         super().__init__()
         for value, name in ((dim, "dim"), (context_dim, "context_dim"), (hidden, "hidden")):
             _check_size(value, name)
         _check_size(depth, "depth")
         self.act = convex_activation(activation)
+        self.activation = activation
         self.dim, self.context_dim = dim, context_dim
         outs = [hidden] * (depth - 1) + [1]
         self.U = nn.ModuleList(
@@ -263,6 +322,12 @@ class PICNN(nn.Module):
         self.xgate = nn.ModuleList([nn.Linear(hidden, dim) for _ in outs])
         self.skip = nn.ModuleList([nn.Linear(dim, o, bias=False) for o in outs])
         self.ctx = nn.ModuleList([nn.Linear(hidden, o) for o in outs])
+        self.norms = nn.ModuleList(
+            [
+                ActNorm(o) if actnorm and k + 1 < len(outs) else nn.Identity()
+                for k, o in enumerate(outs)
+            ]
+        )
 
     def forward(self, x: Tensor, context: Tensor) -> Tensor:
         check(
@@ -275,7 +340,42 @@ class PICNN(nn.Module):
         z = self.act(self.first(x) + self.first_ctx(context))
         for k in range(len(self.pos)):
             gated = z * F.softplus(self.gate[k](u))
-            z = self.act(self.pos[k](gated) + self.skip[k](x * self.xgate[k](u)) + self.ctx[k](u))
+            pre = self.pos[k](gated) + self.skip[k](x * self.xgate[k](u)) + self.ctx[k](u)
+            z = self.act(self.norms[k](pre))
             if k + 1 < len(self.pos):
                 u = torch.tanh(self.U[k + 1](u))
         return z.squeeze(-1)
+
+    def sweep(self, x: Tensor, context: Tensor) -> ConvexSweep:
+        """The closed-form derivative sweeps in ``x`` at ``(x, context)``, as
+        :meth:`ICNN.sweep`: given the context every pre-activation is affine in ``x``
+        (positive gates ``c_k`` on the hidden path, x-gates ``e_k``, ActNorm scales)."""
+        check(
+            isinstance(context, Tensor) and context.shape == (x.shape[0], self.context_dim),
+            "context",
+            context,
+            f"a tensor of shape ({x.shape[0]}, {self.context_dim})",
+        )
+        name = self.activation
+        u = torch.tanh(self.U[0](context))
+        z, d1, d2 = _activation_derivatives(name, self.first(x) + self.first_ctx(context))
+        layers = [SweepLayer(_weight(self.first), d1, d2)]
+        for k in range(len(self.pos)):
+            gate = F.softplus(self.gate[k](u))
+            xg = self.xgate[k](u)
+            norm = self.norms[k]
+            a = norm(self.pos[k](z * gate) + self.skip[k](x * xg) + self.ctx[k](u))
+            scale = torch.exp(norm.log_scale) if isinstance(norm, ActNorm) else None
+            z, d1, d2 = _activation_derivatives(name, a)
+            W, A = _weight(self.pos[k]), _weight(self.skip[k])
+            layers.append(SweepLayer(A, d1, d2, W, (k,), gate=gate, xgate=xg, scale=scale))
+            if k + 1 < len(self.pos):
+                u = torch.tanh(self.U[k + 1](u))
+        return ConvexSweep(z.squeeze(-1), layers)
+
+    def derivatives(
+        self, x: Tensor, context: Tensor, hessian: bool = True
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """``(G, ∇_x G, ∇²_x G)`` in closed form (:meth:`sweep`)."""
+        sw = self.sweep(x, context)
+        return sw.value, sw.grad, sw.hessian() if hessian else None
