@@ -1,7 +1,7 @@
 """SAC / SMAC (arXiv:2210.00999): our SAC vs stable-baselines3's SAC, and SMAC's update cost.
 
-Run: ``python -m benchmarks.bench_rl [--quick] [--steps N --seeds S]``; writes
-``benchmarks/results/rl.md``.
+Run: ``python -m benchmarks.bench_rl [--quick] [--steps N --seeds S] [--out PATH]``; writes
+``benchmarks/results/rl.md`` (or ``PATH``: a check that leaves the recorded results alone).
 
 1. One update (temperature, critic, actor, target) on Pendulum-sized inputs, same networks
    (256-256 ReLU), batch 256, Adam lr 1e-3: ``flowfields.rl.SAC.update`` vs stable-baselines3
@@ -236,7 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--seeds", type=int, default=None)
     ap.add_argument("--collection-only", action="store_true", help="only the vector-env part")
+    ap.add_argument("--out", type=Path, default=OUT, help=f"results file (default {OUT})")
     args = ap.parse_args(argv)
+    out: Path = args.out
     torch.set_num_threads(1)
     t_start, load0 = time.perf_counter(), os.getloadavg()[0]
     rounds = 5 if args.quick else 11
@@ -248,8 +250,8 @@ def main(argv: list[str] | None = None) -> int:
         section.insert(2, f"Command: `python -m benchmarks.bench_rl --collection-only` "
                        f"({time.perf_counter() - t_start:.0f} s, 1-min load average "
                        f"{load0:.1f}).\n")  # fmt: skip
-        old = OUT.read_text() if OUT.exists() else "# SAC / SMAC (arXiv:2210.00999)\n"
-        OUT.write_text(_rewrite_section(old, "## Vector environments", section))
+        old = out.read_text() if out.exists() else "# SAC / SMAC (arXiv:2210.00999)\n"
+        out.write_text(_rewrite_section(old, "## Vector environments", section))
         print("\n".join(section))
         return 0
     steps = args.steps or (2000 if args.quick else 20_000)
@@ -299,8 +301,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         *vec,
     ]
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text("\n".join(lines))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines))
     print("\n".join(lines))
     return 0
 

@@ -49,9 +49,10 @@ def test_cli_tiny_run_claims_and_load(tmp_path) -> None:
 
 @pytest.mark.slow
 def test_return_claims_at_full_scale_settings(tmp_path) -> None:
-    """claim_steps=0 makes the full-preset claims at the tiny budget (their code path)."""
+    """claim_steps=0 makes the full-preset claims at the tiny budget (their code path); with
+    the filter's auxiliary loss, whose predictor is saved with the actor and loads back."""
     out = tmp_path / "pomdp_full"
-    sets = [*SETS, "seeds=1", "claim_steps=0"]
+    sets = [*SETS, "seeds=1", "claim_steps=0", "filter_aux=0.5"]
     assert main(["run", "smac-pomdp", "--no-progress", "--out", str(out), "--set", *sets]) == 0
     claims = {c["id"]: c for c in json.loads((out / "metrics.json").read_text())["claims"]}
     assert set(claims) == {"smac-low-cost", "smac-pomdp-robust", "belief-filter-helps"}
@@ -59,6 +60,10 @@ def test_return_claims_at_full_scale_settings(tmp_path) -> None:
     assert claims["smac-pomdp-robust"]["holds"] == (
         m["belief_smac/return_mean"] > m["belief_sac/return_mean"]
     )
+    assert "auxiliary loss weight 0.5" in claims["smac-low-cost"]["note"]
+    smac = flowfields.load(out, "belief_smac_seed0")
+    assert isinstance(smac.obs_model, torch.nn.Sequential)
+    assert not hasattr(flowfields.load(out, "pomdp_smac_seed0"), "obs_model")
 
 
 def test_bad_filter_window(tmp_path) -> None:
@@ -67,3 +72,5 @@ def test_bad_filter_window(tmp_path) -> None:
 
     with pytest.raises(FlowfieldsError, match="filter_window"):
         SMACPOMDP.run(Config(filter_window=0), tmp_path, progress=False)
+    with pytest.raises(FlowfieldsError, match="filter_aux"):
+        SMACPOMDP.run(Config(filter_aux=-0.5), tmp_path, progress=False)

@@ -72,11 +72,15 @@ def _params(run) -> list[torch.Tensor]:
     return [p.detach().clone() for m in run.agent.modules().values() for p in m.parameters()]
 
 
-@pytest.mark.parametrize(("algo", "window"), [("sac", 0), ("smac", 0), ("smac", 3)])
-def test_seeded_runs_reproduce(algo: str, window: int) -> None:
+@pytest.mark.parametrize(
+    ("algo", "window", "aux"),
+    [("sac", 0, 0.0), ("smac", 0, 0.0), ("smac", 3, 0.0), ("sac", 3, 1.0)],
+)
+def test_seeded_runs_reproduce(algo: str, window: int, aux: float) -> None:
     """Same seed: identical weights and losses (window 3: velocity-free Pendulum through the
-    recurrent filter); another seed: different weights."""
-    cfg = dataclasses.replace(TINY, filter_window=window, filter_hidden=8)
+    recurrent filter; aux: with its next-observation prediction loss); another seed: different
+    weights."""
+    cfg = dataclasses.replace(TINY, filter_window=window, filter_hidden=8, filter_aux=aux)
     obs = {"hide_velocity": bool(window)}
     runs = []
     for _ in range(2):
@@ -87,18 +91,31 @@ def test_seeded_runs_reproduce(algo: str, window: int) -> None:
     for a, b in zip(_params(runs[0]), _params(runs[1])):
         assert torch.equal(a, b)
     assert runs[0].state.history == runs[1].state.history
+    assert ("prediction_loss" in runs[0].state.history) == (aux > 0)
     other = build_run(algo, "Pendulum-v1", cfg, seed=4, **RUN, **obs)
     fit(other.state, other.step_fn, steps=40, progress=False, seed=4)
     assert not all(torch.equal(a, b) for a, b in zip(_params(runs[0]), _params(other)))
 
+
+#: The resume test's settings: plain SMAC, and SMAC on the recurrent filter with its auxiliary
+#: loss on velocity-free Pendulum with flicker (the dropped frames draw from the environment's
+#: RNG, which the checkpoint must restore).
+RESUME_CASES = {
+    "plain": ({}, {}),
+    "filter": (
+        {"filter_window": 3, "filter_hidden": 8, "filter_aux": 1.0},
+        {"hide_velocity": True, "flicker": 0.3},
+    ),
+}
 
 SCRIPT = textwrap.dedent(
     """
     import os, signal, sys
     from flowfields.engine import fit
     from flowfields.rl import AgentConfig, build_run
-    run = build_run("smac", "Pendulum-v1", AgentConfig(hidden=16, n_particles=4, lr=1e-3),
-                    seed=0, learning_starts=10, batch_size=16, buffer_size=1000)
+    cfg, obs = eval(sys.argv[2])
+    run = build_run("smac", "Pendulum-v1", AgentConfig(hidden=16, n_particles=4, lr=1e-3, **cfg),
+                    seed=0, learning_starts=10, batch_size=16, buffer_size=1000, **obs)
     step_fn = run.step_fn
     def killing(state, step):
         if step == 37:
@@ -111,24 +128,38 @@ SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_sigkill_and_resume_continues_bit_for_bit(tmp_path: Path) -> None:
+@pytest.mark.parametrize("case", list(RESUME_CASES))
+def test_sigkill_and_resume_continues_bit_for_bit(tmp_path: Path, case: str) -> None:
     """A run killed at step 37 (last checkpoint at 30), resumed to 60, equals an uninterrupted
-    run: every weight, the replay buffer, the environment and the loss history."""
+    run: every weight (the filter and its predictor too), the optimizers' moments, the whole
+    replay buffer, the environment (its observation and RNG) and the loss history."""
+    cfg_kw, obs_kw = RESUME_CASES[case]
+    cfg = dataclasses.replace(TINY, **cfg_kw)
     ckpt = tmp_path / "train.pt"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(ckpt)], env=env, timeout=120)
+    argv = [sys.executable, "-c", SCRIPT, str(ckpt), repr((cfg_kw, obs_kw))]
+    proc = subprocess.run(argv, env=env, timeout=120)
     assert proc.returncode == -signal.SIGKILL and ckpt.is_file()
     assert load_checkpoint(ckpt)["step"] == 30
-    resumed = build_run("smac", "Pendulum-v1", TINY, seed=0, **RUN)
+    resumed = build_run("smac", "Pendulum-v1", cfg, seed=0, **RUN, **obs_kw)
     fit(resumed.state, resumed.step_fn, steps=60, checkpoint=ckpt, resume=True, progress=False)
-    straight = build_run("smac", "Pendulum-v1", TINY, seed=0, **RUN)
+    straight = build_run("smac", "Pendulum-v1", cfg, seed=0, **RUN, **obs_kw)
     fit(straight.state, straight.step_fn, steps=60, progress=False, seed=0)
     assert resumed.state.step == 60
+    assert hasattr(resumed.agent.actor, "obs_model") == bool(cfg.filter_aux)
     for a, b in zip(_params(resumed), _params(straight)):
         assert torch.equal(a, b)
+    for name, opt in resumed.state.optimizers.items():
+        other = straight.state.optimizers[name].state_dict()["state"]
+        for k, st in opt.state_dict()["state"].items():
+            assert all(torch.equal(st[f], other[k][f]) for f in ("exp_avg", "exp_avg_sq"))
     assert resumed.state.history == straight.state.history
-    assert torch.equal(resumed.buffer.data["obs"], straight.buffer.data["obs"])
+    assert len(resumed.buffer) == len(straight.buffer) == 60
+    for k, v in resumed.buffer.data.items():
+        assert torch.equal(v, straight.buffer.data[k]), k
     assert torch.equal(resumed.collector.obs, straight.collector.obs)
+    rng = [r.collector.env.unwrapped.np_random.bit_generator.state for r in (resumed, straight)]
+    assert rng[0] == rng[1]
 
 
 @pytest.mark.parametrize("env_id", ["Pendulum-v1", "HalfCheetah-v5"])

@@ -89,12 +89,14 @@ def update_cost(
     repeats: int,
     seed: int = 0,
     filter_window: int = 0,
+    filter_aux: float = 0.0,
 ) -> dict[str, float]:
     """CPU process seconds per full update (temperature, critic, actor, target) of SAC and of
     SMAC at each K, on Pendulum-sized inputs, interleaved over ``repeats`` rounds (median).
 
     With ``filter_window = L > 0`` both agents read windows of L steps of velocity-free
-    Pendulum (4 numbers a step) through the recurrent filter.
+    Pendulum (4 numbers a step) through the recurrent filter; ``filter_aux > 0`` adds the
+    filter's next-observation prediction loss to both.
 
     Returns:
         ``{"sac": s, "smac_K8": s, ...}``.
@@ -103,7 +105,7 @@ def update_cost(
 
     torch.manual_seed(seed)
     obs_dim = 4 * filter_window if filter_window else 3
-    cfg = AgentConfig(hidden=hidden, filter_window=filter_window)
+    cfg = AgentConfig(hidden=hidden, filter_window=filter_window, filter_aux=filter_aux)
     agents: dict[str, Any] = {"sac": SAC(obs_dim, 1, cfg)}
     for k in ks:
         agents[f"smac_K{k}"] = SMAC(obs_dim, 1, dataclasses.replace(cfg, n_particles=k))

@@ -58,6 +58,7 @@ class ObsSetting:
         prefix: of the variant names (``""``, ``"pomdp_"``, ``"belief_"``). title: for figures
             and tables. hide_velocity, flicker, obs_noise: :func:`~flowfields.rl.make_env`.
         filter_window, filter_hidden: the agents' recurrent filter (0: none).
+        filter_aux: weight of the filter's next-observation prediction loss (0: none).
     """
 
     prefix: str
@@ -67,6 +68,7 @@ class ObsSetting:
     obs_noise: float = 0.0
     filter_window: int = 0
     filter_hidden: int = 64
+    filter_aux: float = 0.0
 
     def env_kwargs(self) -> dict[str, Any]:
         return {"hide_velocity": self.hide_velocity, "flicker": self.flicker,
@@ -160,6 +162,7 @@ def _agent_cfg(cfg: Config, setting: ObsSetting | None = None) -> Any:
     return AgentConfig(
         filter_window=setting.filter_window,
         filter_hidden=setting.filter_hidden,
+        filter_aux=setting.filter_aux,
         hidden=cfg.hidden,
         depth=cfg.depth,
         lr=cfg.lr,
@@ -308,12 +311,13 @@ class SMACPendulum(Experiment, config=Config):
         m["entropy_naive"] = est["naive"][0]
         self._measure_cost()
 
-    def _measure_cost(self, filter_window: int = 0) -> None:
+    def _measure_cost(self, filter_window: int = 0, filter_aux: float = 0.0) -> None:
         """Update CPU time of SAC and SMAC at K = 8, 32 (with the recurrent filter when
-        ``filter_window > 0``) into the metrics."""
+        ``filter_window > 0``, and its auxiliary loss when ``filter_aux > 0``) into the
+        metrics."""
         cfg, m = self.cfg, self.metrics
         cost = update_cost((8, 32), cfg.cost_hidden, cfg.cost_batch, cfg.cost_repeats, cfg.seed,
-                           filter_window=filter_window)  # fmt: skip
+                           filter_window=filter_window, filter_aux=filter_aux)  # fmt: skip
         for name, sec in cost.items():
             m[f"update_ms/{name}"] = 1e3 * sec
         m["cost_ratio_K8"] = cost["smac_K8"] / cost["sac"]

@@ -38,11 +38,14 @@ class Config(PendulumConfig):
     Attributes:
         filter_window: steps of ``(o_t, a_{t-1}, valid)`` the recurrent filter reads.
         filter_hidden: size of its GRU state.
+        filter_aux: weight of the filter's auxiliary next-observation prediction loss in the
+            actor's loss (0: the filter is trained by the actor's loss alone).
     """
 
     pomdp: bool = True
     filter_window: int = 4
     filter_hidden: int = 64
+    filter_aux: float = 0.0
 
     @classmethod
     def quick(cls) -> Config:
@@ -87,6 +90,7 @@ class SMACPOMDP(SMACPendulum, config=Config):
                 *partial,
                 filter_window=cfg.filter_window,
                 filter_hidden=cfg.filter_hidden,
+                filter_aux=cfg.filter_aux,
             ),
         ]
 
@@ -102,7 +106,7 @@ class SMACPOMDP(SMACPendulum, config=Config):
 
     def evaluate(self, models: dict[str, nn.Module]) -> None:
         self._evaluate_returns()
-        self._measure_cost(filter_window=self.cfg.filter_window)
+        self._measure_cost(filter_window=self.cfg.filter_window, filter_aux=self.cfg.filter_aux)
 
     def _filter_claim(self) -> Claim:
         m = self.metrics
@@ -121,7 +125,10 @@ class SMACPOMDP(SMACPendulum, config=Config):
 
     def claims(self) -> list[Claim]:
         cost = self._cost_claim()
-        cost.note += f" Both agents with the recurrent filter (window {self.cfg.filter_window})."
+        cost.note += (
+            f" Both agents with the recurrent filter (window {self.cfg.filter_window}"
+            f", auxiliary loss weight {self.cfg.filter_aux})."
+        )
         returns = [
             self._robust_claim("belief_", "both with the recurrent filter"),
             self._filter_claim(),

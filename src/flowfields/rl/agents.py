@@ -25,6 +25,7 @@ from flowfields.rl.belief import recurrent_trunk
 from flowfields.rl.buffer import Batch
 from flowfields.rl.critics import TwinCritic, marginal_q, polyak_update
 from flowfields.rl.entropy import AGGREGATIONS
+from flowfields.rl.nets import relu_mlp
 from flowfields.rl.policies import LatentPolicy, PolicySample, TanhGaussianPolicy
 
 __all__ = ["SAC", "SMAC", "AgentConfig", "LogAlpha"]
@@ -46,6 +47,9 @@ class AgentConfig:
         filter_window: ``L > 0``: observations are windows of the last L steps and the actor's
             trunk is the recurrent :class:`~flowfields.rl.BeliefFilter` (SMAC: its belief is
             the latent); the critics read the flattened window. filter_hidden: its GRU state.
+        filter_aux: weight of the filter's auxiliary loss (0: none, trained by the actor's loss
+            alone): the actor's features and the action taken predict the next observation
+            (:meth:`SAC.prediction_loss`; needs ``filter_window > 0``).
     """
 
     hidden: int = 256
@@ -63,6 +67,7 @@ class AgentConfig:
     critic_latent: bool = False
     filter_window: int = 0
     filter_hidden: int = 64
+    filter_aux: float = 0.0
 
 
 class LogAlpha(nn.Module):
@@ -95,13 +100,16 @@ class _Draw:
     q_next: Tensor  # (batch,) min twin target value at (x', a')
     next_log_prob: Tensor  # (batch,)
     latents: Tensor | None  # (P, batch, latent_dim) for the critic at x, or None
+    prediction: Tensor | None = None  # the filter's auxiliary loss, once the actor loss ran
 
 
 class SAC:
     """Soft actor-critic on ``obs_dim``-dimensional observations and ``[-1, 1]^act_dim`` actions.
 
     Modules (all in :meth:`train_state`): ``actor``, ``critic``, ``critic_target``, ``alpha``;
-    optimizers ``actor``, ``critic``, ``alpha`` (Adam, ``cfg.lr``).
+    optimizers ``actor``, ``critic``, ``alpha`` (Adam, ``cfg.lr``). With ``cfg.filter_aux > 0``
+    the actor holds ``obs_model`` too, the predictor of :meth:`prediction_loss` (stepped by the
+    actor's optimizer).
 
     Args:
         obs_dim, act_dim: sizes. cfg: :class:`AgentConfig`. device: where the modules live.
@@ -124,7 +132,24 @@ class SAC:
         check(cfg.aggregation in AGGREGATIONS, "aggregation", cfg.aggregation, str(AGGREGATIONS))
         self.obs_dim, self.act_dim = obs_dim, act_dim
         self.device = torch.device(device)
-        self.actor: Any = (actor if actor is not None else self.build_actor()).to(self.device)
+        self.actor: Any = actor if actor is not None else self.build_actor()
+        check(
+            isinstance(cfg.filter_aux, (int, float)) and 0 <= cfg.filter_aux < float("inf"),
+            "filter_aux",
+            cfg.filter_aux,
+            "a finite float >= 0",
+        )
+        if cfg.filter_aux > 0:
+            check(cfg.filter_window > 0, "filter_aux", cfg.filter_aux,
+                  "0 without the recurrent filter (filter_window = 0)")  # fmt: skip
+            step_dim = obs_dim // cfg.filter_window
+            self.raw_obs_dim = step_dim - act_dim - 1
+            check(self.raw_obs_dim >= 1, "obs_dim", obs_dim,
+                  f"windows of (obs, action, valid) steps, {cfg.filter_window} steps")  # fmt: skip
+            self.actor.obs_model = relu_mlp(
+                cfg.hidden + act_dim, self.raw_obs_dim, cfg.head_hidden, 1
+            )
+        self.actor = self.actor.to(self.device)
         self.critic = TwinCritic(self.critic_in_dim(), act_dim, cfg.hidden, cfg.depth)
         self.critic = self.critic.to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
@@ -213,17 +238,42 @@ class SAC:
         lat = lat.detach() if lat is not None else None
         with _frozen(self.critic):  # the actor's loss needs no critic weight gradients
             q = marginal_q(self.critic, batch.obs, d.pi.action, lat, self.cfg.aggregation)
-        return (alpha * d.pi.log_prob - q.min(0).values).mean()
+        loss = (alpha * d.pi.log_prob - q.min(0).values).mean()
+        if self.cfg.filter_aux > 0:
+            d.prediction = self.prediction_loss(batch, d.pi)
+            loss = loss + self.cfg.filter_aux * d.prediction
+        return loss
+
+    def prediction_loss(self, batch: Batch, pi: PolicySample) -> Tensor:
+        """The recurrent filter's auxiliary loss: ``mean |g(h(x), a) - o'|^2`` over the batch and
+        the observation's entries, with ``h(x)`` the actor's features on the window ``x``
+        (``pi.features``, no extra filter pass), ``a`` the action taken (from the buffer) and
+        ``o'`` the newest observation of the next window ``x'``: next-observation prediction,
+        which uses only what the agent observes (no hidden state, no velocity).
+
+        Shapes: ``batch.obs`` (B, L * step_dim), ``pi.features`` (B, hidden) -> ().
+        """
+        check(self.cfg.filter_aux > 0, "cfg.filter_aux", self.cfg.filter_aux,
+              "> 0 (the agent has no observation model)")  # fmt: skip
+        check(pi.features is not None, "pi.features", None, "the actor's trunk output")
+        assert pi.features is not None
+        b = batch.next_obs.shape[0]
+        target = batch.next_obs.reshape(b, self.cfg.filter_window, -1)[:, -1, : self.raw_obs_dim]
+        pred = self.actor.obs_model(torch.cat([pi.features, batch.action], dim=-1))
+        return (pred - target).pow(2).mean()
 
     def losses(self, batch: Batch) -> dict[str, Tensor]:
         """The three losses at the current parameters, nothing stepped (for tests)."""
         d = self._draw(batch)
         alpha = self.alpha().detach()
-        return {
+        out = {
             "alpha_loss": self.alpha_loss(d),
             "critic_loss": self.critic_loss(batch, d, alpha),
             "actor_loss": self.actor_loss(batch, d, alpha),
         }
+        if d.prediction is not None:
+            out["prediction_loss"] = d.prediction
+        return out
 
     def update(self, state: TrainState, batch: Batch) -> dict[str, Tensor]:
         """One gradient step of temperature, critic, actor (in that order), then the target."""
@@ -232,6 +282,8 @@ class SAC:
         alpha = self.alpha().detach()
         out["critic_loss"] = state.update("critic", self.critic_loss(batch, d, alpha))
         out["actor_loss"] = state.update("actor", self.actor_loss(batch, d, alpha))
+        if d.prediction is not None:
+            out["prediction_loss"] = d.prediction.detach()
         polyak_update(self.critic_target, self.critic, self.cfg.tau)
         out["alpha"] = alpha
         out["entropy"] = -d.pi.log_prob.detach().mean()

@@ -69,6 +69,8 @@ class PolicySample:
         log_prob: (batch,) ``log pi(a|x)`` (SAC) or the SMAC estimate ``-H_K`` (latent policy).
         latents: (K+1, batch, latent_dim) the particles ``s^0..s^K`` (latent policy) or None.
         log_probs: (K+1, batch) ``log pi(a|s^k)`` (latent policy) or None.
+        features: (batch, hidden) the trunk's output ``h(x)`` the draw was made from (for the
+            recurrent filter's auxiliary loss, :meth:`~flowfields.rl.SAC.prediction_loss`).
     """
 
     action: Tensor
@@ -76,6 +78,7 @@ class PolicySample:
     log_prob: Tensor
     latents: Tensor | None = None
     log_probs: Tensor | None = None
+    features: Tensor | None = None
 
 
 def _noise(noise: Tensor | None, like: Tensor) -> Tensor:
@@ -115,15 +118,18 @@ class TanhGaussianPolicy(nn.Module):
         self.mu = nn.Linear(hidden, act_dim)
         self.log_std = nn.Linear(hidden, act_dim)
 
-    def forward(self, obs: Tensor) -> tuple[Tensor, Tensor]:
-        h = self.trunk(obs)
+    def _gaussian(self, h: Tensor) -> tuple[Tensor, Tensor]:
         return self.mu(h), self.log_std(h).clamp(*LOG_STD_RANGE)
+
+    def forward(self, obs: Tensor) -> tuple[Tensor, Tensor]:
+        return self._gaussian(self.trunk(obs))
 
     def sample(self, obs: Tensor, noise: Tensor | None = None) -> PolicySample:
         """Reparameterised draw; ``noise`` (batch, act_dim) replaces the standard normal draw."""
-        mu, log_std = self(obs)
+        h = self.trunk(obs)
+        mu, log_std = self._gaussian(h)
         u = mu + log_std.exp() * _noise(noise, mu)
-        return PolicySample(torch.tanh(u), u, tanh_gaussian_log_prob(u, mu, log_std))
+        return PolicySample(torch.tanh(u), u, tanh_gaussian_log_prob(u, mu, log_std), features=h)
 
     @torch.no_grad()
     def act(self, obs: Tensor, deterministic: bool = False) -> Tensor:
@@ -188,7 +194,9 @@ class LatentPolicy(nn.Module):
 
     def encode(self, obs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``(W_h h, mu_s, sigma_s)``: (batch, head_hidden), (batch, latent_dim) twice."""
-        h = self.trunk(obs)
+        return self._encode(self.trunk(obs))
+
+    def _encode(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         mu_s, log_std_s = self.latent(h).chunk(2, dim=-1)
         if self.latent_std is None:
             std_s = log_std_s.clamp(-5.0, 2.0).exp()
@@ -223,7 +231,8 @@ class LatentPolicy(nn.Module):
         """
         K = self.n_particles if n_particles is None else n_particles
         check(isinstance(K, int) and K >= 0, "n_particles", K, "an integer K >= 0")
-        head_h, mu_s, std_s = self.encode(obs)
+        h = self.trunk(obs)
+        head_h, mu_s, std_s = self._encode(h)
         eps_a = _noise(noise, mu_s.new_empty(mu_s.shape[0], self.act_dim))
         eps_s = torch.randn((K + 1, *mu_s.shape), dtype=mu_s.dtype, device=mu_s.device)
         s = mu_s + std_s * eps_s
@@ -231,7 +240,7 @@ class LatentPolicy(nn.Module):
         u = mu_a[0] + log_std_a[0].exp() * eps_a
         log_probs = gaussian_log_prob(u, mu_a, log_std_a) - tanh_log_det(u)
         log_prob = -marginal_entropy_estimate(log_probs)
-        return PolicySample(torch.tanh(u), u, log_prob, s, log_probs)
+        return PolicySample(torch.tanh(u), u, log_prob, s, log_probs, h)
 
     @torch.no_grad()
     def act(self, obs: Tensor, deterministic: bool = False) -> Tensor:
