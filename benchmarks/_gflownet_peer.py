@@ -10,7 +10,8 @@ Reads one JSON command per line on stdin and answers one JSON line on stdout:
   ``LogPartitionVarianceGFlowNet`` (P_F, P_B); Adam with ``log Z`` in its own group
   (torchgfn's HyperGrid tutorial).
 - ``{"cmd": "train", "iters": k}``: ``k`` iterations of ``batch`` on-policy trajectories;
-  answers ``{"ms": wall milliseconds of those iterations, measured here}``.
+  answers ``{"ms": wall milliseconds of those iterations, measured here, "cpu_ms": the
+  process's CPU milliseconds over them, "loss": the last loss}``.
 - ``{"cmd": "policy"}``: every state with its masked forward logits (P_F's, or FM's log edge
   flows), masked backward log-probabilities, log state flows (DB / SubTB) and ``log Z`` (TB),
   for the exact P_T and the log Z estimate computed by the driver.
@@ -91,7 +92,7 @@ def _setup(cfg: dict) -> dict:
 def _train(s: dict, iters: int) -> dict:
     env, gfn, opt = s["env"], s["gfn"], s["opt"]
     save = s["loss"] != "fm"
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(iters):
         traj = gfn.sample_trajectories(env, n=s["batch"], save_logprobs=save)
         samples = gfn.to_training_samples(traj)
@@ -99,7 +100,8 @@ def _train(s: dict, iters: int) -> dict:
         loss = gfn.loss(env, samples, recalculate_all_logprobs=not save)
         loss.backward()
         opt.step()
-    return {"ms": (time.perf_counter() - t0) * 1e3, "loss": float(loss.detach())}
+    ms, cpu_ms = (time.perf_counter() - t0) * 1e3, (time.process_time() - c0) * 1e3
+    return {"ms": ms, "cpu_ms": cpu_ms, "loss": float(loss.detach())}
 
 
 @torch.no_grad()

@@ -66,3 +66,23 @@ def test_cli_tiny_run_and_load(tmp_path) -> None:
     again = json.loads((out2 / "metrics.json").read_text())
     assert again["d2_tb/l1"] == metrics["d2_tb/l1"] and again["d3_db/l1"] == metrics["d3_db/l1"]
     assert torch.equal(flowfields.load(out2, "d2_tb").log_z, flowfields.load(out, "d2_tb").log_z)
+
+
+def test_fm_policy_has_no_backward_policy() -> None:
+    """FM reads P_F's logits as log edge flows and never uses P_B: the experiment builds none
+    (an unused P_B MLP would take a share of the RNG stream, so FM's trajectories would differ
+    from torchgfn's FMGFlowNet, which has only the edge-flow network, from the same seed)."""
+    cfg = Config(grids=("2x4",), iters=(5,), hidden=8)
+    fm = GFlowNetHyperGrid.build_model(cfg, "d2_fm")
+    assert set(fm.heads) == {"pf"} and fm.learn_pb is False
+    assert set(GFlowNetHyperGrid.build_model(cfg, "d2_tb").heads) == {"pf", "pb"}
+    assert set(GFlowNetHyperGrid.build_model(cfg, "d2_db").heads) == {"pf", "pb", "flow"}
+    # same seed, same P_F weights as any other objective's policy (built first)
+    torch.manual_seed(3)
+    a = GFlowNetHyperGrid.build_model(cfg, "d2_fm")
+    torch.manual_seed(3)
+    b = GFlowNetHyperGrid.build_model(cfg, "d2_tb")
+    assert all(
+        torch.equal(p, q)
+        for p, q in zip(a.heads["pf"].parameters(), b.heads["pf"].parameters(), strict=True)
+    )

@@ -4,7 +4,8 @@ Zhang, Chen, Malkin, Bengio, "Unifying Generative Models with GFlowNets and Beyo
 (arXiv:2209.02606), reward mode, on the standard HyperGrid of Bengio et al. (2021) with
 (r0, r1, r2) = (0.1, 0.5, 2.0). For each grid and each objective (TB, DB, SubTB(0.9), FM,
 ZVar) a policy (:class:`~flowfields.gflownet.MLPPolicy`: K-hot features, ReLU MLPs 256 x 2
-for P_F, a learned P_B and, for DB / SubTB, the state flow) is trained on-policy through
+for P_F, a learned P_B and, for DB / SubTB, the state flow; FM: only the edge-flow network,
+P_F's logits read as log edge flows) is trained on-policy through
 :func:`flowfields.engine.fit` with 128 trajectories per iteration, Adam 1e-3 and ``log Z`` at
 0.1, all objectives from the same initial weights. The learned terminal distribution is
 computed *exactly* by dynamic programming over the grid
@@ -168,7 +169,9 @@ class GFlowNetHyperGrid(Experiment, config=Config):
         ndim = int(ndim_s[1:])
         height = dict(parse_grids(cfg.grids))[ndim]
         env = HyperGrid(ndim, height, r0=cfg.r0, r1=cfg.r1, r2=cfg.r2)
-        return MLPPolicy(env, cfg.hidden, cfg.depth, flow=loss in ("db", "subtb"))
+        # FM reads P_F's logits as log edge flows and has no P_B: none is built
+        flow, learn_pb = loss in ("db", "subtb"), loss != "fm"
+        return MLPPolicy(env, cfg.hidden, cfg.depth, flow=flow, learn_pb=learn_pb)
 
     def train(self) -> dict[str, nn.Module]:
         from flowfields.gflownet import (
