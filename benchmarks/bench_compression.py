@@ -25,6 +25,7 @@ import os
 import statistics
 import time
 import zlib
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -114,8 +115,24 @@ def bench_bits(codec: Codec, n: int) -> tuple[str, list[dict[str, float]]]:
     return "\n".join([head, *lines]), rows
 
 
+def cpu_ms(fn: Callable[[], object], rounds: int = 5, budget_s: float = 0.05) -> float:
+    """Median CPU milliseconds per call of ``fn`` (``time.process_time``; one thread): the
+    work done, not inflated by other processes on a shared machine as wall time is."""
+    fn()
+    t = time.process_time()
+    fn()
+    inner = max(1, int(budget_s / max(time.process_time() - t, 1e-6)))
+    out = []
+    for _ in range(rounds):
+        t = time.process_time()
+        for _ in range(inner):
+            fn()
+        out.append((time.process_time() - t) / inner)
+    return 1e3 * statistics.median(out)
+
+
 def bench_speed(codec: Codec, rounds: int) -> str:
-    enc_rows, dec_rows, tput = [], [], []
+    enc_rows, dec_rows, tput, cpu = [], [], [], []
     for T in RATES:
         x = random_jumps(4, DIM, seed=6_000_000 + T).frames(T)
         data = codec.encode(x)
@@ -143,6 +160,19 @@ def bench_speed(codec: Codec, rounds: int) -> str:
                 f"decode T={T}, every frame", partial(codec.decode, every), zlib_decode,
                 rounds=rounds,
             ))  # fmt: skip
+        for name, fx, zx, dx, zdx in (
+            ("learned", partial(codec.encode, x), zlib_encode, partial(codec.decode, data),
+             zlib_decode),
+            ("every frame", partial(codec.encode, x, schedule="every"), zlib_encode,
+             partial(codec.decode, codec.encode(x, schedule="every")), zlib_decode),
+        ):  # fmt: skip
+            if name == "every frame" and T != RATES[-1]:
+                continue
+            e, ze, d, zd = cpu_ms(fx), cpu_ms(zx), cpu_ms(dx), cpu_ms(zdx)
+            cpu.append(
+                f"| {T} | {name} | {e:.3f} | {ze:.4f} | {e / ze:.0f} | {d:.3f} | {zd:.4f} | "
+                f"{d / zd:.0f} |"
+            )
         mb = x.nbytes / 1e6
         tput.append(
             f"| {T} | {T / enc.ours_ms * 1e3:.0f} | {mb / enc.ours_ms * 1e3:.3f} | "
@@ -159,6 +189,12 @@ def bench_speed(codec: Codec, rounds: int) -> str:
         + markdown_table(dec_rows, "zlib")
         + "\n\nOur throughput (float64 input bytes):\n\n"
         + "\n".join([head, *tput])
+        + "\n\nCPU time per call (`time.process_time`, median of 5 rounds of ~50 ms; not "
+        "inflated by the other processes of a shared machine, unlike the wall times above):\n\n"
+        + "| T | stream | ours encode (ms) | zlib encode (ms) | ratio | ours decode (ms) | "
+        "zlib decode (ms) | ratio |\n"
+        + "|---:|---|---:|---:|---:|---:|---:|---:|\n"
+        + "\n".join(cpu)
     )
 
 
@@ -196,9 +232,10 @@ zlib {last["zlib"]:.0f} ({last["zlib"] / last["ours"]:.1f}x more) and lzma {last
 
 ## Encode / decode time, ours vs zlib (interleaved)
 
-Ours: plan (encoder network, discretization), tables and range coding (with the shortest
-termination, checked by decoding); decode: range decoding, tables, OU bridge and the frame
-decoder at every frame. "every frame": the same model storing all T points (T tables).
+Ours: plan (encoder network, discretization; no rate estimate), tables and range coding
+(the shortest termination computed from the coder's final interval, one decode to check it);
+decode: range decoding, tables, OU bridge and the frame decoder at every frame. "every
+frame": the same model storing all T points (T tables).
 zlib: quantise + compress / decompress + dequantise.
 
 {speed}

@@ -28,6 +28,45 @@ def test_h264_round_trip_improves_with_quality() -> None:
     assert psnr(dec_hi, x) > psnr(dec_lo, x) + 5
 
 
+def test_h264_sei_is_counted_apart_and_not_needed_to_decode() -> None:
+    """x264's SEI units (its options string) are counted apart; the stream without them
+    decodes to the same frames."""
+    av = pytest.importorskip("av")
+    from flowfields.experiments.compression_video import _sei_bytes, h264_code
+
+    x = moving_digit(2, seed=3, canvas=16, speed=20.0).frames(16)
+    bits, sei, dec = h264_code(x, 30)
+    assert 8 * 300 < sei < bits  # several hundred bytes of options
+    h, w = x.shape[1:]
+    enc = av.CodecContext.create("libx264", "w")
+    enc.width, enc.height, enc.pix_fmt = w, h, "yuv420p"
+    enc.options = {"crf": "30", "preset": "medium"}
+    packets = []
+    img = np.clip(np.round(255 * x), 0, 255).astype(np.uint8)
+    for i in range(len(x)):
+        f = av.VideoFrame.from_ndarray(img[i], format="gray").reformat(format="yuv420p")
+        f.pts = i
+        packets += enc.encode(f)
+    packets += enc.encode(None)
+    import re
+
+    def strip(packet: bytes) -> bytes:
+        starts = [m.start() for m in re.finditer(b"\x00\x00\x01", packet)]
+        return packet[: starts[0]] + b"".join(
+            packet[a : (starts[k + 1] if k + 1 < len(starts) else len(packet))]
+            for k, a in enumerate(starts)
+            if packet[a + 3] & 0x1F != 6
+        )
+
+    raw = [bytes(p) for p in packets]
+    kept = [strip(p) for p in raw]
+    assert sum(map(len, raw)) - sum(map(len, kept)) == sum(map(_sei_bytes, raw)) == sei // 8
+    dec2 = av.CodecContext.create("h264", "r")
+    out = [fr.to_ndarray(format="gray").astype(np.float64) / 255.0
+           for p in [*(av.Packet(k) for k in kept), None] for fr in dec2.decode(p)]  # fmt: skip
+    np.testing.assert_array_equal(np.stack(out), dec)
+
+
 @pytest.mark.slow
 def test_tiny_run(tmp_path) -> None:
     out = tmp_path / "cv"
@@ -46,7 +85,11 @@ def test_tiny_run(tmp_path) -> None:
     ]
     assert "decode-other-frame-rate" in ids
     assert metrics["rate/decode_exact"] is True
-    assert {p.name for p in out.glob("*.png")} == {"decoded_frames.png", "rate_vs_frames.png"}
+    pngs = {p.name for p in out.glob("*.png")}
+    assert pngs >= {"decoded_frames.png", "rate_vs_frames.png"}
+    if metrics["h264/available"]:
+        assert "rate_distortion.png" in pngs
+        assert metrics["h264/bits_per_frame_no_sei"] < metrics["h264/bits_per_frame"]
 
 
 def test_why_bridge_and_interpolation_tie_on_slow_digits() -> None:
