@@ -48,9 +48,10 @@ def ppd_loss(
     gradient for the gradient of PPD_2), at the price of a second vector-Jacobian product
     and a higher variance. The default stays ``probes=1``: it is the estimator every
     reported result before the two-probe option was measured with, it costs one product,
-    and the measured gain of ``probes=2`` is small: on ``ppd-torus --quick`` (one seed) the
-    gap per dimension went from 0.150 / 0.786 / 1.057 to 0.133 / 0.732 / 1.025 at d = 2 /
-    10 / 50 and the T^2 test NLL from 2.923 to 2.888, changing no claim (``docs/ppd.md``).
+    and the measured gain of ``probes=2`` is small and not uniform: on ``ppd-torus`` (one
+    seed) the gap per dimension went from 0.150 / 0.786 / 1.057 to 0.133 / 0.732 / 1.025 at
+    d = 2 / 10 / 50 (quick) and from 0.022 / 0.267 / 0.907 to 0.009 / 0.228 / 1.036 (full:
+    worse at d = 50), changing no claim (``docs/ppd.md``).
     With the exact divergence there is no probe (``probes`` must be 1).
 
     Args:
