@@ -149,7 +149,7 @@ class Config:
 
     @classmethod
     def quick(cls) -> Config:
-        """Wine only, 250 steps per model: about 35 s of CPU on one thread (measured)."""
+        """Wine only, 250 steps per model: about 25 s of CPU on one thread (measured)."""
         return cls(datasets=("wine",), steps=250, eval_every=25)
 
     @classmethod

@@ -189,7 +189,7 @@ class Config:
 
     @classmethod
     def quick(cls) -> Config:
-        """300 steps per posterior, IWAE with K = 100 on 120 test images: about 40 s of CPU
+        """300 steps per posterior, IWAE with K = 100 on 120 test images: about 20 s of CPU
         on one thread (measured)."""
         return cls(steps=300, elbo_samples=5, iwae_k=100, n_test=120)
 
@@ -197,7 +197,7 @@ class Config:
     def full(cls) -> Config:
         """3000 steps per posterior, IWAE K = 200 on all 359 test images.
 
-        Expected run time: about 6 min of CPU on one thread (the CP-Flow posterior's
+        Expected run time: about 3 min of CPU on one thread (the CP-Flow posterior's
         exact-log-det steps dominate).
         """
         return cls()
