@@ -101,3 +101,18 @@ def test_experiment_reports_the_ml_claim_not_held_when_the_solver_is_exploited(t
     exp = _experiment_with(_exploited(), tmp_path / "ok", ml_solver="dopri5", ml_tol=1e-6)
     assert exp.metrics["mlcnf/solver_guard_ok"] is True
     assert {c.id: c for c in exp.claims()}["faster-than-ml"].holds is True
+
+
+def test_bad_solver_settings_raise(tmp_path) -> None:
+    import pytest
+
+    from flowfields.errors import FlowfieldsError
+
+    for kw, name in (
+        ({"ml_solver": "euler"}, "ml_solver"),
+        ({"fine_steps": 16, "eval_steps": 16}, "fine_steps"),
+        ({"solver_tol": 0.0}, "solver_tol"),
+        ({"ml_tol": 0.0}, "ml_tol"),
+    ):
+        with pytest.raises(FlowfieldsError, match=name):
+            PPDSphere(Config(**kw), tmp_path).check_config()
