@@ -42,6 +42,7 @@ def test_cli_tiny_run_and_load(tmp_path) -> None:
         "batch_size=64",
         "ml_solver_steps=4",
         "eval_steps=8",
+        "fine_steps=16",
         "eval_every=10",
         "em_sizes=2,4",
         "bias_batches=8,200",
@@ -53,12 +54,25 @@ def test_cli_tiny_run_and_load(tmp_path) -> None:
     ids = [c["id"] for c in metrics["claims"]]
     assert ids == [
         "no-ode-solve",
+        "faster-than-ml",
         "beats-mixture",
         "comparable-to-rfm",
         "tv-bound",
         "minibatch-bias",
         "minibatch-gradient-bias",
     ]
+    # the reported test NLLs are the evaluation solver's (here all 100 test points are the
+    # 256-point check's), checked against a finer solve and, for ML, its training solver
+    for k in ("ppd", "rfm", "mlcnf"):
+        assert metrics[f"{k}/test_nll"] == metrics[f"{k}/nll_eval_solver"]
+        assert math.isfinite(metrics[f"{k}/nll_fine_solver"])
+    gap = metrics["mlcnf/nll_fine_solver"] - metrics["mlcnf/nll_train_solver"]
+    assert metrics["mlcnf/exploit_gap"] == gap
+    claim = next(c for c in metrics["claims"] if c["id"] == "faster-than-ml")
+    ok = abs(gap) <= 0.1 and metrics["mlcnf/eval_solver_gap"] <= 0.1
+    assert metrics["mlcnf/solver_guard_ok"] is ok
+    if not ok:
+        assert claim["holds"] is False and "NOT HELD" in claim["note"]
     assert metrics["em/k"] in (2, 4)
     assert metrics["true/test_nll"] < metrics["em/test_nll"] + 0.5
     assert metrics["bias/b8"] < 0 and abs(metrics["bias/b200"]) < 1e-9
