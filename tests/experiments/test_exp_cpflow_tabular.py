@@ -40,6 +40,31 @@ def test_load_tabular_split_standardised_and_seeded() -> None:
         load_tabular("wine", test_fraction=0.7)
 
 
+def test_digits_blank_pixels_are_uniform_and_every_model_sees_the_same_data() -> None:
+    """Pixels 0, 32, 39 are 0 in every image: dequantised first, standardised after, they are
+    uniform on [-sqrt 3, sqrt 3] (unit variance), not degenerate; the noise is seeded, so two
+    loads (the models of a run share one) are identical."""
+    from scipy.stats import kstest
+
+    from flowfields.data import load_digits
+
+    raw = torch.as_tensor(load_digits()).reshape(-1, 64)
+    blank = (raw == 0).all(0).nonzero().flatten().tolist()
+    assert blank == [0, 32, 39]
+    train, val, test = load_tabular("digits")
+    a = 3.0**0.5  # U(0, 1) standardised: half-width sqrt(3)
+    for c in blank:
+        col = train[:, c].double().numpy()
+        lo, width = col.min(), col.max() - col.min()
+        assert abs(width - 2 * a) < 0.1 and abs(lo + a) < 0.15 and abs(col.std() - 1) < 1e-3
+        assert kstest(col, "uniform", args=(lo, width)).pvalue > 1e-3  # 3 columns, seeded
+    # control: a central (inked) pixel is far from uniform on its range
+    ink = train[:, 36].double().numpy()
+    assert kstest(ink, "uniform", args=(ink.min(), ink.max() - ink.min())).pvalue < 1e-6
+    again = load_tabular("digits")
+    assert all(torch.equal(p, q) for p, q in zip((train, val, test), again, strict=True))
+
+
 def test_matched_width_is_smallest_reaching_target() -> None:
     def build(w: int) -> torch.nn.Module:
         return torch.nn.Linear(10, w)

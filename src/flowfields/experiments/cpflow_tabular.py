@@ -328,6 +328,11 @@ class CPFlowTabular(Experiment, config=Config):
                 self.metrics[f"{kind}-{name}/test_nll_se"] = row["test_nll_se"]
             self.metrics[f"{name}/n_test"] = len(test)
         self.tables["tabular"] = rows
+        self.tables["validation_curves"] = [
+            {"variant": variant, "step": step, "val_nll": val}
+            for variant, curve in self.curves.items()
+            for step, val in curve
+        ]
 
     # ------------------------------------------------------------------ claims
     def _claim(self, name: str) -> Claim:
