@@ -36,6 +36,10 @@ def test_cli_tiny_run_and_load(tmp_path) -> None:
             bits = metrics[f"{pmf}/{kind}_bits_per_var"]
             assert math.isfinite(bits)
             assert abs(metrics[f"{pmf}/{kind}_gap"] - (bits - h[pmf])) < 1e-9
+        # the anchors moved (Adam steps), and the measures of it are consistent
+        shift, top = metrics[f"{pmf}/anchor_shift_mean"], metrics[f"{pmf}/anchor_shift_max"]
+        assert 0 < shift <= top and metrics[f"{pmf}/anchor_nn_dist_init"] > 0
+        assert metrics[f"{pmf}/box_half_width"] > 0
     assert {p.name for p in out.glob("*.png")} == {"dequantization.png"}
     model = flowfields.load(out, "perm-clusters-voronoi")
     x = torch.tensor([[0, 3], [2, 1]])

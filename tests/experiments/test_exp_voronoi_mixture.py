@@ -40,6 +40,11 @@ def test_cli_tiny_run_and_load(tmp_path) -> None:
     ]
     for key in ("nll_flow", "nll_mixture", "median_nll_mixture"):
         assert math.isfinite(metrics[f"8gaussians/{key}"])
+    # the face diagnosis: a fraction, a share of the total NLL, and the NLL split by it
+    assert 0 <= metrics["8gaussians/face_fraction"] <= 1
+    assert 0 <= metrics["8gaussians/face_nll_share"] <= 1 + 1e-9
+    assert metrics["8gaussians/max_nll_mixture"] >= metrics["8gaussians/nll_mixture"]
+    assert math.isfinite(metrics["8gaussians/nll_mixture_off_faces"])
     # the trained layer is normalised on its box whatever the training did
     assert abs(metrics["8gaussians/layer_mass"] - 1.0) < 5e-3
     assert {p.name for p in out.glob("*.png")} == {"mixture.png"}

@@ -337,7 +337,7 @@ def test_density_at_faces_vanishes_like_exp_minus_c_over_gap_squared() -> None:
                 x, ld = cell_map_inverse(
                     (a[k] + v).to(dt), k, a.to(dt), lo.to(dt), hi.to(dt), theta
                 )
-                lp[dt] = (-0.5 * x.double().square().sum(-1) - np.log(2 * np.pi) + ld.double())
+                lp[dt] = -0.5 * x.double().square().sum(-1) - np.log(2 * np.pi) + ld.double()
                 assert torch.isfinite(lp[dt]).all()
             lead = -np.exp(-2 * theta) * v.square().sum(-1) / (2 * g * g)
             rest = -np.log(2 * np.pi) - 2 * theta - 3 * np.log(g)
