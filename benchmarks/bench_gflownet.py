@@ -34,6 +34,7 @@ over 4,096 fresh trajectories).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import subprocess
@@ -245,7 +246,9 @@ def main(argv: list[str] | None = None) -> int:
         for c in todo:
             results.append(run_case(peer, *c))
             print(
-                json.dumps({k: v for k, v in results[-1].items() if k != "comparison"}),
+                json.dumps(
+                    {**results[-1], "comparison": dataclasses.asdict(results[-1]["comparison"])}
+                ),
                 file=sys.stderr,
                 flush=True,
             )
