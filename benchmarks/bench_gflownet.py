@@ -4,9 +4,10 @@ Run: ``python -m benchmarks.bench_gflownet [--quick] [--objectives tb,db,...]``;
 ``benchmarks/results/gflownet.md`` (``--out`` elsewhere). Trajectory balance on 2-D (300
 iterations) and 4-D (1,000) H = 8 — the issue's budgets — and the other objectives (DB,
 SubTB(0.9), FM, ZVar) on 2-D at 300 iterations. ``--all-4d``: every objective on 4-D too
-(``--no-2d --all-4d --objectives db,subtb,fm,zvar``: about 11 min of CPU for both sides
-together at 1,000 iterations, measured; ``--iters-4d N`` to shorten); ``--hidden`` changes
-the MLPs' width (default 256) on both sides.
+(``--no-2d --all-4d --objectives db,subtb,fm,zvar``: about 13 min of CPU for both sides
+together at 1,000 iterations — measured: DB 3.2 min at 1,000, SubTB + FM + ZVar 5 min at
+500 —; ``--iters-4d N`` shortens it); ``--hidden`` changes the MLPs' width (default 256) on
+both sides.
 
 torchgfn pins ``numpy < 2``, so it lives in its own virtual environment,
 ``benchmarks/.venv-torchgfn`` (created on first use: ``python -m venv`` then
@@ -227,13 +228,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iters-4d", type=int, default=None, help="4-D budget (default 1000)")
     parser.add_argument("--no-2d", action="store_true", help="skip the 2-D cases")
     parser.add_argument("--hidden", type=int, default=SETTINGS["hidden"], help="MLP width")
+    parser.add_argument("--seed", type=int, default=SETTINGS["seed"], help="seed, both sides")
     parser.add_argument("--out", default=str(OUT), help="results file (markdown)")
     args = parser.parse_args(argv)
     if args.iters_4d is not None and args.iters_4d < 1:
         parser.error(f"--iters-4d: got {args.iters_4d}, expected a positive integer")
     if args.hidden < 1:
         parser.error(f"--hidden: got {args.hidden}, expected a positive integer")
-    SETTINGS["hidden"] = args.hidden
+    SETTINGS["hidden"], SETTINGS["seed"] = args.hidden, args.seed
     objectives = [x.strip() for x in args.objectives.split(",") if x.strip()]
     if not objectives or any(x not in LOSSES for x in objectives):
         parser.error(f"--objectives: got {args.objectives!r}, expected names from {LOSSES}")
@@ -277,8 +279,8 @@ def main(argv: list[str] | None = None) -> int:
             "",
             "HyperGrid (0.1, 0.5, 2.0), K-hot features, P_F, a learned P_B and (DB, SubTB) the "
             f"state flow as separate ReLU MLPs {SETTINGS['hidden']} x 2 (FM: one edge-flow MLP), "
-            "128 on-policy "
-            "trajectories per iteration, Adam 1e-3 (TB's log Z 0.1), seed 0 on both sides; "
+            "128 on-policy trajectories per iteration, Adam 1e-3 (TB's log Z 0.1), "
+            f"seed {SETTINGS['seed']} on both sides; "
             "torchgfn's TBGFlowNet, DBGFlowNet, SubTBGFlowNet (geometric_within, lambda 0.9), "
             "FMGFlowNet and LogPartitionVarianceGFlowNet. Time per training iteration "
             "(sampling, loss, backward, Adam), median over interleaved chunks of 20 iterations "
