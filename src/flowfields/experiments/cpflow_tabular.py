@@ -194,7 +194,15 @@ class CPFlowTabular(Experiment, config=Config):
             f"a non-empty tuple of {', '.join(DATASETS)}",
         )
         check_positive_ints(
-            cfg, "blocks", "hidden", "depth", "transforms", "steps", "batch", "eval_every"
+            cfg,
+            "blocks",
+            "hidden",
+            "depth",
+            "exact_max_dim",
+            "transforms",
+            "steps",
+            "batch",
+            "eval_every",
         )
         check(cfg.lr > 0, "lr", cfg.lr, "a float > 0")
         load_tabular(cfg.datasets[0], cfg.seed, cfg.val_fraction, cfg.test_fraction)
