@@ -79,6 +79,23 @@ def test_matched_width_is_smallest_reaching_target() -> None:
         CPFlowTabular.build_model(cfg, "realnvp-wine")
 
 
+def test_exact_max_dim_routes_digits_to_the_exact_loss(tmp_path) -> None:
+    """``exact_max_dim=64`` trains digits on the exact NLL (= -mean log_prob); the default
+    (32) on the CG surrogate, whose value is not the NLL."""
+    train = load_tabular("digits")[0][:64]
+    for emd, exact in ((64, True), (32, False)):
+        cfg = Config(datasets=("digits",), blocks=1, hidden=8, depth=2, exact_max_dim=emd)
+        exp = CPFlowTabular(cfg, tmp_path)
+        flow = CPFlowTabular.build_model(cfg, "cpflow-digits")
+        flow.initialize(train)
+        loss = float(exp._loss_fn("cpflow", 64)(flow, train).detach())
+        nll = float(-flow.log_prob(train).mean().detach())
+        assert (abs(loss - nll) < 1e-3) == exact
+    bad = Config(datasets=("digits",), exact_max_dim=0)
+    with pytest.raises(FlowfieldsError, match="exact_max_dim"):
+        CPFlowTabular(bad, tmp_path).check_config()
+
+
 def test_gaussian_nll_against_scipy() -> None:
     train, _, test = load_tabular("wine")
     gauss = FullCovarianceGaussian((13,)).fit(train)
