@@ -26,6 +26,7 @@ def test_cli_tiny_run_and_load(tmp_path) -> None:
         "n_train=500",
         "n_test=64",
         "mass_cells=300",
+        "mass_polar=200,100",
         "mixture_ks=2,8",
         "timing_batch=8",
         "timing_reps=1",
@@ -47,6 +48,7 @@ def test_cli_tiny_run_and_load(tmp_path) -> None:
     assert math.isfinite(metrics["8gaussians/nll_mixture_off_faces"])
     # the trained layer is normalised on its box whatever the training did
     assert abs(metrics["8gaussians/layer_mass"] - 1.0) < 5e-3
+    assert abs(metrics["8gaussians/layer_mass_polar"] - 1.0) < 5e-3
     assert {p.name for p in out.glob("*.png")} == {"mixture.png"}
     mix = flowfields.load(out, "8gaussians-mixture")
     test = torch.randn(5, 2)

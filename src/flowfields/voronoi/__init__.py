@@ -28,7 +28,12 @@ from flowfields.voronoi.dequantization import (
     make_dequantizer,
 )
 from flowfields.voronoi.flows import FLOW_KINDS, make_flow, sample_flow
-from flowfields.voronoi.mixture import FlowMixture, VoronoiMixture, VoronoiMixtureFlow
+from flowfields.voronoi.mixture import (
+    FlowMixture,
+    VoronoiMixture,
+    VoronoiMixtureFlow,
+    polar_component_masses,
+)
 from flowfields.voronoi.pmf import (
     PMF_NAMES,
     TITANIC_LEVELS,
@@ -71,6 +76,7 @@ __all__ = [
     "make_dequantizer",
     "make_flow",
     "nearest_anchor",
+    "polar_component_masses",
     "ray_length",
     "sample_flow",
     "sample_pmf",
