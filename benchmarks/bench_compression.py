@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.timing import compare, machine, markdown_table
+from benchmarks.timing import compare, machine, markdown_table, write_result
 from flowfields.compression import Codec, LatentDiscretization
 from flowfields.data.sequences import random_jumps
 from flowfields.experiments.compression_jumps import jump_batch
@@ -240,10 +240,7 @@ zlib: quantise + compress / decompress + dequantise.
 
 {speed}
 """
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(text)
-    print(text)
-    return 0
+    return write_result(OUT, text)
 
 
 if __name__ == "__main__":

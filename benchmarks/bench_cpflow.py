@@ -27,7 +27,7 @@ import torch
 import zuko
 from sklearn.datasets import load_breast_cancer, load_wine
 
-from benchmarks.timing import compare, machine, markdown_table
+from benchmarks.timing import compare, machine, markdown_table, write_result
 from flowfields.cpflow import ConvexPotentialBlock, CPFlow
 from flowfields.experiments.sdebnn_stl import SavedTensorMeter
 from flowfields.linalg import conjugate_gradient, lanczos, logdet_surrogate, rademacher
@@ -448,10 +448,7 @@ Hessian-vector product whatever the cap; backpropagating through Lanczos keeps e
 
 {mem}
 """
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(text)
-    print(text)
-    return 0
+    return write_result(OUT, text)
 
 
 if __name__ == "__main__":

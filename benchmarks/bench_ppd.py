@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from benchmarks.timing import compare, machine, markdown_table
+from benchmarks.timing import compare, machine, markdown_table, write_result
 from flowfields.divergence import divergence_exact, divergence_hutchinson, sample_probe
 from flowfields.integrate import ODEOptions
 from flowfields.manifolds import FlatTorus, Sphere
@@ -272,10 +272,7 @@ a = {s_hutch:.2f}.
 
 {div}
 """
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(text)
-    print(text)
-    return 0
+    return write_result(OUT, text)
 
 
 if __name__ == "__main__":

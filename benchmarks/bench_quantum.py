@@ -30,7 +30,7 @@ import numpy as np
 import qutip
 import torch
 
-from benchmarks.timing import machine
+from benchmarks.timing import machine, write_result
 from flowfields.quantum import (
     Lindbladian,
     expect,
@@ -454,10 +454,7 @@ adjoint: O(1) memory, paid for by a second integration backward in time).
 
 {chr(10).join("- " + n for n in mem_notes)}
 """
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(text)
-    print(f"wrote {OUT}")
-    return 0
+    return write_result(OUT, text)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.timing import compare, machine, markdown_table
+from benchmarks.timing import compare, machine, markdown_table, write_result
 from flowfields.integrate import sdeint
 from flowfields.sdebnn import SDEBNN, PaddedBrownian, elbo_loss
 
@@ -233,10 +233,7 @@ experiment); Euler with backprop is the default training path.
 
 {digits[0]}
 """
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(text)
-    print(text)
-    return 0
+    return write_result(OUT, text)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.timing import compare, machine, markdown_table
+from benchmarks.timing import compare, machine, markdown_table, write_result
 from flowfields.voronoi import (
     FlowMixture,
     VoronoiMixture,
@@ -267,10 +267,7 @@ loss of the representation, not of the formula.
 
 {f32}
 """
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(text)
-    print(text)
-    return 0
+    return write_result(OUT, text)
 
 
 if __name__ == "__main__":

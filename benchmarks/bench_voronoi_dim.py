@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.timing import machine
+from benchmarks.timing import machine, write_result
 from flowfields.experiments.voronoi_discrete2d import class_weights, dequantized_flow
 from flowfields.voronoi import entropy_bits, grid_pmf, sample_pmf
 
@@ -107,10 +107,7 @@ brackets.
 {head}
 {chr(10).join(rows)}
 """
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(text)
-    print(text)
-    return 0
+    return write_result(OUT, text)
 
 
 if __name__ == "__main__":

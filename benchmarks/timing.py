@@ -14,10 +14,11 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
-__all__ = ["Comparison", "compare", "machine", "markdown_table"]
+__all__ = ["Comparison", "compare", "machine", "markdown_table", "write_result"]
 
 
 @dataclass
@@ -91,6 +92,17 @@ def compare(
         ratio_q3=q[2],
         rounds=rounds,
     )
+
+
+def write_result(path: Path, text: str) -> int:
+    """Write a benchmark's markdown result to ``path`` (creating its folder), print it, return 0.
+
+    The last step of every ``bench_*.main``: ``return write_result(OUT, text)``.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    print(text)
+    return 0
 
 
 def machine() -> str:

@@ -137,8 +137,8 @@ class ConvexPotentialBlock(nn.Module):
         """The strong-convexity modulus ``softplus(β0)``: every Hessian eigenvalue is >= it."""
         return F.softplus(self.beta0)
 
-    def potential(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        """``F(x)`` (or ``F(x; c)`` for a conditional block), (B, d) -> (B,)."""
+    def _check_context(self, context: Tensor | None) -> None:
+        """A conditional block needs a context, an unconditional one refuses it."""
         check(
             (context is None) == (self.context_dim is None),
             "context",
@@ -147,6 +147,10 @@ class ConvexPotentialBlock(nn.Module):
             if self.context_dim is None
             else f"a tensor of shape (B, {self.context_dim}) (conditional block)",
         )
+
+    def potential(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """``F(x)`` (or ``F(x; c)`` for a conditional block), (B, d) -> (B,)."""
+        self._check_context(context)
         G = self.icnn(x) if context is None else self.icnn(x, context)
         return F.softplus(self.beta1) * G + 0.5 * self.alpha * (x * x).sum(-1)
 
@@ -185,14 +189,7 @@ class ConvexPotentialBlock(nn.Module):
         return "analytic" if self.hessian_mode == "auto" else self.hessian_mode
 
     def _sweep(self, x: Tensor, context: Tensor | None) -> ConvexSweep:
-        check(
-            (context is None) == (self.context_dim is None),
-            "context",
-            context,
-            "None (unconditional block)"
-            if self.context_dim is None
-            else f"a tensor of shape (B, {self.context_dim}) (conditional block)",
-        )
+        self._check_context(context)
         net = self.icnn
         if isinstance(net, ICNN):
             return net.sweep(x)
