@@ -60,9 +60,51 @@ def test_cli_tiny_run_and_load(tmp_path) -> None:
 def test_bad_config_raises(tmp_path) -> None:
     from flowfields.experiments.voronoi_mixture import Config, VoronoiMixtureExperiment
 
-    for bad in ({"toys": ("spiral",)}, {"cells": 1}, {"transforms": 1}):
+    for bad in (
+        {"toys": ("spiral",)},
+        {"cells": 1},
+        {"transforms": 1},
+        {"base": "cauchy"},
+        {"df": 0.0},
+        {"df": float("nan")},
+        {"learn_df": True},  # with the normal base
+    ):
         cfg = Config.quick()
         for k, v in bad.items():
             setattr(cfg, k, v)
         with pytest.raises(FlowfieldsError, match=next(iter(bad))):
             VoronoiMixtureExperiment(cfg, tmp_path / "x").check_config()
+
+
+def test_student_base_tiny_run_and_load(tmp_path) -> None:
+    """base=student with a learned df: the run finishes, its layer is normalised, the loaded
+    model is a Student-t mixture whose df moved from its start, and the claim names the base."""
+    out = tmp_path / "vmix-t"
+    sets = [
+        "toys=8gaussians",
+        "cells=3",
+        "context=2",
+        "transforms=2",
+        "hidden=8",
+        "steps=6",
+        "batch=16",
+        "n_train=500",
+        "n_test=64",
+        "mass_cells=100",
+        "mass_polar=200,100",
+        "mixture_ks=2,8",
+        "timing_batch=8",
+        "timing_reps=1",
+        "base=student",
+        "df=2",
+        "learn_df=true",
+    ]
+    args = ["run", "voronoi-mixture", "--no-progress", "--out", str(out), "--set", *sets]
+    assert main(args) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert math.isfinite(metrics["8gaussians/nll_mixture"])
+    assert abs(metrics["8gaussians/layer_mass_polar"] - 1.0) < 5e-3
+    gain = next(c for c in metrics["claims"] if c["id"] == "mixture-gain")
+    assert "Student-t base (df 2, learned)" in gain["note"]
+    mix = flowfields.load(out, "8gaussians-mixture").mixture
+    assert mix.base == "student" and float(mix.df.detach()) != 2.0

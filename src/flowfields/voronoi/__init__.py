@@ -29,9 +29,11 @@ from flowfields.voronoi.dequantization import (
 )
 from flowfields.voronoi.flows import FLOW_KINDS, make_flow, sample_flow
 from flowfields.voronoi.mixture import (
+    MIXTURE_BASES,
     FlowMixture,
     VoronoiMixture,
     VoronoiMixtureFlow,
+    multivariate_t_log_prob,
     polar_component_masses,
 )
 from flowfields.voronoi.pmf import (
@@ -56,6 +58,7 @@ from flowfields.voronoi.tessellation import (
 __all__ = [
     "DEQUANTIZERS",
     "FLOW_KINDS",
+    "MIXTURE_BASES",
     "PMF_NAMES",
     "TITANIC_LEVELS",
     "ArgmaxDequantizer",
@@ -75,6 +78,7 @@ __all__ = [
     "grid_pmf",
     "make_dequantizer",
     "make_flow",
+    "multivariate_t_log_prob",
     "nearest_anchor",
     "polar_component_masses",
     "ray_length",
