@@ -13,24 +13,29 @@ from flowfields.cli import main
 from flowfields.errors import FlowfieldsError
 
 
-def test_cli_tiny_run_and_load(tmp_path) -> None:
-    out = tmp_path / "vmix"
-    sets = [
+def _tiny_sets(steps: int, mass_cells: int) -> list[str]:
+    """The ``--set`` overrides of a seconds-long run on 8gaussians."""
+    return [
         "toys=8gaussians",
         "cells=3",
         "context=2",
         "transforms=2",
         "hidden=8",
-        "steps=4",
+        f"steps={steps}",
         "batch=16",
         "n_train=500",
         "n_test=64",
-        "mass_cells=300",
+        f"mass_cells={mass_cells}",
         "mass_polar=200,100",
         "mixture_ks=2,8",
         "timing_batch=8",
         "timing_reps=1",
     ]
+
+
+def test_cli_tiny_run_and_load(tmp_path) -> None:
+    out = tmp_path / "vmix"
+    sets = _tiny_sets(steps=4, mass_cells=300)
     args = ["run", "voronoi-mixture", "--no-progress", "--out", str(out), "--set", *sets]
     assert main(args) == 0
     metrics = json.loads((out / "metrics.json").read_text())
@@ -80,25 +85,7 @@ def test_student_base_tiny_run_and_load(tmp_path) -> None:
     """base=student with a learned df: the run finishes, its layer is normalised, the loaded
     model is a Student-t mixture whose df moved from its start, and the claim names the base."""
     out = tmp_path / "vmix-t"
-    sets = [
-        "toys=8gaussians",
-        "cells=3",
-        "context=2",
-        "transforms=2",
-        "hidden=8",
-        "steps=6",
-        "batch=16",
-        "n_train=500",
-        "n_test=64",
-        "mass_cells=100",
-        "mass_polar=200,100",
-        "mixture_ks=2,8",
-        "timing_batch=8",
-        "timing_reps=1",
-        "base=student",
-        "df=2",
-        "learn_df=true",
-    ]
+    sets = [*_tiny_sets(steps=6, mass_cells=100), "base=student", "df=2", "learn_df=true"]
     args = ["run", "voronoi-mixture", "--no-progress", "--out", str(out), "--set", *sets]
     assert main(args) == 0
     metrics = json.loads((out / "metrics.json").read_text())
