@@ -159,13 +159,23 @@ def test_bad_student_options_raise(kw, name) -> None:
         make_dequantizer("argmax", 1, 4, **args)
 
 
-@pytest.mark.parametrize("bad", [{"q_df": 0.0}, {"q_base": "t"}, {"q_learn_df": True}])
-def test_experiment_configs_check_the_q_options(bad, tmp_path) -> None:
-    """voronoi-discrete2d and voronoi-categorical reject a bad q law, naming the field."""
+@pytest.mark.parametrize(
+    "bad,field",
+    [
+        ({"q_df": 0.0}, "q_df"),
+        ({"q_base": "t"}, "q_base"),
+        ({"q_base": "normal", "q_learn_df": True}, "q_learn_df"),
+    ],
+)
+def test_experiment_configs_check_the_q_options(bad, field, tmp_path) -> None:
+    """voronoi-discrete2d and voronoi-categorical reject a bad q law, naming the field; their
+    default is the t with nu learned from 1."""
     from flowfields.experiments.voronoi_categorical import VoronoiCategorical
     from flowfields.experiments.voronoi_discrete2d import VoronoiDiscrete2d
 
-    field = next(iter(bad))
+    for exp in (VoronoiDiscrete2d, VoronoiCategorical):
+        cfg = exp.Config()
+        assert (cfg.q_base, cfg.q_df, cfg.q_learn_df) == ("student", 1.0, True)
     for exp in (VoronoiDiscrete2d, VoronoiCategorical):
         cfg = exp.Config(**bad)
         with pytest.raises(FlowfieldsError, match=field):

@@ -59,7 +59,8 @@ class Config:
         datasets: names from :data:`DATASETS`.
         dim: the Voronoi embedding dimension per variable.
         q_base, q_df, q_learn_df: the law of the Voronoi q's latent (as in
-            ``voronoi-discrete2d``: ``"normal"``, the default, or ``"student"``).
+            ``voronoi-discrete2d``: ``"student"``, the default, nu learned from 1, or the
+            paper's ``"normal"``).
         transforms, hidden, cond_hidden: the NSF ``p(z)`` and the conditional MLP of q.
         steps, batch, lr: training of every model (Adam, cosine decay).
         iwae_k: importance samples per evaluated row; n_test: the digits' test rows.
@@ -68,9 +69,9 @@ class Config:
 
     datasets: tuple[str, ...] = ("titanic", "digits")
     dim: int = 2
-    q_base: str = "normal"
+    q_base: str = "student"
     q_df: float = 1.0
-    q_learn_df: bool = False
+    q_learn_df: bool = True
     transforms: int = 4
     hidden: tuple[int, ...] = (64, 64)
     cond_hidden: int = 64
