@@ -340,9 +340,10 @@ class VoronoiDiscrete2d(Experiment, config=Config):
                 + ", ".join(f"{t:.4f} +- {se:.4f}" for t, se in masses),
                 threshold="sum <= 1 + 3 SE",
                 holds=bool(mass_ok),
-                note="estimated with iwae_k samples per class; p lives on the tessellation's "
-                "box, so the exact sum is 1 and a shortfall is the weights' heavy tail (q "
-                "vanishes at the faces faster than p).",
+                note=f"{q_law(cfg)}; estimated with iwae_k samples per class; p lives on "
+                "the tessellation's box, so the exact sum is 1 and a shortfall is the weights' "
+                "heavy tail (a normal q vanishes at the faces faster than p; a t-q with "
+                "df <= 1 keeps p / q bounded there).",
             ),
         ]
 
