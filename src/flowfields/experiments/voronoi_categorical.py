@@ -32,8 +32,10 @@ from flowfields.errors import check, check_positive_ints
 from flowfields.experiments.base import Experiment
 from flowfields.experiments.voronoi_discrete2d import (
     KINDS,
+    check_q_base,
     class_weights,
     dequantized_flow,
+    q_law,
     train_dequantized,
 )
 from flowfields.report.result import Claim
@@ -56,6 +58,9 @@ class Config:
     Attributes:
         datasets: names from :data:`DATASETS`.
         dim: the Voronoi embedding dimension per variable.
+        q_base, q_df, q_learn_df: the law of the Voronoi q's latent (as in
+            ``voronoi-discrete2d``: ``"student"``, the default, nu learned from 1, or the
+            paper's ``"normal"``).
         transforms, hidden, cond_hidden: the NSF ``p(z)`` and the conditional MLP of q.
         steps, batch, lr: training of every model (Adam, cosine decay).
         iwae_k: importance samples per evaluated row; n_test: the digits' test rows.
@@ -64,6 +69,9 @@ class Config:
 
     datasets: tuple[str, ...] = ("titanic", "digits")
     dim: int = 2
+    q_base: str = "student"
+    q_df: float = 1.0
+    q_learn_df: bool = True
     transforms: int = 4
     hidden: tuple[int, ...] = (64, 64)
     cond_hidden: int = 64
@@ -113,6 +121,7 @@ class VoronoiCategorical(Experiment, config=Config):
             check(d in DATASETS, "datasets", d, f"names from {tuple(DATASETS)}")
         check_positive_ints(cfg, "dim", "transforms", "steps", "batch", "iwae_k", "n_test")
         check(cfg.n_test < 1797, "n_test", cfg.n_test, "fewer than the 1797 digits")
+        check_q_base(cfg)
 
     @classmethod
     def build_model(cls, cfg: Config, variant: str) -> nn.Module:
@@ -207,7 +216,8 @@ class VoronoiCategorical(Experiment, config=Config):
                 measured=f"bits/var: {measured}",
                 threshold="Voronoi lowest on every data set",
                 holds=all(best(r) for r in rows),
-                note=f"Voronoi D = {cfg.dim}, argmax D = ceil(log2 K); {cfg.steps} steps of "
+                note=f"{q_law(cfg)}; Voronoi D = {cfg.dim}, argmax D = ceil(log2 K); "
+                f"{cfg.steps} steps of "
                 f"batch {cfg.batch}; IWAE with k = {cfg.iwae_k}; titanic: exact cross-entropy "
                 f"over its classes, digits: {cfg.n_test} held-out images.",
             )

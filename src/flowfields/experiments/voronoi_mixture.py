@@ -181,24 +181,9 @@ class VoronoiMixtureExperiment(Experiment, config=Config):
             "(angles, radial nodes), two integers >= 1",
         )
         check(cfg.cells >= 2, "cells", cfg.cells, "K >= 2")
-        from flowfields.voronoi import MIXTURE_BASES
+        from flowfields.voronoi import check_student_base
 
-        check(cfg.base in MIXTURE_BASES, "base", cfg.base, f"one of {MIXTURE_BASES}")
-        check(
-            isinstance(cfg.df, (int, float))
-            and not isinstance(cfg.df, bool)
-            and math.isfinite(cfg.df)
-            and cfg.df > 0,
-            "df",
-            cfg.df,
-            "a finite number > 0",
-        )
-        check(
-            not cfg.learn_df or cfg.base == "student",
-            "learn_df",
-            cfg.learn_df,
-            "False unless base='student'",
-        )
+        check_student_base(cfg.base, cfg.df, cfg.learn_df)
         check(cfg.transforms >= 2, "transforms", cfg.transforms, ">= 2 (split around the layer)")
         check(all(k >= 2 for k in cfg.mixture_ks), "mixture_ks", cfg.mixture_ks, "K >= 2 each")
 

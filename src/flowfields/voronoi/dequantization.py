@@ -11,8 +11,9 @@ and the importance-weighted bound ``log (1/k) sum_i p(z_i) / q(z_i | x)`` (k sam
 tighter, non-decreasing in k in expectation, and tends to log P(x).
 
 - :class:`VoronoiDequantizer`: the region of class c of variable n is cell c of a learned
-  tessellation of R^D (one per variable); ``q``: a Gaussian ``N(m(x), s(x)^2)`` in R^D pushed
-  through the cell map ``f_c`` (closed-form log-det). D is free of K.
+  tessellation of R^D (one per variable); ``q``: a Gaussian ``N(m(x), s(x)^2)`` in R^D (or a
+  multivariate Student-t, ``base="student"``) pushed through the cell map ``f_c``
+  (closed-form log-det). D is free of K.
 - :class:`ArgmaxDequantizer` (binary argmax, Hoogeboom et al. 2021): class c's binary code
   ``b in {0, 1}^D``, ``D = ceil(log2 K)``, picks an orthant; ``z_d = (2 b_d - 1)
   softplus(eps_d)``. These orthants are the Voronoi cells of the fixed anchors ``{-1, 1}^D``.
@@ -37,6 +38,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flowfields.errors import check
+from flowfields.voronoi.mixture import (
+    check_student_base,
+    multivariate_t_log_prob,
+    sample_multivariate_t,
+)
 from flowfields.voronoi.tessellation import (
     VoronoiTessellation,
     _check_cells,
@@ -154,35 +160,75 @@ class Dequantizer(nn.Module, abc.ABC):
 
 
 class _GaussianConditional(Dequantizer):
-    """``eps ~ N(m(x), diag s(x)^2)`` in R^(N, D), ``(m, log s) = MLP(one-hot x)``."""
+    """``eps = m(x) + s(x) t`` in R^(N, D), ``(m, log s) = MLP(one-hot x)``, with ``t`` the
+    standard normal (``base="normal"``) or, per variable, the standard multivariate
+    Student-t on R^D with ``nu = df`` (``base="student"``; :func:`~flowfields.voronoi.
+    multivariate_t_log_prob`, :func:`~flowfields.voronoi.sample_multivariate_t`, the same
+    machinery as :class:`~flowfields.voronoi.VoronoiMixture`'s base)."""
 
-    def __init__(self, n_vars: int, n_classes: int, dim: int, hidden: int, depth: int) -> None:
+    def __init__(
+        self,
+        n_vars: int,
+        n_classes: int,
+        dim: int,
+        hidden: int,
+        depth: int,
+        *,
+        base: str = "normal",
+        df: float = 1.0,
+        learn_df: bool = False,
+    ) -> None:
         super().__init__(n_vars, n_classes, dim)
         from flowfields.nn import mlp
 
+        check_student_base(base, df, learn_df)
         self.net = mlp(n_vars * n_classes, 2 * n_vars * dim, hidden, depth)
+        self.base = base
+        if learn_df:
+            self.log_df = nn.Parameter(torch.tensor(math.log(float(df))))
+        else:  # float64, so that a float64 copy evaluates the exact df
+            self.register_buffer("log_df", torch.tensor(math.log(float(df)), dtype=torch.float64))
+
+    @property
+    def df(self) -> Tensor:
+        """The Student-t's degrees of freedom ``nu`` (a 0-d tensor; unused if normal)."""
+        return self.log_df.exp()
 
     def _gauss(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Mean and log-std of ``eps``, each (B, N, D)."""
+        """Location and log-scale of ``eps``, each (B, N, D)."""
         onehot = F.one_hot(x, self.n_classes).to(self._dtype_probe.dtype).flatten(1)
         m, log_s = self.net(onehot).view(x.shape[0], self.n_vars, self.dim, 2).unbind(-1)
         return m, log_s
 
+    def _log_std(self, t: Tensor) -> Tensor:
+        """Log-density of the standardised ``t`` (..., N, D), summed over (N, D): (...)."""
+        if self.base == "normal":
+            return (-0.5 * (t.square() + _LOG_2PI)).sum((-1, -2))
+        return multivariate_t_log_prob(t, self.df.to(t.dtype)).sum(-1)
+
     def _log_normal(self, eps: Tensor, x: Tensor) -> Tensor:
-        """``log N(eps; m(x), s(x))`` summed over (N, D): eps (..., B, N, D) -> (..., B)."""
+        """``log q_eps(eps | x)`` summed over (N, D): eps (..., B, N, D) -> (..., B)."""
         m, log_s = self._gauss(x)
-        n = (eps - m) / log_s.exp()
-        return (-0.5 * (n.square() + _LOG_2PI) - log_s).sum((-1, -2))
+        return self._log_std((eps - m) / log_s.exp()) - log_s.sum((-1, -2))
 
     def _eps(
         self, x: Tensor, n_samples: int, generator: torch.Generator | None
     ) -> tuple[Tensor, Tensor]:
-        """``eps`` (S, B, N, D) and ``log N(eps; m, s)`` summed over (N, D): (S, B)."""
+        """``eps`` (S, B, N, D) and ``log q_eps(eps | x)`` summed over (N, D): (S, B)."""
         m, log_s = self._gauss(x)
-        n = _randn((n_samples, *m.shape), m, generator)
-        eps = m + log_s.exp() * n
-        log_n = -0.5 * (n.square() + _LOG_2PI) - log_s
-        return eps, log_n.sum((-1, -2))
+        if self.base == "normal":
+            t = _randn((n_samples, *m.shape), m, generator)
+        else:
+            t = sample_multivariate_t(
+                (n_samples, *m.shape[:-1]),
+                self.dim,
+                self.df,
+                generator=generator,
+                dtype=m.dtype,
+                device=m.device,
+            )
+        eps = m + log_s.exp() * t
+        return eps, self._log_std(t) - log_s.sum((-1, -2))
 
 
 class VoronoiDequantizer(_GaussianConditional):
@@ -198,6 +244,14 @@ class VoronoiDequantizer(_GaussianConditional):
         n_vars, n_classes, dim: N, K and the embedding dimension D (free of K).
         hidden, depth: the conditioning MLP.
         box: initial half-width of the box.
+        base: the law of ``t = (eps - m) / s``: ``"normal"`` (the default, the paper's) or
+            ``"student"``, the standard multivariate Student-t on R^D with ``df`` degrees of
+            freedom per variable (the machinery of :class:`~flowfields.voronoi.VoronoiMixture`).
+            At relative distance ``g`` from a face of the cell, q behaves like
+            ``exp(-c / g^2)`` with the normal and like ``g^(df - 1)`` with the t, so the t lets
+            q keep mass at the faces, where the box flow ``p(z)`` is smooth and positive.
+        df: ``nu > 0`` (its initial value when ``learn_df``); learn_df: learn ``log nu``
+            (pathwise gradient through the Gamma draw).
     """
 
     def __init__(
@@ -209,8 +263,11 @@ class VoronoiDequantizer(_GaussianConditional):
         hidden: int = 64,
         depth: int = 2,
         box: float = 3.0,
+        base: str = "normal",
+        df: float = 1.0,
+        learn_df: bool = False,
     ) -> None:
-        super().__init__(n_vars, n_classes, dim, hidden, depth)
+        super().__init__(n_vars, n_classes, dim, hidden, depth, base=base, df=df, learn_df=learn_df)
         from flowfields.linalg import kmeans
 
         check(box > 0, "box", box, "a half-width > 0")
@@ -327,12 +384,32 @@ DEQUANTIZERS = ("voronoi", "argmax", "uniform")
 
 
 def make_dequantizer(
-    kind: str, n_vars: int, n_classes: int, *, dim: int = 2, hidden: int = 64, depth: int = 2
+    kind: str,
+    n_vars: int,
+    n_classes: int,
+    *,
+    dim: int = 2,
+    hidden: int = 64,
+    depth: int = 2,
+    base: str = "normal",
+    df: float = 1.0,
+    learn_df: bool = False,
 ) -> Dequantizer:
-    """One of :data:`DEQUANTIZERS` (``dim`` is used by ``"voronoi"`` only)."""
+    """One of :data:`DEQUANTIZERS` (``dim``, ``base``, ``df``, ``learn_df`` are used by
+    ``"voronoi"`` only, and checked for every kind)."""
     check(kind in DEQUANTIZERS, "kind", kind, f"one of {DEQUANTIZERS}")
+    check_student_base(base, df, learn_df)
     if kind == "voronoi":
-        return VoronoiDequantizer(n_vars, n_classes, dim, hidden=hidden, depth=depth)
+        return VoronoiDequantizer(
+            n_vars,
+            n_classes,
+            dim,
+            hidden=hidden,
+            depth=depth,
+            base=base,
+            df=df,
+            learn_df=learn_df,
+        )
     if kind == "argmax":
         return ArgmaxDequantizer(n_vars, n_classes, hidden=hidden, depth=depth)
     return UniformDequantizer(n_vars, n_classes)

@@ -43,8 +43,11 @@ __all__ = [
     "FlowMixture",
     "VoronoiMixture",
     "VoronoiMixtureFlow",
+    "check_student_base",
     "multivariate_t_log_prob",
+    "polar_cell_nodes",
     "polar_component_masses",
+    "sample_multivariate_t",
 ]
 
 #: Bases of the per-cell flow :class:`VoronoiMixture` offers.
@@ -66,6 +69,81 @@ def multivariate_t_log_prob(z: Tensor, df: Tensor | float) -> Tensor:
     half = (nu + D) / 2
     norm = torch.lgamma(half) - torch.lgamma(nu / 2) - (D / 2) * torch.log(nu * math.pi)
     return norm - half * torch.log1p(z.square().sum(-1) / nu)
+
+
+def check_student_base(
+    base: str, df: Any, learn_df: Any, names: tuple[str, str, str] = ("base", "df", "learn_df")
+) -> None:
+    """Raise FlowfieldsError unless ``base`` is one of :data:`MIXTURE_BASES`, ``df`` a finite
+    number > 0 and ``learn_df`` a bool that is False unless ``base == "student"`` (the checks
+    of every Student-t option: :class:`VoronoiMixture`, the Voronoi dequantizer and their
+    experiments' configs); ``names``: the three arguments' names in the error."""
+    nb, nd, nl = names
+    check(base in MIXTURE_BASES, nb, base, f"one of {MIXTURE_BASES}")
+    check(
+        isinstance(df, (int, float)) and not isinstance(df, bool) and math.isfinite(df) and df > 0,
+        nd,
+        df,
+        "a finite number > 0 (the Student-t's degrees of freedom)",
+    )
+    check(isinstance(learn_df, bool), nl, learn_df, "a bool")
+    check(not learn_df or base == "student", nl, learn_df, f"False unless {nb}='student'")
+
+
+def sample_multivariate_t(
+    shape: tuple[int, ...],
+    dim: int,
+    df: Tensor,
+    *,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: Any = None,
+) -> Tensor:
+    """Draws (*shape, dim) of the standard multivariate Student-t on R^dim
+    (:func:`multivariate_t_log_prob`): ``z = eps / sqrt(w)``, ``eps ~ N(0, I)``,
+    ``w ~ Gamma(nu / 2, rate nu / 2)`` (one w per draw).
+
+    ``eps`` comes from ``generator`` (on its device, the CPU without one); ``w`` from the CPU
+    under a seed drawn from ``generator`` (torch's Gamma takes no generator), so a seeded
+    generator makes the draws reproducible. ``w`` is a reparameterised Gamma draw: a ``df``
+    that requires grad gets the pathwise gradient (pass ``df.detach()`` for none).
+    """
+    dev = generator.device if generator is not None else torch.device("cpu")
+    eps = torch.randn((*shape, dim), generator=generator, dtype=dtype, device=dev)
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=dev))
+    nu = df.to("cpu", dtype)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        w = torch.distributions.Gamma(nu / 2, nu / 2).rsample(shape)
+    out = eps.to(w.device) / w.sqrt()[..., None]
+    return out.to(device) if device is not None else out
+
+
+def polar_cell_nodes(
+    anchors: Tensor, lower: Tensor, upper: Tensor, k: int, n_phi: int, n_alpha: int
+) -> tuple[Tensor, Tensor]:
+    """Float64 polar quadrature of cell ``k`` of a 2-D tessellation (anchors (K, 2), box
+    ``lower``, ``upper`` (2,)): points ``y`` (n_phi * n_alpha, 2) and weights (same length),
+    so that ``sum_i w_i f(y_i)`` approximates ``int_cell f``.
+
+    ``y = a_k + alpha lam*(phi) (cos phi, sin phi)``, ``dy = lam*^2 alpha dalpha dphi``:
+    Gauss-Legendre in u with ``alpha = 1 - (1 - u)^4`` (nodes packed at the faces, where the
+    pushed-forward densities have their sharp shells) and the midpoint rule in phi (the
+    integrand has kinks at the cell's vertices).
+    """
+    import numpy as np
+
+    f64 = torch.float64
+    a, lo, hi = anchors.to(f64), lower.to(f64), upper.to(f64)
+    u_np, w_np = np.polynomial.legendre.leggauss(n_alpha)
+    u, w = torch.tensor((u_np + 1) / 2, dtype=f64), torch.tensor(w_np / 2, dtype=f64)
+    alpha, dalpha = 1 - (1 - u) ** 4, 4 * (1 - u) ** 3 * w
+    phi = (torch.arange(n_phi, dtype=f64) + 0.5) * 2 * math.pi / n_phi
+    d = torch.stack([phi.cos(), phi.sin()], -1)
+    lam = ray_length(d, torch.full((n_phi,), k), a, lo, hi)
+    y = (a[k] + (alpha[None, :, None] * lam[:, None, None]) * d[:, None, :]).reshape(-1, 2)
+    wts = lam[:, None] ** 2 * alpha[None] * dalpha[None] * (2 * math.pi / n_phi)
+    return y, wts.reshape(-1)
 
 
 def _draw_components(logits: Tensor, n: int, generator: torch.Generator | None) -> Tensor:
@@ -110,20 +188,7 @@ class VoronoiMixture(nn.Module):
         learn_df: bool = False,
     ) -> None:
         super().__init__()
-        check(base in MIXTURE_BASES, "base", base, f"one of {MIXTURE_BASES}")
-        check(
-            isinstance(df, (int, float))
-            and not isinstance(df, bool)
-            and math.isfinite(df)
-            and df > 0,
-            "df",
-            df,
-            "a finite number > 0 (the Student-t's degrees of freedom)",
-        )
-        check(isinstance(learn_df, bool), "learn_df", learn_df, "a bool")
-        check(
-            not learn_df or base == "student", "learn_df", learn_df, "False unless base='student'"
-        )
+        check_student_base(base, df, learn_df)
         check(
             isinstance(tessellation, VoronoiTessellation) and tessellation.raw.ndim == 2,
             "tessellation",
@@ -170,16 +235,14 @@ class VoronoiMixture(nn.Module):
         ctx = self.embedding[k] if self.context else None
         if self.base == "normal":
             return sample_flow(self.flow, k.shape[0], ctx, generator=generator)
-        # z = eps / sqrt(w), eps ~ N(0, I), w ~ Gamma(nu / 2, rate nu / 2): a multivariate t
-        n, D = k.shape[0], self.event_shape[0]
-        dtype = self.logits.dtype
-        eps = torch.randn((n, D), generator=generator, dtype=dtype)
-        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-        nu = self.df.detach().to("cpu", dtype)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            w = torch.distributions.Gamma(nu / 2, nu / 2).sample((n,))
-        z = (eps / w.sqrt()[:, None]).to(self.logits.device)
+        z = sample_multivariate_t(
+            (k.shape[0],),
+            self.event_shape[0],
+            self.df.detach(),
+            generator=generator,
+            dtype=self.logits.dtype,
+            device=self.logits.device,
+        )
         dist = self._dist(k)
         return dist.transform.inv(z)
 
@@ -229,42 +292,29 @@ def polar_component_masses(
     mixture: VoronoiMixture, n_phi: int = 2000, n_alpha: int = 300
 ) -> Tensor:
     """Mass of every component of a 2-D :class:`VoronoiMixture` over its own cell, (K,)
-    float64 on the CPU (1 for an exact layer), by float64 polar quadrature about each anchor.
-
-    ``y = a_k + alpha lam*(phi) (cos phi, sin phi)``, ``dy = lam*^2 alpha dalpha dphi``:
-    Gauss-Legendre in u with ``alpha = 1 - (1 - u)^4`` (nodes packed at the faces, where the
-    density has its sharp shells) and the midpoint rule in phi (the integrand has kinks at the
-    cell's vertices). A float64 copy of the mixture is evaluated; the mixture is not changed.
+    float64 on the CPU (1 for an exact layer), by float64 polar quadrature about each anchor
+    (:func:`polar_cell_nodes`: Gauss-Legendre in the radius with the nodes packed at the
+    faces, the midpoint rule in the angle). A float64 copy of the mixture is evaluated; the
+    mixture is not changed.
     """
     import copy
-
-    import numpy as np
 
     check(isinstance(mixture, VoronoiMixture), "mixture", mixture, "a VoronoiMixture")
     check(mixture.tess.dim == 2, "mixture", mixture, "a mixture on R^2 (D = 2)")
     check(isinstance(n_phi, int) and n_phi >= 1, "n_phi", n_phi, "an integer >= 1")
     check(isinstance(n_alpha, int) and n_alpha >= 1, "n_alpha", n_alpha, "an integer >= 1")
-    f64 = torch.float64
-    m = copy.deepcopy(mixture).to("cpu", f64)
+    m = copy.deepcopy(mixture).to("cpu", torch.float64)
     t = m.tess
-    u_np, w_np = np.polynomial.legendre.leggauss(n_alpha)
-    u, w = torch.tensor((u_np + 1) / 2, dtype=f64), torch.tensor(w_np / 2, dtype=f64)
-    alpha, dalpha = 1 - (1 - u) ** 4, 4 * (1 - u) ** 3 * w
-    phi = (torch.arange(n_phi, dtype=f64) + 0.5) * 2 * math.pi / n_phi
-    d = torch.stack([phi.cos(), phi.sin()], -1)
     out = []
     with torch.no_grad():
         a, lo, hi, theta = t.anchors, t.lower, t.upper, m.theta
         for k in range(t.n_cells):
-            kk = torch.full((n_phi,), k)
-            lam = ray_length(d, kk, a, lo, hi)
-            y = (a[k] + (alpha[None, :, None] * lam[:, None, None]) * d[:, None, :]).reshape(-1, 2)
+            y, wts = polar_cell_nodes(a, lo, hi, k, n_phi, n_alpha)
             ks = torch.full((y.shape[0],), k)
             x, ld = cell_map_inverse(y, ks, a, lo, hi, theta[ks])
-            dens = (m.cell_log_prob(x, ks) + ld).exp().reshape(n_phi, n_alpha)
-            inner = (dens * lam[:, None] ** 2 * alpha[None] * dalpha[None]).sum(1)
-            out.append(float(inner.sum()) * 2 * math.pi / n_phi)
-    return torch.tensor(out, dtype=f64)
+            dens = (m.cell_log_prob(x, ks) + ld).exp()
+            out.append(float((dens * wts).sum()))
+    return torch.tensor(out, dtype=torch.float64)
 
 
 class VoronoiMixtureFlow(nn.Module):
