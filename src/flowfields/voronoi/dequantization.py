@@ -41,6 +41,7 @@ from flowfields.errors import check
 from flowfields.voronoi.mixture import (
     check_student_base,
     multivariate_t_log_prob,
+    register_log_df,
     sample_multivariate_t,
 )
 from flowfields.voronoi.tessellation import (
@@ -184,10 +185,8 @@ class _GaussianConditional(Dequantizer):
         check_student_base(base, df, learn_df)
         self.net = mlp(n_vars * n_classes, 2 * n_vars * dim, hidden, depth)
         self.base = base
-        if learn_df:
-            self.log_df = nn.Parameter(torch.tensor(math.log(float(df))))
-        else:  # float64, so that a float64 copy evaluates the exact df
-            self.register_buffer("log_df", torch.tensor(math.log(float(df)), dtype=torch.float64))
+        self.log_df: Tensor  # set by register_log_df
+        register_log_df(self, df, learn_df)
 
     @property
     def df(self) -> Tensor:

@@ -47,6 +47,7 @@ __all__ = [
     "multivariate_t_log_prob",
     "polar_cell_nodes",
     "polar_component_masses",
+    "register_log_df",
     "sample_multivariate_t",
 ]
 
@@ -88,6 +89,16 @@ def check_student_base(
     )
     check(isinstance(learn_df, bool), nl, learn_df, "a bool")
     check(not learn_df or base == "student", nl, learn_df, f"False unless {nb}='student'")
+
+
+def register_log_df(module: nn.Module, df: float, learn_df: bool) -> None:
+    """Give ``module`` its Student-t ``log_df``: a parameter if ``learn_df``, else a float64
+    buffer (so that a float64 copy evaluates the exact df). Shared by :class:`VoronoiMixture`
+    and the Voronoi dequantizer; read it back as ``module.log_df.exp()``."""
+    if learn_df:
+        module.log_df = nn.Parameter(torch.tensor(math.log(float(df))))
+    else:
+        module.register_buffer("log_df", torch.tensor(math.log(float(df)), dtype=torch.float64))
 
 
 def sample_multivariate_t(
@@ -205,10 +216,8 @@ class VoronoiMixture(nn.Module):
             self.embedding = nn.Parameter(0.5 * torch.randn(K, context))
         self.event_shape = (D,)
         self.base = base
-        if learn_df:
-            self.log_df = nn.Parameter(torch.tensor(math.log(float(df))))
-        else:  # float64, so that a float64 copy evaluates the exact df
-            self.register_buffer("log_df", torch.tensor(math.log(float(df)), dtype=torch.float64))
+        self.log_df: Tensor  # set by register_log_df
+        register_log_df(self, df, learn_df)
 
     @property
     def n_cells(self) -> int:
