@@ -268,6 +268,7 @@ def _manifold_cnf(which: str) -> Callable[[torch.dtype, torch.device], Any]:
 def _ppd_density(which: str) -> Callable[[torch.dtype, torch.device], Any]:
     """The exact densities of the PPD experiments (flowfields.ppd), float64-built, moved."""
     from flowfields import ppd
+    from flowfields.manifolds import FlatTorus, Sphere
 
     def factory(dtype: torch.dtype, device: torch.device) -> Any:
         g = torch.Generator().manual_seed(11)
@@ -281,6 +282,14 @@ def _ppd_density(which: str) -> Callable[[torch.dtype, torch.device], Any]:
             mus = torch.tensor([[0.5, -2.0], [-1.5, 1.0], [3.0, 3.0]], dtype=F64)
             kappas = torch.tensor([[2.0, 6.0], [1.0, 0.3], [4.0, 4.0]], dtype=F64)
             model = ppd.VonMisesMixture(torch.tensor([0.3, 0.5, 0.2], dtype=F64), mus, kappas)
+        elif which == "vmf-path":  # the PPD target path's marginal p_t on S^2 (a KernelPath)
+            centers = ppd.random_vmf_mixture(4, (5.0, 5.0), g).sample(5, generator=g)
+            model = ppd.VMFMixturePath(Sphere(2), ppd.KappaSchedule(20.0)).marginal(0.5, centers)
+            assert isinstance(model, ppd.PathMarginal)
+        elif which == "von-mises-path":  # the same on T^2, product von Mises kernels
+            centers = torch.tensor([[0.5, -2.0], [-1.5, 1.0], [3.0, 3.0]], dtype=F64)
+            path = ppd.VonMisesMixturePath(FlatTorus(2), ppd.KappaSchedule(8.0))
+            model = path.marginal(0.7, centers)
         else:  # wrapped normals straddling the seam at +-pi
             mus = torch.tensor([[0.5, -2.8], [3.0, 1.0]], dtype=F64)
             sigmas = torch.tensor([[0.4, 0.9], [1.2, 0.5]], dtype=F64)
@@ -428,6 +437,15 @@ REGISTRY: list[DensityEntry] = [
     DensityEntry(
         "ppd-von-mises-mixture-t2",
         _ppd_density("von-mises"),
+        (2,),
+        ((-math.pi, math.pi),) * 2,
+        mass_tol=1e-9,
+    ),
+    # the PPD target paths themselves (KernelPath.marginal: p_t at one t over fixed centers)
+    DensityEntry("ppd-vmf-path-s2", _ppd_density("vmf-path"), (3,)),
+    DensityEntry(
+        "ppd-von-mises-path-t2",
+        _ppd_density("von-mises-path"),
         (2,),
         ((-math.pi, math.pi),) * 2,
         mass_tol=1e-9,

@@ -43,7 +43,13 @@ from flowfields.ppd.mixture import (
     random_vmf_mixture,
     ring_and_blobs,
 )
-from flowfields.ppd.paths import KappaSchedule, KernelPath, VMFMixturePath, VonMisesMixturePath
+from flowfields.ppd.paths import (
+    KappaSchedule,
+    KernelPath,
+    PathMarginal,
+    VMFMixturePath,
+    VonMisesMixturePath,
+)
 from flowfields.ppd.residual import DIVERGENCES, LMCTerms, lmc_residual, tangent_field
 from flowfields.ppd.torus_mixture import (
     VonMisesMixture,
@@ -60,6 +66,7 @@ __all__ = [
     "KernelPath",
     "LMCTerms",
     "ManifoldField",
+    "PathMarginal",
     "RingAndBlobs",
     "TVBound",
     "VMFMixture",

@@ -23,8 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from flowfields.density import check_sample_count
 from flowfields.errors import check
 from flowfields.manifolds import FlatTorus, Manifold, Sphere
 from flowfields.ppd.kernels import (
@@ -35,7 +36,7 @@ from flowfields.ppd.kernels import (
     sample_von_mises,
 )
 
-__all__ = ["KappaSchedule", "KernelPath", "VMFMixturePath", "VonMisesMixturePath"]
+__all__ = ["KappaSchedule", "KernelPath", "PathMarginal", "VMFMixturePath", "VonMisesMixturePath"]
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,48 @@ class KernelPath(abc.ABC):
         idx = torch.randint(0, centers.shape[0], t.shape, generator=generator, device=t.device)
         with torch.no_grad():
             return self.sample_kernel(centers[idx], self.schedule(t.detach()), generator)
+
+    def marginal(self, t: float, centers: Tensor) -> PathMarginal:
+        """The marginal ``p_t`` over ``centers`` (N, ambient) as a density model."""
+        return PathMarginal(self, t, centers)
+
+
+class PathMarginal(nn.Module):
+    """``p_t`` of a :class:`KernelPath` at one time ``t`` over fixed centers: a
+    :class:`~flowfields.density.DensityModel` (``log_prob(x)``, ``sample(n)``). The time and
+    the centers are buffers, so ``.to(dtype)`` sets the samples' dtype and a state dict
+    restores the model; the centers are projected onto the manifold when used (a no-op for
+    the points the constructor accepted). Ben-Hamu et al., arXiv:2207.04711.
+    """
+
+    t: Tensor
+    centers: Tensor
+
+    def __init__(self, path: KernelPath, t: float, centers: Tensor) -> None:
+        super().__init__()
+        check(isinstance(t, (int, float)) and 0.0 <= t <= 1.0, "t", t, "a time in [0, 1]")
+        path.manifold.check_point(centers, "centers")
+        self.path = path
+        self.register_buffer("t", torch.tensor(float(t), dtype=centers.dtype))
+        self.register_buffer("centers", centers.clone())
+        self.event_shape = torch.Size([centers.shape[1]])
+
+    def _times_and_centers(self, n: int, like: Tensor) -> tuple[Tensor, Tensor]:
+        t = self.t.to(like).expand(n).clone()
+        return t, self.path.manifold.projx(self.centers.to(like))
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """``log p_t(x)`` for points (B, ambient) on the manifold, shape (B,)."""
+        self.path.manifold.check_point(x)
+        t, centers = self._times_and_centers(x.shape[0], x)
+        return self.path.log_prob(t, x, centers)
+
+    def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
+        """``n`` points of ``p_t``, shape (n, ambient), on the generator's device."""
+        check_sample_count(n)
+        on = generator.device if generator is not None else self.centers.device
+        t, centers = self._times_and_centers(n, self.centers.to(on))
+        return self.path.sample(t, centers, generator)
 
 
 class VMFMixturePath(KernelPath):
