@@ -80,9 +80,47 @@ def test_conditional_block_starts_with_point_dependent_curvature(actnorm: bool) 
         assert spread < 0.005
 
 
+def test_actnorm_layout_standardises_block_inputs_and_enters_the_logdet() -> None:
+    """K + 1 ActNorms (before every block, after the last), data-initialised on the first
+    training batch: the first block's input is standardised per feature; the log-det of the
+    whole map is the blocks' log det ∇²F plus every ActNorm's Σ s. Control: actnorm=False
+    has no ActNorm and the log-det is the blocks' alone."""
+    from flowfields.nn import ActNorm
+
+    flow = _flow()
+    assert sum(isinstance(n, ActNorm) for n in flow.norms) == 3
+    g = torch.Generator().manual_seed(4)
+    z0 = 3.0 + 2.0 * torch.randn(64, 3, generator=g, dtype=F64)
+    c = torch.randn(64, 4, generator=g, dtype=F64)
+    with torch.no_grad():
+        _, ld = flow(z0, c)  # training mode: the data init
+        x1, x2 = flow.block_inputs(z0, c)
+        blocks = [
+            b.forward_logdet(x, "exact", context=c)[1] for b, x in zip(flow._blocks(), (x1, x2))
+        ]
+    assert torch.allclose(x1.mean(0), torch.zeros(3, dtype=F64), atol=1e-10)
+    assert torch.allclose(x1.std(0, unbiased=False), torch.ones(3, dtype=F64), atol=1e-10)
+    norms = sum(float(n.log_det().detach()) for n in flow.norms)
+    assert abs(norms) > 0.1  # the init moved the scales (z0 has sd 2)
+    assert torch.allclose(ld, blocks[0] + blocks[1] + norms, atol=1e-10)
+    torch.manual_seed(0)
+    plain = ConditionalCPFlow(3, 4, blocks=2, hidden=12, depth=2, actnorm=False).double()
+    assert not any(isinstance(n, ActNorm) for n in plain.norms)
+    with torch.no_grad():
+        _, ld_plain = plain(z0, c)
+        x = z0
+        ref = torch.zeros(64, dtype=F64)
+        for b in plain._blocks():
+            x, ld_b = b.forward_logdet(x, "exact", context=c)
+            ref = ref + ld_b
+    assert torch.allclose(ld_plain, ref, atol=1e-12)
+
+
 def test_bad_input_raises() -> None:
     with pytest.raises(FlowfieldsError, match="blocks"):
         ConditionalCPFlow(2, 3, blocks=0)
+    with pytest.raises(FlowfieldsError, match="actnorm"):
+        ConditionalCPFlow(2, 3, actnorm="yes")  # type: ignore[arg-type]
     flow = _flow()
     with pytest.raises(FlowfieldsError, match="method"):
         flow(torch.zeros(2, 3, dtype=F64), torch.zeros(2, 4, dtype=F64), "lu")

@@ -96,6 +96,26 @@ def test_exact_max_dim_routes_digits_to_the_exact_loss(tmp_path) -> None:
         CPFlowTabular(bad, tmp_path).check_config()
 
 
+def test_activation_reaches_every_icnn_and_bad_names_raise(tmp_path) -> None:
+    """``activation=gaussian_softplus`` builds every block's ICNN on ``x Φ(x) + φ(x)`` (its
+    potential differs from the softplus flow's at the same weights); other names raise."""
+    from flowfields.nn import gaussian_softplus
+
+    cfg = Config(datasets=("wine",), blocks=2, hidden=8, depth=2, activation="gaussian_softplus")
+    torch.manual_seed(0)
+    gs = CPFlowTabular.build_model(cfg, "cpflow-wine")
+    torch.manual_seed(0)
+    sp = CPFlowTabular.build_model(Config(blocks=2, hidden=8, depth=2), "cpflow-wine")
+    assert [b.icnn.act for b in gs.blocks] == [gaussian_softplus] * 2
+    assert [b.icnn.activation for b in sp.blocks] == ["softplus"] * 2
+    x = load_tabular("wine")[0][:16]
+    pot = [float(m.blocks[0].potential(x).sum().detach()) for m in (gs, sp)]
+    assert abs(pot[0] - pot[1]) > 1e-3
+    bad = Config(datasets=("wine",), activation="relu")
+    with pytest.raises(FlowfieldsError, match="activation"):
+        CPFlowTabular(bad, tmp_path).check_config()
+
+
 def test_gaussian_nll_against_scipy() -> None:
     train, _, test = load_tabular("wine")
     gauss = FullCovarianceGaussian((13,)).fit(train)

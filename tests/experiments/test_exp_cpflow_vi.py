@@ -69,6 +69,28 @@ def test_iwae_bound_above_elbo_and_below_zero() -> None:
         VAE("normal")
 
 
+def test_warmup_objective_scales_only_the_kl_part(tmp_path) -> None:
+    """``elbo(x, n, beta)`` = E[log p(x | z)] + beta E[log p(z) - log q(z | x)] on the same
+    draws; beta = 1 is the ELBO. Bad warm-up fractions and activations raise."""
+    torch.manual_seed(0)
+    vae = VAE("cpflow", latent=3, hidden=16, context=4, flow_hidden=8).double()
+    x = binary_digits()[1][:6].double()
+    with torch.no_grad():
+        vae.elbo(x, 4)  # the ActNorm data init, so later calls see the same flow
+        torch.manual_seed(7)
+        z, log_q = vae.posterior_sample(x, 4)
+        log_pz = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1)
+        log_px = vae.log_joint(x, z) - log_pz
+        for beta in (0.0, 0.3, 1.0):
+            torch.manual_seed(7)
+            ours = vae.elbo(x, 4, beta=beta)
+            ref = (log_px + beta * (log_pz - log_q)).mean(0)
+            assert torch.allclose(ours, ref, atol=1e-10)
+    for bad in ({"warmup": 1.0}, {"warmup": -0.1}, {"flow_activation": "tanh"}):
+        with pytest.raises(FlowfieldsError, match=next(iter(bad))):
+            CPFlowVI(Config(**bad), tmp_path).check_config()  # type: ignore[arg-type]
+
+
 @pytest.mark.slow
 def test_cli_tiny_run_and_load(tmp_path, capsys) -> None:
     out = tmp_path / "vi"

@@ -198,11 +198,18 @@ class ConditionalCPFlow(nn.Module):
     and pushes them forward, ``log q(z | c) = log q0(z0 | c) - Σ_k log det ∇²F_k`` — no
     inversion is needed for the ELBO.
 
+    With ``actnorm=True`` (default) an elementwise :class:`~flowfields.nn.ActNorm`
+    (unconditional, data-initialised on its first training-mode batch) comes before every
+    block and one after the last, ``z = a_{K+1} ∘ f_K ∘ a_K ∘ ... ∘ f_1 ∘ a_1(z0)``: the
+    layout of the official code's VAE posterior (CW-Huang/CP-Flow, ``train_vae.py``); each
+    ``a_k`` adds its constant ``log|det a_k| = Σ s`` to the log-det.
+
     Args:
         dim: dimension ``d``.
         context_dim: dimension of the context ``c``.
         blocks: number of blocks ``K``, >= 1.
         hidden, depth, activation: each block's PICNN.
+        actnorm: the ``K + 1`` ActNorms around the blocks.
         alpha_init, gain_init: each block's initial quadratic and PICNN weights.
 
     Shapes:
@@ -218,11 +225,13 @@ class ConditionalCPFlow(nn.Module):
         depth: int = 3,
         activation: str = "softplus",
         *,
+        actnorm: bool = True,
         alpha_init: float = 1.0,
         gain_init: float = 1.0,
     ) -> None:
         super().__init__()
         _check_blocks(blocks)
+        check(isinstance(actnorm, bool), "actnorm", actnorm, "True or False")
         self.dim, self.context_dim = dim, context_dim
         self.blocks = nn.ModuleList(
             [
@@ -238,30 +247,52 @@ class ConditionalCPFlow(nn.Module):
                 for _ in range(blocks)
             ]
         )
+        self.norms = nn.ModuleList(
+            [ActNorm(dim) if actnorm else nn.Identity() for _ in range(blocks + 1)]
+        )
 
     def _blocks(self) -> list[ConvexPotentialBlock]:
         return [b for b in self.blocks if isinstance(b, ConvexPotentialBlock)]
 
+    @staticmethod
+    def _norm(norm: nn.Module, z: Tensor, ld: Tensor) -> tuple[Tensor, Tensor]:
+        if isinstance(norm, ActNorm):
+            return norm(z), ld + norm.log_det()
+        return z, ld
+
     def forward(
         self, z0: Tensor, context: Tensor, method: str = "exact", **kwargs
     ) -> tuple[Tensor, Tensor]:
-        """``(z, Σ_k log det ∇²F_k)`` pushing ``z0`` (B, d) forward given ``context``
-        (B, context_dim); ``method`` and ``kwargs`` as in
+        """``(z, Σ_k log det ∇²F_k + Σ_k log|det a_k|)`` pushing ``z0`` (B, d) forward given
+        ``context`` (B, context_dim); ``method`` and ``kwargs`` as in
         :meth:`ConvexPotentialBlock.forward_logdet`."""
         check(method in LOGDET_METHODS, "method", method, f"one of {', '.join(LOGDET_METHODS)}")
         ld = z0.new_zeros(z0.shape[0])
         z = z0
-        for block in self._blocks():
+        for norm, block in zip(self.norms, self._blocks(), strict=False):
+            z, ld = self._norm(norm, z, ld)
             z, ld_k = block.forward_logdet(z, method, context=context, **kwargs)
             ld = ld + ld_k
-        return z, ld
+        return self._norm(self.norms[-1], z, ld)
+
+    def block_inputs(self, z0: Tensor, context: Tensor) -> list[Tensor]:
+        """The input of every block (after its ActNorm) for ``z0`` (B, d), without log-dets
+        (for diagnostics: ``[x_1, ..., x_K]``, ``x_k`` what ``f_k`` is applied to)."""
+        out, z = [], z0
+        for norm, block in zip(self.norms, self._blocks(), strict=False):
+            z = norm(z)
+            out.append(z)
+            z = block(z, context=context)
+        return out
 
     def inverse(self, z: Tensor, context: Tensor, tol: float | None = None) -> SampleDetails:
         """``z0`` with ``forward(z0, context)[0] = z``, block by block (last first)."""
         check_points(z, (self.dim,), "z", dtype=weights_dtype(self))
-        x, records = z, []
-        for block in reversed(self._blocks()):
+        records = []
+        last = self.norms[-1]
+        x = last.inverse(z) if isinstance(last, ActNorm) else z
+        for norm, block in zip(reversed(self.norms[:-1]), reversed(self._blocks()), strict=True):
             res = block.inverse(x, tol=tol, context=context)
             records.append(res)
-            x = res.x
+            x = norm.inverse(res.x) if isinstance(norm, ActNorm) else res.x
         return SampleDetails(x.detach(), z, records)

@@ -120,6 +120,8 @@ class Config:
     Attributes:
         datasets: which of :data:`DATASETS` to run.
         blocks, hidden, depth: the CP-Flow (ActNorm before every block).
+        activation: its ICNNs' activation, ``"softplus"`` (the official tabular script's
+            default) or ``"gaussian_softplus"`` (``x Φ(x) + φ(x)``).
         exact_max_dim: train CP-Flow with the exact log-det up to this ``d``, above it with
             the CG surrogate (``cg_tol``, ``cg_max_iter``). ``64`` trains digits on the exact
             log-det too (~0.14 s CPU a step vs ~0.05 s; measured no better: docs/cpflow.md).
@@ -134,6 +136,7 @@ class Config:
     blocks: int = 3
     hidden: int = 32
     depth: int = 3
+    activation: str = "softplus"
     exact_max_dim: int = 32
     cg_tol: float = 1e-4
     cg_max_iter: int = 50
@@ -206,6 +209,14 @@ class CPFlowTabular(Experiment, config=Config):
             "eval_every",
         )
         check(cfg.lr > 0, "lr", cfg.lr, "a float > 0")
+        from flowfields.nn import CONVEX_ACTIVATIONS
+
+        check(
+            cfg.activation in CONVEX_ACTIVATIONS,
+            "activation",
+            cfg.activation,
+            f"one of {', '.join(CONVEX_ACTIVATIONS)}",
+        )
         load_tabular(cfg.datasets[0], cfg.seed, cfg.val_fraction, cfg.test_fraction)
 
     @classmethod
@@ -229,7 +240,7 @@ class CPFlowTabular(Experiment, config=Config):
             f"'<model>-<data>' with model in {(*MODELS, 'gaussian')} and data in {tuple(DATASETS)}",
         )
         d = DATASETS[data]
-        cp = CPFlow(d, cfg.blocks, cfg.hidden, cfg.depth, logdet="exact")
+        cp = CPFlow(d, cfg.blocks, cfg.hidden, cfg.depth, cfg.activation, logdet="exact")
         if kind == "cpflow":
             return cp
         if kind == "gaussian":
