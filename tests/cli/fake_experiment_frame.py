@@ -90,6 +90,7 @@ class FakeFrame(Experiment, config=Config):
                 "train/first_loss": losses[0],
                 "train/steps": self.res.steps,
                 "train/nan_metric": float("nan"),
+                "torch_threads": torch.get_num_threads(),
             }
         )
         self.tables["losses"] = [{"step": i, "loss": v} for i, v in enumerate(losses[:3])]

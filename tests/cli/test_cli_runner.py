@@ -213,6 +213,28 @@ def test_reproduce_writes_summary_and_reports_crash(fake, monkeypatch, tmp_path,
     assert "crashed" in (tmp_path / "rep2" / "report.html").read_text()
 
 
+def test_reproduce_with_two_jobs_pins_each_worker_to_one_torch_thread(fake, monkeypatch, tmp_path):
+    """The project rule: experiments side by side run one torch thread each."""
+    import json
+
+    monkeypatch.setitem(REGISTRY, "fake-frame-2", "fake_experiment_frame")
+    # a worker that did not pin itself would start torch with 2 threads from these
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    monkeypatch.setenv("MKL_NUM_THREADS", "2")
+    torch.set_num_threads(2)  # nor may the parent's setting leak into the workers
+    try:
+        out = tmp_path / "rep"
+        code = main(["reproduce", "--quick", "--no-progress", "--jobs", "2", FAKE,
+                     "fake-frame-2", "--out", str(out)])  # fmt: skip
+    finally:
+        torch.set_num_threads(1)
+    assert code == 0
+    for name in (FAKE, "fake-frame-2"):
+        metrics = json.loads((out / name / "metrics.json").read_text())
+        assert metrics["torch_threads"] == 1
+        assert json.loads((out / name / "run.json").read_text())["threads"] == 1
+
+
 def test_bench_and_module_entry_point():
     assert main(["bench"]) == 0
     proc = subprocess.run(

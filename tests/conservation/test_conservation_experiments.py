@@ -216,3 +216,50 @@ def test_fluid_learning_rate_rule_and_bad_schedule(tmp_path):
     cfg.lr_schedule = "step"
     with pytest.raises(FlowfieldsError, match="lr_schedule"):
         FLUID.run(cfg, tmp_path, progress=False)
+
+
+@pytest.mark.parametrize("clock", ["cpu", "wall"])
+def test_fluid_budget_counts_cpu_time_not_waiting(tmp_path, monkeypatch, clock):
+    """The equal-time race is load-independent: time the training thread does not run (here a
+    sleep inside every step, as when other processes hold the core) is not spent budget."""
+    import time
+
+    original = conservation_fluid.collocation_points
+
+    def slow_points(cfg, generator, device="cpu"):
+        time.sleep(0.05)
+        return original(cfg, generator, device)
+
+    monkeypatch.setattr(conservation_fluid, "collocation_points", slow_points)
+    cfg = conservation_fluid.Config(
+        budget_s=0.25, clock=clock, eval_every_s=10.0, batch=16, ic_batch=8, hidden=8, depth=1,
+        grid=4,
+    )  # fmt: skip
+    res = FLUID.run(cfg, tmp_path, progress=False)
+    m = res.metrics
+    assert m["clock"] == clock
+    for k in ("ncl", "pinn"):
+        assert m[f"{k}/train_s"] >= cfg.budget_s  # each method spent its whole budget
+    if clock == "wall":  # 50 ms of sleep per step: at most 0.25 / 0.05 + 1 steps
+        assert m["pinn/steps"] <= 6 and m["ncl/steps"] <= 6
+        assert m["pinn/ms_per_step"] > 50
+    else:  # sleeping costs no CPU time: the PINN's ~10 ms steps fit many times in 0.25 s
+        assert m["pinn/steps"] >= 12
+        assert m["pinn/ms_per_step"] < 25
+
+
+def test_fluid_budget_clock_choices(tmp_path):
+    import time
+
+    from flowfields.errors import FlowfieldsError
+
+    assert conservation_fluid.budget_clock("auto", "cpu") is time.thread_time
+    assert conservation_fluid.budget_clock("cpu") is time.thread_time
+    assert conservation_fluid.budget_clock("wall", "cpu") is time.perf_counter
+    a = time.thread_time()
+    time.sleep(0.05)
+    assert time.thread_time() - a < 0.02  # the premise: waiting is not CPU time
+    with pytest.raises(FlowfieldsError, match="clock"):
+        conservation_fluid.budget_clock("process")
+    with pytest.raises(FlowfieldsError, match="clock"):
+        FLUID.run(conservation_fluid.Config(clock="gpu"), tmp_path, progress=False)

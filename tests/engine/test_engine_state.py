@@ -201,6 +201,34 @@ def test_time_budget_stops_training_and_resume_continues_the_budget(tmp_path):
     assert again.step > state.step and again.train_s >= 0.4
 
 
+def test_time_budget_on_a_custom_clock_ignores_wall_clock():
+    """``clock``: the budget counts that clock's advance over the steps, not wall-clock."""
+    import time
+
+    ticks = {"n": 0.0}
+
+    def counted_step(st: TrainState, step: int) -> dict[str, torch.Tensor]:
+        ticks["n"] += 1.0  # one clock second per step, whatever the wall-clock
+        return _toy_step(st, step)
+
+    state = TrainState.single(_net())
+    fit(state, counted_step, steps=10_000, time_budget_s=7, clock=lambda: ticks["n"],
+        progress=False)  # fmt: skip
+    assert state.step == 7 and state.train_s == 7.0
+
+    def sleepy_step(st: TrainState, step: int) -> dict[str, torch.Tensor]:
+        time.sleep(0.02)  # sleeping costs no CPU time
+        return _toy_step(st, step)
+
+    state = TrainState.single(_net())
+    fit(state, sleepy_step, steps=10_000, time_budget_s=0.02, clock=time.thread_time,
+        progress=False)  # fmt: skip
+    # wall-clock would stop after 1-2 steps; 0.02 s of CPU takes many 20 ms sleeps
+    assert state.step >= 5 and state.wall_s > 0.1 > state.train_s >= 0.02
+    with pytest.raises(FlowfieldsError, match="clock"):
+        fit(TrainState.single(_net()), _toy_step, steps=2, clock=1.0, progress=False)
+
+
 def test_time_budget_bar_counts_seconds_with_one_decimal(capsys):
     fit(TrainState.single(_net()), _toy_step, steps=10_000, time_budget_s=0.3, desc="budget")
     err = capsys.readouterr().err

@@ -91,6 +91,7 @@ class _Settings:
     eval_every: int
     best: tuple[str, str] | None
     time_budget_s: float | None
+    clock: Callable[[], float] | None
     log_every: int
     progress: bool
     desc: str
@@ -121,6 +122,7 @@ def fit(
     eval_every: int = 0,
     best: tuple[str, str] | None = None,
     time_budget_s: float | None = None,
+    clock: Callable[[], float] | None = None,
     log_every: int = 50,
     progress: bool = True,
     desc: str = "train",
@@ -165,6 +167,12 @@ def fit(
             (``state.best``, ``state.load_best()``); ``key`` indexes a dict evaluation.
         time_budget_s: stop once this many seconds of training (evaluation excluded, resumed
             segments included) are spent; ``steps`` is then an upper bound.
+        clock: what ``time_budget_s`` (and ``state.train_s``) counts: a callable returning
+            seconds, whose advance over each step is added. ``None`` (default): wall-clock
+            (``time.perf_counter``). ``time.thread_time`` counts this thread's CPU time,
+            which the load of other processes does not inflate (with one torch thread on a
+            CPU all of a step's work runs in the calling thread). ``state.wall_s`` stays
+            wall-clock.
         log_every: steps between moves of the step metrics into ``state.history`` (the only
             host synchronisation on GPUs; on CPUs the NaN guard checks every step).
         progress: show a tqdm bar (rank 0 only) with the latest metrics; with a time budget
@@ -204,7 +212,7 @@ def fit(
         fn, evaluate = _single_step(step_fn), _single_eval(eval_fn)
     settings = _settings(
         steps, checkpoint, checkpoint_every, resume, evaluate, eval_every, best,
-        time_budget_s, log_every, progress, desc, seed,
+        time_budget_s, clock, log_every, progress, desc, seed,
     )  # fmt: skip
     check(callable(fn), "step_fn", fn, "a callable step_fn(state, step) -> dict")
     _Loop(state, fn, settings).run()
@@ -223,7 +231,7 @@ def fit(
 
 def _settings(
     steps: Any, checkpoint: Any, checkpoint_every: Any, resume: Any, eval_fn: Any,
-    eval_every: Any, best: Any, time_budget_s: Any, log_every: Any, progress: Any,
+    eval_every: Any, best: Any, time_budget_s: Any, clock: Any, log_every: Any, progress: Any,
     desc: Any, seed: Any,
 ) -> _Settings:  # fmt: skip
     check(_is_int(steps) and steps >= 0, "steps", steps, "a non-negative integer")
@@ -247,6 +255,7 @@ def _settings(
         time_budget_s,
         "None or a positive number of seconds",
     )
+    check(clock is None or callable(clock), "clock", clock, "None or a callable -> seconds")
     check(seed is None or _is_int(seed), "seed", seed, "None or an integer")
     return _Settings(
         steps=steps,
@@ -257,6 +266,7 @@ def _settings(
         eval_every=eval_every,
         best=best,
         time_budget_s=float(time_budget_s) if time_budget_s is not None else None,
+        clock=clock,
         log_every=log_every,
         progress=bool(progress),
         desc=str(desc),
@@ -333,7 +343,9 @@ class _Loop:
 
     def _train(self) -> None:
         st, s = self.state, self.s
+        clock = s.clock or time.perf_counter
         mark = time.perf_counter()
+        budget_mark = mark if s.clock is None else clock()
         stopped_by_budget = False
         while st.step < s.steps:
             if s.time_budget_s is not None and st.train_s >= s.time_budget_s:
@@ -343,7 +355,7 @@ class _Loop:
             st.update_averages()
             st.step += 1
             now = time.perf_counter()
-            st.train_s += now - mark
+            st.train_s += (now if s.clock is None else clock()) - budget_mark
             st.wall_s += now - mark
             mark = now
             self._advance_bar(st.step)
@@ -359,6 +371,7 @@ class _Loop:
             later = time.perf_counter()
             st.wall_s += later - mark
             mark = later
+            budget_mark = later if s.clock is None else clock()
         self._flush()
         if stopped_by_budget and s.checkpoint is not None:
             self._save()

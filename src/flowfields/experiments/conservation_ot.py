@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from flowfields.conservation import PositiveDensityFlux
+from flowfields.errors import check
 from flowfields.experiments.base import Experiment
 from flowfields.report import Claim
 
@@ -59,13 +60,16 @@ class Config:
         hidden: width of the network of t (and of the divergence-free correction).
         eval_n_t, eval_n_x: Gauss-Legendre nodes and samples per node for the final energy.
         n_ot: samples for the exact discrete OT cost and the ODE transport (10k in full).
+        n_gap: samples (at most ``n_ot``) of the diagnostic W2² between the pushforward and
+            the toy, reported in the claim's note (``None``: ``n_ot``). An exact OT solve on 2k
+            samples of 8gaussians takes 1.8 s against 0.1 s on 1k, so the quick preset uses 1k.
         ode_steps: RK4 steps of the transport ODE.
     """
 
     seed: int = 0
     device: str = "cpu"
-    gauss_steps: int = 600
-    toy_steps: int = 1200
+    gauss_steps: int = 150
+    toy_steps: int = 900
     toys: list[str] = field(default_factory=lambda: ["8gaussians", "moons"])
     toy_components: int = 12
     lam: float = 1000.0
@@ -77,11 +81,13 @@ class Config:
     eval_n_t: int = 24
     eval_n_x: int = 4000
     n_ot: int = 2000
+    n_gap: int | None = 1000
     ode_steps: int = 40
 
     @classmethod
     def quick(cls) -> Config:
-        """About a minute on one CPU thread."""
+        """About 33 s on one free CPU core (one thread); 90% of it training (a toy step
+        costs about 14 ms, a 2-D Gaussian step 13 ms, a 1-D one 7 ms)."""
         return cls()
 
     @classmethod
@@ -101,6 +107,7 @@ class Config:
             hidden=64,
             eval_n_x=20000,
             n_ot=10000,
+            n_gap=None,
             ode_steps=100,
         )
 
@@ -161,9 +168,12 @@ def _objective(cfg: Config, sample_0: Any, sample_1: Any) -> Any:
 
     def loss_fn(m: Any, step: int) -> torch.Tensor:
         ke = m.kinetic_energy(cfg.n_t, cfg.n_x, quadrature="stratified")
-        nll_0 = -m.log_rho(0.0, sample_0(cfg.batch)).mean()
-        nll_1 = -m.log_rho(1.0, sample_1(cfg.batch)).mean()
-        return ke + cfg.lam * (nll_0 + nll_1)
+        x_0, x_1 = sample_0(cfg.batch), sample_1(cfg.batch)
+        # both endpoints in one call (t = 0 for the first half, 1 for the second): the mean
+        # over the 2 * batch points is (nll_0 + nll_1) / 2, at 0.7x the cost of two calls
+        t = torch.cat([x_0.new_zeros(cfg.batch), x_1.new_ones(cfg.batch)])
+        nll = -m.log_rho(t, torch.cat([x_0, x_1])).mean()
+        return ke + cfg.lam * 2 * nll
 
     return loss_fn
 
@@ -196,6 +206,11 @@ class ConservationOT(Experiment, config=Config):
 
     NAME, PAPER = NAME, PAPER
     VARIANTS = ("gauss-2d", "gauss-1d")
+
+    def check_config(self) -> None:
+        n_gap = self.cfg.n_gap
+        ok = n_gap is None or (isinstance(n_gap, int) and not isinstance(n_gap, bool) and n_gap > 1)
+        check(ok, "n_gap", n_gap, "None or an integer > 1")
 
     @classmethod
     def build_model(cls, cfg: Config, variant: str) -> nn.Module:
@@ -294,12 +309,13 @@ class ConservationOT(Experiment, config=Config):
             ke = model.kinetic_energy(cfg.eval_n_t, cfg.eval_n_x // 4, generator=gen).item()
         t_ot = time.perf_counter()
         exact = _exact_ot(x0, target)
-        fit_gap = _exact_ot(traj[-1], target)  # how far the pushforward is from the toy
+        n_gap = cfg.n_ot if cfg.n_gap is None else min(cfg.n_gap, cfg.n_ot)
+        fit_gap = _exact_ot(traj[-1][:n_gap], target[:n_gap])  # pushforward vs the toy
         m[f"{case}/emd_s"] = time.perf_counter() - t_ot
         rel = abs(ode_cost - exact) / exact
         m[f"{case}/ode_cost"], m[f"{case}/kinetic_energy"] = ode_cost, ke
         m[f"{case}/exact_ot_cost"], m[f"{case}/rel_error"] = exact, rel
-        m[f"{case}/pushforward_w2sq_to_target"] = fit_gap
+        m[f"{case}/pushforward_w2sq_to_target"], m[f"{case}/n_gap"] = fit_gap, n_gap
         self._row(case, ode_cost, exact, rel)
         self.transports[name] = (traj, target)
 
@@ -346,7 +362,8 @@ class ConservationOT(Experiment, config=Config):
                     threshold=0.10,
                     holds=rel <= 0.10,
                     note="Threshold 10% is ours (the paper reports costs, not a tolerance). The "
-                    f"pushforward is W2²={gap:.3f} from the target; a Gaussian-mixture ρ with "
+                    f"pushforward is W2²={gap:.3f} from the target ({m[f'{case}/n_gap']} "
+                    "samples); a Gaussian-mixture ρ with "
                     f"{cfg.toy_components} components limits the fit of sharp toys.",
                 )
             )
