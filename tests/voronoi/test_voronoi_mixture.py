@@ -404,3 +404,10 @@ def test_bad_base_and_df_raise() -> None:
         VoronoiMixture(tess, base="cauchy")
     with pytest.raises(FlowfieldsError, match="learn_df"):
         VoronoiMixture(tess, base="normal", learn_df=True)
+    from flowfields.voronoi import multivariate_t_log_prob
+
+    for bad in (0.0, -2.0, float("nan"), float("inf")):
+        with pytest.raises(FlowfieldsError, match="df"):
+            multivariate_t_log_prob(torch.zeros(3, 2), bad)
+    with pytest.raises(FlowfieldsError, match="z"):
+        multivariate_t_log_prob(torch.tensor(1.0), 1.0)

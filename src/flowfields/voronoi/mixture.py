@@ -65,6 +65,14 @@ def multivariate_t_log_prob(z: Tensor, df: Tensor | float) -> Tensor:
     broadcastable to (...)). Its tail ``|z|^-(nu + D)`` is what keeps a cell's density
     positive at the faces (see :class:`VoronoiMixture`).
     """
+    check(isinstance(z, Tensor) and z.ndim >= 1, "z", z, "a tensor of shape (..., D)")
+    if not isinstance(df, Tensor):
+        check(
+            isinstance(df, (int, float)) and math.isfinite(df) and df > 0,
+            "df",
+            df,
+            "a finite number > 0 (or a tensor of them)",
+        )
     nu = torch.as_tensor(df, dtype=z.dtype, device=z.device)
     D = z.shape[-1]
     half = (nu + D) / 2
