@@ -393,10 +393,12 @@ class VoronoiMixtureFlow(nn.Module):
     def init_anchors(self, data: Tensor, *, generator: torch.Generator | None = None) -> None:
         """Anchors at the k-means centres (:func:`flowfields.linalg.kmeans`, k-means++) of the
         data's images ``b`` in the box under the current ``pre`` (the paper's lazy k-means
-        initialisation)."""
+        initialisation); ``data`` (N, D) with N >= K points."""
         from flowfields.linalg import kmeans
 
         tess = self.mixture.tess
+        check_points(data, self.event_shape, "data", dtype=weights_dtype(self))
+        check(data.shape[0] >= tess.n_cells, "data", data, f"at least K = {tess.n_cells} points")
         b = self.to_box(data)
         centres = kmeans(b, tess.n_cells, generator=generator, init="k-means++").centres
         w = (1.0 - 2.0**-16) * tess.half_width
