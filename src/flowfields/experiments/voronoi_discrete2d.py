@@ -179,8 +179,8 @@ class Config:
         steps, batch, lr: training of every dequantized model (Adam, cosine decay).
         iwae_k: importance samples per class in the evaluation.
         seeds: how many seeds (``seed``, ``seed + 1``, ...) to train and evaluate; the
-            claims use the means over them (1 in both presets: the full preset's three seeds
-            took 3 x 6 min of CPU, docs/voronoi.md).
+            claims use the means over them (1 in both presets: one full-preset seed takes
+            6.5-7 min of CPU; docs/voronoi.md has the three-seed study).
         checkpoint_every, seed, device: engine and CLI settings.
     """
 
