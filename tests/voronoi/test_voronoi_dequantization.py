@@ -183,3 +183,14 @@ def test_bad_input_raises() -> None:
         VoronoiDequantizer(2, 1, 2)
     with pytest.raises(FlowfieldsError, match="kind"):
         make_dequantizer("dirichlet", 2, 4)
+    # z of the wrong width, in decode and the flow's density; a flow on the wrong space
+    for d in (deq, ArgmaxDequantizer(2, 5, hidden=8), UniformDequantizer(2, 5)):
+        with pytest.raises(FlowfieldsError, match=rf"z: .*\(\.\.\., {d.features}\)"):
+            d.decode(torch.zeros(1, d.features + 1))
+    model = DequantizedFlow(deq, make_flow(4, transforms=1, hidden=(8,)))
+    with pytest.raises(FlowfieldsError, match="z"):
+        model.log_prob_z(torch.zeros(2, 5))
+    with pytest.raises(FlowfieldsError, match=r"flow: .*\(3,\).*R\^4"):
+        DequantizedFlow(deq, make_flow(3, transforms=1, hidden=(8,)))
+    with pytest.raises(FlowfieldsError, match="dequantizer"):
+        DequantizedFlow(make_flow(4), make_flow(4))

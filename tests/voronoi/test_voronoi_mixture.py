@@ -404,3 +404,24 @@ def test_bad_base_and_df_raise() -> None:
         VoronoiMixture(tess, base="cauchy")
     with pytest.raises(FlowfieldsError, match="learn_df"):
         VoronoiMixture(tess, base="normal", learn_df=True)
+    from flowfields.voronoi import multivariate_t_log_prob
+
+    for bad in (0.0, -2.0, float("nan"), float("inf")):
+        with pytest.raises(FlowfieldsError, match="df"):
+            multivariate_t_log_prob(torch.zeros(3, 2), bad)
+    with pytest.raises(FlowfieldsError, match="z"):
+        multivariate_t_log_prob(torch.tensor(1.0), 1.0)
+
+
+def test_init_anchors_checks_its_data() -> None:
+    from flowfields.voronoi import VoronoiMixtureFlow, make_flow
+
+    tess = VoronoiTessellation(torch.tensor(ANCHORS), -2.0, 2.0)
+    stack = VoronoiMixtureFlow(VoronoiMixture(tess, context=2), make_flow(2, transforms=1))
+    K = tess.n_cells
+    with pytest.raises(FlowfieldsError, match=f"at least K = {K}"):
+        stack.init_anchors(torch.randn(K - 1, 2))
+    with pytest.raises(FlowfieldsError, match="data"):
+        stack.init_anchors(torch.randn(50, 3))
+    with pytest.raises(FlowfieldsError, match="data"):
+        stack.init_anchors(torch.full((50, 2), float("nan")))

@@ -40,3 +40,18 @@ def test_sample_pmf_frequencies() -> None:
     with pytest.raises(FlowfieldsError, match="K"):
         grid_pmf("cross", 1)
     assert math.isfinite(entropy_bits(p))
+
+
+def test_bad_pmfs_raise() -> None:
+    from flowfields.voronoi import sample_table
+
+    for bad, what in (
+        (torch.tensor([0.5, -0.5, 1.0]), ">= 0"),
+        (torch.tensor([0.5, 0.7]), "summing to 1.2"),
+        (torch.tensor([0.5, float("nan")]), ">= 0"),
+    ):
+        for fn in (entropy_bits, lambda p: sample_table(p, 3)):
+            with pytest.raises(FlowfieldsError, match=f"pmf: .*{what}"):
+                fn(bad)
+    with pytest.raises(FlowfieldsError, match="2-D"):
+        sample_pmf(torch.tensor([0.5, 0.5]), 3)

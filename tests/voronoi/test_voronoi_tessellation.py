@@ -349,3 +349,28 @@ def test_density_at_faces_vanishes_like_exp_minus_c_over_gap_squared() -> None:
         at = a[k] + 1e-300 * d
         _, ld0 = cell_map_inverse(at, k, a, lo, hi, theta)
         torch.testing.assert_close(ld0, torch.full_like(ld0, -2 * theta), rtol=0, atol=1e-12)
+
+
+def test_public_functions_check_their_arguments() -> None:
+    """The functional API (cell_map, cell_map_inverse, ray_length, nearest_anchor) names a bad
+    cell index, a wrong D or unbroadcastable indices instead of an IndexError/RuntimeError;
+    the box error says where the box is."""
+    tess = _tess((), 4, 2, seed=61)
+    a, lo, hi = tess.anchors, tess.lower, tess.upper
+    x = torch.zeros(3, 2, dtype=F64)
+    for fn in (cell_map, cell_map_inverse, ray_length):
+        with pytest.raises(
+            FlowfieldsError, match=r"k: got 'indices in \[0, 9\]', expected in 0..3"
+        ):
+            fn(x + 0.1, torch.tensor([0, 1, 9]), a, lo, hi)
+        with pytest.raises(FlowfieldsError, match=r"shape \(\.\.\., 2\)"):
+            fn(torch.zeros(3, 3, dtype=F64), torch.tensor([0, 1, 2]), a, lo, hi)
+        with pytest.raises(FlowfieldsError, match="broadcastable"):
+            fn(x + 0.1, torch.tensor([0, 1]), a, lo, hi)
+    with pytest.raises(FlowfieldsError, match=r"y: .*shape \(\.\.\., 2\)"):
+        nearest_anchor(torch.zeros(3, 3, dtype=F64), a)
+    with pytest.raises(FlowfieldsError, match=r"lower \[-1.0, -1.0\], upper \[1.0, 1.0\].*1 of 2"):
+        VoronoiTessellation(torch.tensor([[0.0, 0.0], [2.0, 0.0]]))
+    # still valid: a scalar k broadcasts against the points
+    y, _ = cell_map(x + 0.1, torch.tensor(1), a, lo, hi)
+    assert torch.equal(nearest_anchor(y, a), torch.ones(3, dtype=torch.long))

@@ -16,6 +16,11 @@ Chen, Amos, Nickel, "Semi-Discrete Normalizing Flows through Differentiable Tess
 2. **Exact likelihood** ("exact-likelihood"): ``sum_x P_hat(x) <= 1`` for the trained Voronoi
    models (``E_q[p/q] = P_hat(x)``, summed over all classes).
 
+``seeds = n`` repeats both for the seeds ``seed, ..., seed + n - 1`` (each exactly the
+single-seed run at that seed, :mod:`flowfields.experiments._voronoi_seeds`); claim 1 is then
+decided on the mean gaps over the seeds (standard errors and per-seed wins in its text), claim
+2 on every seed's models.
+
 The mixture claims are in ``voronoi-mixture``. Models saved: ``<pmf>-<kind>`` (a
 :class:`~flowfields.voronoi.DequantizedFlow`).
 """
@@ -33,6 +38,14 @@ from torch import Tensor, nn
 
 from flowfields.engine import TrainState
 from flowfields.errors import check, check_positive_ints
+from flowfields.experiments._voronoi_seeds import (
+    fmt_mean,
+    lowest_on_mean,
+    seed_scope,
+    seed_summary,
+    seeds_text,
+    strip_seed,
+)
 from flowfields.experiments.base import Experiment
 from flowfields.experiments.voronoi_mixture import cosine_state, draw_cells
 from flowfields.report.result import Claim
@@ -95,11 +108,17 @@ def q_law(cfg: Any) -> str:
 
 
 def train_dequantized(
-    exp: Experiment, variant: str, model: nn.Module, sample: Callable[[int], Tensor]
+    exp: Experiment,
+    variant: str,
+    model: nn.Module,
+    sample: Callable[[int], Tensor],
+    *,
+    suffix: str = "",
 ) -> nn.Module:
     """Train ``model`` (a DequantizedFlow) by the one-sample ELBO on batches ``sample(batch)``
     (B, N) for ``exp.cfg.steps`` steps (Adam at ``cfg.lr``, cosine decay, gradient clip 10);
-    records the CPU time as ``<variant>/train_cpu_s``."""
+    records the CPU time as ``<variant>/train_cpu_s``. The checkpoint is
+    ``train_<variant><suffix>.pt`` (``suffix``: a seed's, :func:`seed_scope`)."""
     cfg = exp.cfg
     m: Any = model
     n_vars = m.dequantizer.n_vars
@@ -112,7 +131,7 @@ def train_dequantized(
 
     t0 = time.process_time()
     state = cosine_state(model, cfg.lr, cfg.steps)
-    exp.fit(variant, state, step, steps=cfg.steps, checkpoint_every=cfg.checkpoint_every)
+    exp.fit(variant + suffix, state, step, steps=cfg.steps, checkpoint_every=cfg.checkpoint_every)
     exp.metrics[f"{variant}/train_cpu_s"] = time.process_time() - t0
     return model.eval()
 
@@ -159,6 +178,9 @@ class Config:
         transforms, hidden, cond_hidden: the NSF ``p(z)`` and the conditional MLP of q.
         steps, batch, lr: training of every dequantized model (Adam, cosine decay).
         iwae_k: importance samples per class in the evaluation.
+        seeds: how many seeds (``seed``, ``seed + 1``, ...) to train and evaluate; the
+            claims use the means over them (1 in both presets: one full-preset seed takes
+            6.5-7 min of CPU; docs/voronoi.md has the three-seed study).
         checkpoint_every, seed, device: engine and CLI settings.
     """
 
@@ -175,6 +197,7 @@ class Config:
     batch: int = 512
     lr: float = 1e-2
     iwae_k: int = 256
+    seeds: int = 1
     checkpoint_every: int = 1000
     seed: int = 0
     device: str = "cpu"
@@ -220,29 +243,40 @@ class VoronoiDiscrete2d(Experiment, config=Config):
         for p in cfg.pmfs:
             base = p[5:] if p.startswith("perm-") else p
             check(base in PMF_NAMES, "pmfs", p, f"names from {PMF_NAMES}, or 'perm-<name>'")
-        check_positive_ints(cfg, "n_classes", "dim", "steps", "batch", "iwae_k")
+        check_positive_ints(cfg, "n_classes", "dim", "steps", "batch", "iwae_k", "seeds")
         check(cfg.n_classes >= 2, "n_classes", cfg.n_classes, "K >= 2")
         check_q_base(cfg)
 
     @classmethod
     def build_model(cls, cfg: Config, variant: str) -> nn.Module:
-        kind = variant.rsplit("-", 1)[-1]
-        check(kind in KINDS, "variant", variant, f"'<pmf>-<kind>' with kind in {KINDS}")
+        kind = strip_seed(variant).rsplit("-", 1)[-1]
+        check(
+            kind in KINDS,
+            "variant",
+            variant,
+            f"'<pmf>-<kind>[-seed<N>]' with kind in {KINDS}",
+        )
         return dequantized_flow(kind, 2, cfg.n_classes, cfg)
 
     # ------------------------------------------------------------------ training
-    def _train_dequantized(self, pmf_name: str, kind: str, offset: int) -> nn.Module:
+    def _train_dequantized(
+        self, pmf_name: str, kind: str, offset: int, suffix: str = ""
+    ) -> nn.Module:
         from flowfields.voronoi import grid_pmf, sample_pmf
 
         pmf = grid_pmf(pmf_name, self.cfg.n_classes)
         self.reseed(offset)
         variant = f"{pmf_name}-{kind}"
         model: Any = self.build_model(self.cfg, variant).to(self.device)
+
+        def sample(n: int) -> Tensor:
+            return sample_pmf(pmf, n)
+
         if kind != "voronoi":
-            return train_dequantized(self, variant, model, lambda n: sample_pmf(pmf, n))
+            return train_dequantized(self, variant, model, sample, suffix=suffix)
         tess = model.dequantizer.tess
         start = tess.anchors.detach().clone()
-        trained = train_dequantized(self, variant, model, lambda n: sample_pmf(pmf, n))
+        trained = train_dequantized(self, variant, model, sample, suffix=suffix)
         self.metrics.update(
             {f"{pmf_name}/{key}": v for key, v in anchor_motion(start, tess).items()}
         )
@@ -252,9 +286,13 @@ class VoronoiDiscrete2d(Experiment, config=Config):
 
     def train(self) -> dict[str, nn.Module]:
         models: dict[str, nn.Module] = {}
-        for i, pmf_name in enumerate(self.cfg.pmfs):
-            for j, kind in enumerate(KINDS):
-                models[f"{pmf_name}-{kind}"] = self._train_dequantized(pmf_name, kind, 10 * i + j)
+        for k in range(self.cfg.seeds):
+            with seed_scope(self, k) as sfx:
+                for i, pmf_name in enumerate(self.cfg.pmfs):
+                    for j, kind in enumerate(KINDS):
+                        models[f"{pmf_name}-{kind}{sfx}"] = self._train_dequantized(
+                            pmf_name, kind, 10 * i + j, sfx
+                        )
         return models
 
     # ------------------------------------------------------------------ evaluation
@@ -270,7 +308,8 @@ class VoronoiDiscrete2d(Experiment, config=Config):
         se = float((ratio.var(0) / cfg.iwae_k).sum().sqrt())
         return ce, total, se
 
-    def _eval_dequantization(self, models: dict[str, nn.Module]) -> None:
+    def _eval_dequantization(self, models: dict[str, nn.Module], suffix: str) -> list[Any]:
+        """One seed's rows (the models ``<pmf>-<kind><suffix>``, ``self.cfg`` that seed's)."""
         from flowfields.voronoi import entropy_bits, grid_pmf
 
         cfg, m = self.cfg, self.metrics
@@ -278,39 +317,61 @@ class VoronoiDiscrete2d(Experiment, config=Config):
         for pmf_name in cfg.pmfs:
             pmf = grid_pmf(pmf_name, cfg.n_classes)
             h = entropy_bits(pmf) / 2
-            row: dict[str, Any] = {"pmf": pmf_name, "entropy_bits_per_var": h}
+            row: dict[str, Any] = {"seed": cfg.seed, "pmf": pmf_name, "entropy_bits_per_var": h}
             for kind in KINDS:
-                ce, total, se = self._cross_entropy(models[f"{pmf_name}-{kind}"], pmf)
+                ce, total, se = self._cross_entropy(models[f"{pmf_name}-{kind}{suffix}"], pmf)
                 row[f"{kind}_bits_per_var"] = ce
                 row[f"{kind}_gap"] = ce - h
                 m[f"{pmf_name}/{kind}_bits_per_var"] = ce
                 m[f"{pmf_name}/{kind}_gap"] = ce - h
                 if kind == "voronoi":
-                    m[f"{pmf_name}/voronoi_total_mass"] = total
-                    m[f"{pmf_name}/voronoi_total_mass_se"] = se
+                    row["voronoi_total_mass"] = m[f"{pmf_name}/voronoi_total_mass"] = total
+                    row["voronoi_total_mass_se"] = m[f"{pmf_name}/voronoi_total_mass_se"] = se
             rows.append(row)
-        self.tables["dequantization"] = rows
         m["entropy_bits_per_var"] = {r["pmf"]: r["entropy_bits_per_var"] for r in rows}
+        return rows
 
     def evaluate(self, models: dict[str, Any]) -> None:
-        self._eval_dequantization(models)
+        rows: list[Any] = []
+        for k in range(self.cfg.seeds):
+            with seed_scope(self, k) as sfx:
+                rows += self._eval_dequantization(models, sfx)
+        self.tables["dequantization"] = rows
+        summary = seed_summary(rows, "pmf", "gap", KINDS)
+        if self.cfg.seeds > 1:  # the means the claim uses, beside the per-seed rows
+            self.tables["dequantization_mean"] = summary
+            for s in summary:
+                for key, value in s.items():
+                    if key != "pmf":
+                        self.metrics[f"mean/{s['pmf']}/{key}"] = value
+        self._summary = summary
 
     # ------------------------------------------------------------------ claims
     def claims(self) -> list[Claim]:
         cfg, m = self.cfg, self.metrics
         D_argmax = math.ceil(math.log2(cfg.n_classes))
-        wins = [
-            r["pmf"]
-            for r in self.tables["dequantization"]
-            if r["voronoi_gap"] < min(r["argmax_gap"], r["uniform_gap"])
-        ]
+        summary = self._summary
+        wins = [s["pmf"] for s in summary if lowest_on_mean(s, "gap", KINDS)]
         gaps = "; ".join(
-            f"{r['pmf']}: V {r['voronoi_gap']:.3f} / A {r['argmax_gap']:.3f} / "
-            f"U {r['uniform_gap']:.3f}"
-            for r in self.tables["dequantization"]
+            f"{s['pmf']}: "
+            + " / ".join(
+                f"{kind[0].upper()} {fmt_mean(s[f'{kind}_gap'], s[f'{kind}_gap_se'])}"
+                for kind in KINDS
+            )
+            for s in summary
         )
-        masses = [(m[f"{p}/voronoi_total_mass"], m[f"{p}/voronoi_total_mass_se"]) for p in cfg.pmfs]
+        several = cfg.seeds > 1
+        over = f" (mean +- SE over seeds {cfg.seed}-{cfg.seed + cfg.seeds - 1})" if several else ""
+        per_seed = seeds_text(summary, "pmf", KINDS)
+        rows = self.tables["dequantization"]
+        masses = [(r["voronoi_total_mass"], r["voronoi_total_mass_se"]) for r in rows]
         mass_ok = all(t <= 1 + 3 * se for t, se in masses)
+        mass_text = ", ".join(
+            (f"seed {r['seed']} {r['pmf']} " if several else "")
+            + f"{r['voronoi_total_mass']:.4f} +- {r['voronoi_total_mass_se']:.4f}"
+            for r in rows
+        )
+        first = " (first seed)" if several else ""
         return [
             Claim(
                 id="learned-boundaries-help",
@@ -318,13 +379,15 @@ class VoronoiDiscrete2d(Experiment, config=Config):
                 f"entropy than argmax (D = {D_argmax}) and uniform dequantization at equal "
                 f"flow and budget, with D = {cfg.dim} per variable.",
                 measured=f"Voronoi best on {len(wins)}/{len(cfg.pmfs)} PMFs (gap to entropy, "
-                f"bits/var: {gaps})",
-                threshold="Voronoi's gap smallest on every PMF",
+                f"bits/var{over}: {gaps})" + (f"; per seed: {per_seed}" if per_seed else ""),
+                threshold="Voronoi's gap smallest on every PMF"
+                + (" (by the mean over the seeds)" if several else ""),
                 holds=len(wins) == len(cfg.pmfs),
                 note=f"{q_law(cfg)}; K = {cfg.n_classes}, {cfg.steps} steps of batch "
                 f"{cfg.batch}, IWAE with "
                 f"k = {cfg.iwae_k} over all K^2 classes weighted by the exact PMF; gap = "
-                "cross-entropy - entropy (>= 0, lower is better). Anchors moved (mean / max "
+                "cross-entropy - entropy (>= 0, lower is better). Anchors moved"
+                f"{first} (mean / max "
                 "vs the initial nearest-neighbour distance; box half-width from 3): "
                 + "; ".join(
                     f"{p}: {m[f'{p}/anchor_shift_mean']:.2f} / {m[f'{p}/anchor_shift_max']:.2f}"
@@ -336,9 +399,8 @@ class VoronoiDiscrete2d(Experiment, config=Config):
                 id="exact-likelihood",
                 statement="The dequantized model's likelihood is a proper bound: "
                 "sum_x P_hat(x) <= 1 (P_hat(x) = E_q[p / q]).",
-                measured="sum_x P_hat(x) (Voronoi): "
-                + ", ".join(f"{t:.4f} +- {se:.4f}" for t, se in masses),
-                threshold="sum <= 1 + 3 SE",
+                measured=f"sum_x P_hat(x) (Voronoi): {mass_text}",
+                threshold="sum <= 1 + 3 SE" + (" for every seed" if several else ""),
                 holds=bool(mass_ok),
                 note=f"{q_law(cfg)}; estimated with iwae_k samples per class; p lives on "
                 "the tessellation's box, so the exact sum is 1 and a shortfall is the weights' "

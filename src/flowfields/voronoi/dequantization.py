@@ -91,6 +91,16 @@ class Dequantizer(nn.Module, abc.ABC):
     def features(self) -> int:
         return self.n_vars * self.dim
 
+    def check_z(self, z: Tensor) -> None:
+        """Raise FlowfieldsError unless ``z`` is a real tensor of shape (..., N * D)."""
+        check(
+            isinstance(z, Tensor) and z.ndim >= 1 and z.shape[-1] == self.features,
+            "z",
+            z,
+            f"a tensor of shape (..., {self.features}) (n_vars * dim = {self.n_vars} * {self.dim})",
+        )
+        check(z.is_floating_point(), "z", z, "a real floating-point tensor")
+
     def check_x(self, x: Tensor) -> None:
         """Raise FlowfieldsError unless ``x`` is (B, N) integer classes in 0..K-1."""
         check(isinstance(x, Tensor), "x", x, f"an integer tensor of shape (B, {self.n_vars})")
@@ -286,6 +296,7 @@ class VoronoiDequantizer(_GaussianConditional):
         return z.flatten(-2), log_n - logdet.sum(-1)
 
     def decode(self, z: Tensor) -> Tensor:
+        self.check_z(z)
         zz = z.unflatten(-1, (self.n_vars, self.dim))
         return nearest_anchor(zz, self.tess.anchors)
 
@@ -304,6 +315,7 @@ class VoronoiDequantizer(_GaussianConditional):
 
     def decode_in_box(self, z: Tensor) -> Tensor:
         """Like :meth:`decode`, with -1 for variables whose point lies outside the box."""
+        self.check_z(z)
         zz = z.unflatten(-1, (self.n_vars, self.dim))
         c = nearest_anchor(zz, self.tess.anchors)
         return torch.where(self.tess.in_box(zz), c, torch.full_like(c, -1))
@@ -334,6 +346,7 @@ class ArgmaxDequantizer(_GaussianConditional):
         return z.flatten(-2), log_n - F.logsigmoid(eps).sum((-1, -2))
 
     def decode(self, z: Tensor) -> Tensor:
+        self.check_z(z)
         bits = (z.unflatten(-1, (self.n_vars, self.dim)) > 0).long()
         code = (bits * self.powers).sum(-1)
         return torch.where(code < self.n_classes, code, torch.full_like(code, -1))
@@ -364,6 +377,7 @@ class UniformDequantizer(Dequantizer):
         return z, torch.full(z.shape[:2], log_q, dtype=z.dtype, device=z.device)
 
     def decode(self, z: Tensor) -> Tensor:
+        self.check_z(z)
         c = torch.floor((z + 1) * self.n_classes / 2).long()
         return torch.where((c >= 0) & (c < self.n_classes), c, torch.full_like(c, -1))
 
@@ -427,6 +441,15 @@ class DequantizedFlow(nn.Module):
 
     def __init__(self, dequantizer: Dequantizer, flow: nn.Module) -> None:
         super().__init__()
+        check(isinstance(dequantizer, Dequantizer), "dequantizer", dequantizer, "a Dequantizer")
+        check(callable(flow), "flow", flow, "a zuko flow (flow() -> a distribution)")
+        event = getattr(flow(), "event_shape", None)
+        check(
+            event is None or tuple(event) == (dequantizer.features,),
+            "flow",
+            f"a flow on event shape {tuple(event) if event is not None else None}",
+            f"a flow on R^{dequantizer.features} (the dequantizer's n_vars * dim)",
+        )
         self.dequantizer, self.flow = dequantizer, flow
 
     def log_weights(
@@ -439,6 +462,7 @@ class DequantizedFlow(nn.Module):
     def log_prob_z(self, z: Tensor) -> Tensor:
         """``log p(z)`` of dequantized points ``z`` (..., N * D): the flow's density of
         ``w = dequantizer.to_unbounded(z)`` times ``|det dw/dz|``; (...)."""
+        self.dequantizer.check_z(z)
         w, ladj = self.dequantizer.to_unbounded(z)
         return self.flow().log_prob(w) + ladj
 

@@ -65,6 +65,14 @@ def multivariate_t_log_prob(z: Tensor, df: Tensor | float) -> Tensor:
     broadcastable to (...)). Its tail ``|z|^-(nu + D)`` is what keeps a cell's density
     positive at the faces (see :class:`VoronoiMixture`).
     """
+    check(isinstance(z, Tensor) and z.ndim >= 1, "z", z, "a tensor of shape (..., D)")
+    if not isinstance(df, Tensor):
+        check(
+            isinstance(df, (int, float)) and math.isfinite(df) and df > 0,
+            "df",
+            df,
+            "a finite number > 0 (or a tensor of them)",
+        )
     nu = torch.as_tensor(df, dtype=z.dtype, device=z.device)
     D = z.shape[-1]
     half = (nu + D) / 2
@@ -385,10 +393,12 @@ class VoronoiMixtureFlow(nn.Module):
     def init_anchors(self, data: Tensor, *, generator: torch.Generator | None = None) -> None:
         """Anchors at the k-means centres (:func:`flowfields.linalg.kmeans`, k-means++) of the
         data's images ``b`` in the box under the current ``pre`` (the paper's lazy k-means
-        initialisation)."""
+        initialisation); ``data`` (N, D) with N >= K points."""
         from flowfields.linalg import kmeans
 
         tess = self.mixture.tess
+        check_points(data, self.event_shape, "data", dtype=weights_dtype(self))
+        check(data.shape[0] >= tess.n_cells, "data", data, f"at least K = {tess.n_cells} points")
         b = self.to_box(data)
         centres = kmeans(b, tess.n_cells, generator=generator, init="k-means++").centres
         w = (1.0 - 2.0**-16) * tess.half_width

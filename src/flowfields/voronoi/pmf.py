@@ -85,8 +85,22 @@ def grid_pmf(name: str, K: int = 16) -> Tensor:
     return p / p.sum()
 
 
+def _check_pmf(pmf: Tensor, ndim: int | None = None) -> None:
+    """Raise FlowfieldsError unless ``pmf`` is a finite tensor of probabilities >= 0 summing
+    to 1 (to 1e-6), with ``ndim`` dimensions if given."""
+    want = f"a {ndim}-D tensor" if ndim else "a tensor"
+    check(isinstance(pmf, Tensor) and pmf.numel() >= 1, "pmf", pmf, f"{want} of probabilities")
+    check(ndim is None or pmf.ndim == ndim, "pmf", pmf, f"{want} of probabilities")
+    p = pmf.double()
+    check(bool(torch.isfinite(p).all() and (p >= 0).all()), "pmf", pmf, "finite entries >= 0")
+    total = float(p.sum())
+    check(abs(total - 1) < 1e-6, "pmf", f"entries summing to {total:.6g}", "a sum of 1")
+
+
 def entropy_bits(pmf: Tensor) -> float:
-    """Shannon entropy of a PMF in bits (zero cells contribute nothing)."""
+    """Shannon entropy of a PMF (any shape, entries >= 0 summing to 1) in bits (zero cells
+    contribute nothing)."""
+    _check_pmf(pmf)
     p = pmf[pmf > 0].double()
     return float(-(p * p.log()).sum() / math.log(2))
 
@@ -94,6 +108,7 @@ def entropy_bits(pmf: Tensor) -> float:
 def sample_pmf(pmf: Tensor, n: int, *, generator: torch.Generator | None = None) -> Tensor:
     """``n`` draws of a (K, K) PMF as (n, 2) int64 class pairs ``(i, j)``."""
     check(isinstance(n, int) and n >= 1, "n", n, "an integer >= 1")
+    _check_pmf(pmf, 2)
     K = pmf.shape[1]
     flat = torch.multinomial(pmf.reshape(-1).double(), n, replacement=True, generator=generator)
     return torch.stack([flat // K, flat % K], 1)
@@ -133,6 +148,7 @@ def titanic_pmf() -> Tensor:
 def sample_table(pmf: Tensor, n: int, *, generator: torch.Generator | None = None) -> Tensor:
     """``n`` draws of a PMF table of any shape (L_1, ..., L_N) as (n, N) int64 level indices."""
     check(isinstance(n, int) and n >= 1, "n", n, "an integer >= 1")
+    _check_pmf(pmf)
     flat = torch.multinomial(pmf.reshape(-1).double(), n, replacement=True, generator=generator)
     return torch.stack(torch.unravel_index(flat, pmf.shape), 1)
 

@@ -76,6 +76,31 @@ def _check_points(x: Tensor, dim: int, argument: str) -> None:
     check_finite(x, argument)
 
 
+def _batch_shape(x: Tensor, k: Tensor, anchors: Tensor, argument: str = "x") -> torch.Size:
+    """Check the arguments of the public cell-map functions (points ``x`` (..., D) against
+    ``anchors`` (..., K, D), integer ``k`` in 0..K-1) and return their broadcast batch shape."""
+    check(isinstance(anchors, Tensor) and anchors.ndim >= 2, "anchors", anchors, "(..., K, D)")
+    D = anchors.shape[-1]
+    check(
+        isinstance(x, Tensor) and x.ndim >= 1 and x.shape[-1] == D,
+        argument,
+        x,
+        f"a tensor of shape (..., {D}) (the anchors' D)",
+    )
+    _check_cells(k, anchors.shape[-2])
+    try:
+        return torch.broadcast_shapes(x.shape[:-1], k.shape, anchors.shape[:-2])
+    except RuntimeError:
+        check(
+            False,
+            "k",
+            k,
+            f"cell indices broadcastable with the points' batch shape {tuple(x.shape[:-1])} "
+            f"and the anchors' groups {tuple(anchors.shape[:-2])}",
+        )
+        raise  # unreachable: check raised
+
+
 def _rows(anchors: Tensor, k: Tensor, batch: torch.Size) -> Tensor:
     """Flat row index ``g K + k`` of every point's own anchor in ``anchors.reshape(-1, D)``,
     shape ``batch`` (plain indexing: its backward scatters into (G K, ...), never into a
@@ -149,6 +174,7 @@ def ray_length(
 
     ``direction`` (..., D) is normalised here; returns (...).
     """
+    _batch_shape(direction, k, anchors, "direction")
     unit = direction / direction.norm(dim=-1, keepdim=True)
     return 1.0 / cell_mu(unit, k, anchors, lower, upper)
 
@@ -172,8 +198,8 @@ def cell_map(
         ``y`` (..., D) inside cell k, and the log-determinant (...), in closed form
         ``D theta - (D + 1) log(1 + t)``.
     """
+    batch = _batch_shape(x, k, anchors, "x")
     theta_t = torch.as_tensor(theta, dtype=x.dtype, device=x.device)
-    batch = torch.broadcast_shapes(x.shape[:-1], k.shape, anchors.shape[:-2])
     a_k = _own_anchor(anchors, k, batch)
     scale = theta_t.exp()
     t = scale * cell_mu(x, k, anchors, lower, upper)
@@ -192,12 +218,15 @@ def cell_map_inverse(
 ) -> tuple[Tensor, Tensor]:
     """``x = f_k^{-1}(y) = e^-theta (y - a_k) / (1 - alpha)`` with ``alpha = mu(y - a_k)``.
 
-    ``alpha`` is clamped below ``1 - eps`` of the dtype (points on the boundary map to a
-    large but finite x). Returns ``x`` (..., D) and ``log |det dx/dy|`` (...), the negative
+    ``y`` must lie in cell k (for the nearest anchor's cell, use
+    :meth:`VoronoiTessellation.inverse` without ``k``): ``alpha`` is clamped below ``1 - eps``
+    of the dtype, so points on the boundary map to a large but finite x, and a point outside
+    cell k to a large x that is not its preimage (no error is raised: checking would cost a
+    nearest-anchor search). Returns ``x`` (..., D) and ``log |det dx/dy|`` (...), the negative
     of :func:`cell_map`'s at x.
     """
+    batch = _batch_shape(y, k, anchors, "y")
     theta_t = torch.as_tensor(theta, dtype=y.dtype, device=y.device)
-    batch = torch.broadcast_shapes(y.shape[:-1], k.shape, anchors.shape[:-2])
     v = y - _own_anchor(anchors, k, batch)
     eps = torch.finfo(y.dtype).eps
     alpha = cell_mu(v, k, anchors, lower, upper).clamp(max=1.0 - eps)
@@ -232,6 +261,14 @@ def nearest_anchor(y: Tensor, anchors: Tensor) -> Tensor:
     Args:
         y: (..., D); anchors: (..., K, D) broadcastable.
     """
+    check(isinstance(anchors, Tensor) and anchors.ndim >= 2, "anchors", anchors, "(..., K, D)")
+    D = anchors.shape[-1]
+    check(
+        isinstance(y, Tensor) and y.ndim >= 1 and y.shape[-1] == D,
+        "y",
+        y,
+        f"a tensor of shape (..., {D}) (the anchors' D)",
+    )
     if _use_tree(y, anchors):
         from scipy.spatial import cKDTree
 
@@ -294,7 +331,21 @@ class VoronoiTessellation(nn.Module):
         hi = torch.as_tensor(upper, dtype=anchors.dtype).expand(*anchors.shape[:-2], D)
         check(bool((hi > lo).all()), "upper", hi, f"> lower ({lo.tolist()})")
         inside = (anchors > lo.unsqueeze(-2)) & (anchors < hi.unsqueeze(-2))
-        check(bool(inside.all()), "anchors", anchors, "points strictly inside the box")
+        if not bool(inside.all()):
+            n_out = int((~inside.all(-1)).sum())
+            box = (
+                f"[{lo.min().item():g}, {hi.max().item():g}]"
+                if lo.numel() > 8
+                else (f"lower {lo.tolist()}, upper {hi.tolist()}")
+            )
+            check(
+                False,
+                "anchors",
+                anchors,
+                f"points strictly inside the box ({box}; default [-1, 1]); {n_out} of "
+                f"{anchors.shape[:-1].numel()} anchors are not",
+                "pass lower= and upper= around them, or use VoronoiTessellation.from_points",
+            )
         centre, half = (hi + lo) / 2, (hi - lo) / 2
         raw = _atanh((anchors - centre.unsqueeze(-2)) / (_SHRINK * half.unsqueeze(-2)))
         self.raw = nn.Parameter(raw.clone())
