@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import io
 import math
+import multiprocessing
+import os
 import statistics
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -187,6 +190,14 @@ def _mean_se(xs: list[float]) -> tuple[float, float]:
     return m, (statistics.stdev(xs) / math.sqrt(len(xs)) if len(xs) > 1 else float("nan"))
 
 
+def _exit_with_parent() -> None:
+    """Wait for the parent process (its sentinel closes when it ends), then end this one."""
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        parent.join()
+        os._exit(1)
+
+
 #: One finished run: its actor, learning curve ``[(step, return)]`` and training CPU seconds.
 _Trained = tuple[nn.Module, list[tuple[int, float]], float]
 
@@ -196,7 +207,10 @@ def _train_in_worker(
     run: tuple[str, str, ObsSetting, int],
 ) -> tuple[bytes, list[tuple[int, float]], float]:  # fmt: skip
     """``cls._train_one(*run)`` in a worker process with one torch thread; the actor's weights
-    come back as ``torch.save`` bytes (no shared-memory or CUDA handles across processes)."""
+    come back as ``torch.save`` bytes (no shared-memory or CUDA handles across processes).
+    The worker exits when its parent does (a killed run must not leave workers writing the
+    checkpoints that its ``--resume`` reads)."""
+    threading.Thread(target=_exit_with_parent, daemon=True).start()
     torch.set_num_threads(1)
     exp = cls(cfg, run_dir, resume=resume, progress=False)
     actor, curve, cpu_s = exp._train_one(*run)
@@ -281,7 +295,6 @@ class SMACPendulum(Experiment, config=Config):
 
     def _train_parallel(self, runs: list[tuple[str, str, ObsSetting, int]]) -> list[_Trained]:
         """The runs in ``cfg.jobs`` spawned processes (:func:`_train_in_worker`), in order."""
-        import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
         ctx = multiprocessing.get_context("spawn")  # no inherited torch thread pools or locks
