@@ -159,9 +159,9 @@ class Config:
     def full(cls) -> Config:
         """3 seeds x 20k steps (the zoo's budget), 256 units (the POMDP runs: ``smac-pomdp``).
 
-        Expected run time: about 4 ms of CPU per step at 64 units and 12-15 ms at 256 units
-        (measured on the shared 2-core machine), so 6 runs x 20k steps take about half an hour
-        of CPU; not run here.
+        Run time: about 4 ms of CPU per step at 64 units and 12-20 ms at 256 units (measured
+        on the shared 2-core machine), so 6 runs x 20k steps take 20-45 min of CPU; with
+        ``--set jobs=N`` they run in N processes (docs/rl.md has a run: all 4 claims held).
         """
         return cls()
 
