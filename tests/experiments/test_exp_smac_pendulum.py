@@ -56,3 +56,44 @@ def test_cli_tiny_run_and_load(tmp_path) -> None:
     sac = flowfields.load(out, "pomdp_sac_seed0")
     assert isinstance(sac, TanhGaussianPolicy) and sac.obs_dim == 2
     assert smac.act(torch.zeros(4, 3), deterministic=True).shape == (4, 1)
+
+
+@pytest.mark.slow
+def test_jobs_parallel_runs_bit_identical(tmp_path) -> None:
+    """``jobs=2`` (spawned workers, one torch thread) trains the same actors, curves and final
+    returns as ``jobs=1``, in the same order, with one checkpoint per run; a resume from the
+    parallel run's checkpoints gives them back too."""
+    from flowfields.experiments.smac_pendulum import Config, SMACPendulum
+
+    tiny = {"seeds": 2, "steps": 300, "hidden": 16, "head_hidden": 8, "latent_dim": 2,
+            "learning_starts": 50, "batch_size": 16, "eval_every": 150, "eval_episodes": 1,
+            "checkpoint_every": 150}  # fmt: skip
+    torch.set_num_threads(1)
+    trained = {}
+    for jobs, resume in ((1, False), (2, False), (2, True)):
+        run_dir = tmp_path / f"jobs{jobs}"
+        exp = SMACPendulum(Config(**tiny, jobs=jobs), run_dir, resume=resume, progress=False)
+        exp.reseed()
+        models = exp.train()
+        finals = {k: v for k, v in exp.metrics.items() if k.endswith("/final_return")}
+        trained[jobs, resume] = (models, exp.curves, finals)
+        assert list(models) == ["sac_seed0", "sac_seed1", "smac_seed0", "smac_seed1"]
+        assert all((run_dir / f"train_{v}.pt").is_file() for v in models)
+    models1, curves1, finals1 = trained[1, False]
+    assert len(curves1["sac_seed0"]) == 2 and curves1["sac_seed0"] != curves1["sac_seed1"]
+    for key in ((2, False), (2, True)):
+        models2, curves2, finals2 = trained[key]
+        assert curves2 == curves1 and finals2 == finals1
+        for variant, actor in models1.items():
+            sd1, sd2 = actor.state_dict(), models2[variant].state_dict()
+            assert type(models2[variant]) is type(actor) and not models2[variant].training
+            assert list(sd1) == list(sd2)
+            assert all(torch.equal(sd1[k], sd2[k]) for k in sd1), variant
+
+
+def test_jobs_must_be_positive(tmp_path) -> None:
+    from flowfields.errors import FlowfieldsError
+    from flowfields.experiments.smac_pendulum import Config, SMACPendulum
+
+    with pytest.raises(FlowfieldsError, match="jobs"):
+        SMACPendulum(Config(jobs=0), tmp_path).check_config()

@@ -63,7 +63,8 @@ class Config(PendulumConfig):
     @classmethod
     def full(cls) -> Config:
         """3 seeds x 100k steps, 256 units: 600k updates, at 12-15 ms of CPU each about
-        2.5 h of CPU (a GPU helps); not run here."""
+        2.5 h of CPU (a GPU helps); not run here. ``benchmarks/device_smac_full.sh`` runs it
+        on the GPU machine with ``jobs=6``."""
         return cls()
 
 

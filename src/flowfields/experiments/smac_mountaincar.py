@@ -61,7 +61,8 @@ class Config(PendulumConfig):
     @classmethod
     def full(cls) -> Config:
         """5 seeds x 50k steps, 256 units: 500k updates, about 2 h of CPU (12-15 ms per
-        step at 256 units, measured); not run here."""
+        step at 256 units, measured); not run here. ``benchmarks/device_smac_full.sh`` runs it
+        on the 16-core GPU machine with ``jobs=10``."""
         return cls()
 
 

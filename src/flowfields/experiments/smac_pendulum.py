@@ -17,12 +17,17 @@ entropy by quadrature, and the CPU cost of one update of SMAC at K = 8 and 32 re
 
 from __future__ import annotations
 
+import io
 import math
+import multiprocessing
+import os
 import statistics
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
 
 from flowfields.errors import check, check_positive_ints
@@ -94,6 +99,11 @@ class Config:
         estimator_samples: actions of the entropy-estimator check.
         cost_hidden, cost_batch, cost_repeats: the update-cost measurement.
         checkpoint_every, seed, device: engine and CLI settings.
+        jobs: the (observation setting, algorithm, seed) runs are independent; with
+            ``jobs > 1`` they run in that many spawned worker processes, one torch thread each
+            (each run keeps its own checkpoint ``train_<variant>.pt``, so ``--resume`` works as
+            before). Results are gathered in the sequential order and are bit-identical to
+            ``jobs = 1`` run with one torch thread.
     """
 
     env_id: str = "Pendulum-v1"
@@ -123,6 +133,7 @@ class Config:
     checkpoint_every: int = 5000
     seed: int = 0
     device: str = "cpu"
+    jobs: int = 1
 
     @classmethod
     def quick(cls) -> Config:
@@ -148,9 +159,9 @@ class Config:
     def full(cls) -> Config:
         """3 seeds x 20k steps (the zoo's budget), 256 units (the POMDP runs: ``smac-pomdp``).
 
-        Expected run time: about 4 ms of CPU per step at 64 units and 12-15 ms at 256 units
-        (measured on the shared 2-core machine), so 6 runs x 20k steps take about half an hour
-        of CPU; not run here.
+        Run time: about 4 ms of CPU per step at 64 units and 12-20 ms at 256 units (measured
+        on the shared 2-core machine), so 6 runs x 20k steps take 20-45 min of CPU; with
+        ``--set jobs=N`` they run in N processes (docs/rl.md has a run: all 4 claims held).
         """
         return cls()
 
@@ -179,6 +190,35 @@ def _mean_se(xs: list[float]) -> tuple[float, float]:
     return m, (statistics.stdev(xs) / math.sqrt(len(xs)) if len(xs) > 1 else float("nan"))
 
 
+def _exit_with_parent() -> None:
+    """Wait for the parent process (its sentinel closes when it ends), then end this one."""
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        parent.join()
+        os._exit(1)
+
+
+#: One finished run: its actor, learning curve ``[(step, return)]`` and training CPU seconds.
+_Trained = tuple[nn.Module, list[tuple[int, float]], float]
+
+
+def _train_in_worker(
+    cls: type[SMACPendulum], cfg: Config, run_dir: str, resume: bool,
+    run: tuple[str, str, ObsSetting, int],
+) -> tuple[bytes, list[tuple[int, float]], float]:  # fmt: skip
+    """``cls._train_one(*run)`` in a worker process with one torch thread; the actor's weights
+    come back as ``torch.save`` bytes (no shared-memory or CUDA handles across processes).
+    The worker exits when its parent does (a killed run must not leave workers writing the
+    checkpoints that its ``--resume`` reads)."""
+    threading.Thread(target=_exit_with_parent, daemon=True).start()
+    torch.set_num_threads(1)
+    exp = cls(cfg, run_dir, resume=resume, progress=False)
+    actor, curve, cpu_s = exp._train_one(*run)
+    buf = io.BytesIO()
+    torch.save({k: v.cpu() for k, v in actor.state_dict().items()}, buf)
+    return buf.getvalue(), curve, cpu_s
+
+
 class SMACPendulum(Experiment, config=Config):
     """SMAC vs SAC returns on Pendulum (arXiv:2210.00999); see the module docstring."""
 
@@ -204,7 +244,7 @@ class SMACPendulum(Experiment, config=Config):
     def check_config(self) -> None:
         cfg = self.cfg
         check_positive_ints(
-            cfg, "seeds", "steps", "eval_every", "eval_episodes", "estimator_samples"
+            cfg, "seeds", "steps", "eval_every", "eval_episodes", "estimator_samples", "jobs"
         )
         check(
             cfg.learning_starts < cfg.steps,
@@ -235,16 +275,44 @@ class SMACPendulum(Experiment, config=Config):
 
     def train(self) -> dict[str, nn.Module]:
         cfg = self.cfg
+        runs = [
+            (f"{st.prefix}{algo}_seed{k}", algo, st, k)
+            for st in self.settings(cfg)
+            for algo in ("sac", "smac")
+            for k in range(cfg.seeds)
+        ]
+        if cfg.jobs == 1 or len(runs) == 1:
+            done = [self._train_one(*run) for run in runs]
+        else:
+            done = self._train_parallel(runs)
         self.curves: dict[str, list[tuple[int, float]]] = {}
         models: dict[str, nn.Module] = {}
-        for st in self.settings(cfg):
-            for algo in ("sac", "smac"):
-                for k in range(cfg.seeds):
-                    variant = f"{st.prefix}{algo}_seed{k}"
-                    models[variant] = self._train_one(variant, algo, st, k)
+        for (variant, *_), (actor, curve, cpu_s) in zip(runs, done):
+            models[variant], self.curves[variant] = actor, curve
+            self.metrics[f"{variant}/train_cpu_s"] = cpu_s
+            self.metrics[f"{variant}/final_return"] = curve[-1][1]
         return models
 
-    def _train_one(self, variant: str, algo: str, st: ObsSetting, k: int) -> nn.Module:
+    def _train_parallel(self, runs: list[tuple[str, str, ObsSetting, int]]) -> list[_Trained]:
+        """The runs in ``cfg.jobs`` spawned processes (:func:`_train_in_worker`), in order."""
+        from concurrent.futures import ProcessPoolExecutor
+
+        ctx = multiprocessing.get_context("spawn")  # no inherited torch thread pools or locks
+        jobs = min(self.cfg.jobs, len(runs))
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+            args = (type(self), self.cfg, str(self.run_dir), self.resume)
+            futures = [pool.submit(_train_in_worker, *args, run) for run in runs]
+            done = [f.result() for f in futures]
+        out = []
+        for (variant, *_), (weights, curve, cpu_s) in zip(runs, done):
+            actor = self.build_model(self.cfg, variant)
+            state = torch.load(io.BytesIO(weights), map_location=self.device, weights_only=True)
+            actor.load_state_dict(state)
+            out.append((actor.to(self.device).eval(), curve, cpu_s))
+        return out
+
+    def _train_one(self, variant: str, algo: str, st: ObsSetting, k: int) -> _Trained:
+        """Train one run; returns its actor (eval mode), learning curve and CPU seconds."""
         from flowfields.rl import build_run
 
         cfg = self.cfg
@@ -272,10 +340,8 @@ class SMACPendulum(Experiment, config=Config):
             seed=cfg.seed + k,
             log_every=100,
         )
-        self.metrics[f"{variant}/train_cpu_s"] = time.process_time() - t0
-        self.curves[variant] = [(s, v["return"]) for s, v in run.state.evals]
-        self.metrics[f"{variant}/final_return"] = self.curves[variant][-1][1]
-        return run.agent.actor.eval()
+        curve = [(s, v["return"]) for s, v in run.state.evals]
+        return run.agent.actor.eval(), curve, time.process_time() - t0
 
     def evaluate(self, models: dict[str, nn.Module]) -> None:
         self._evaluate_returns()
