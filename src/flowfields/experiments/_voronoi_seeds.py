@@ -15,13 +15,14 @@ import dataclasses
 import math
 import re
 import statistics
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from flowfields.errors import check
 
 __all__ = [
+    "evaluate_over_seeds",
     "fmt_mean",
     "lowest_on_mean",
     "mean_se",
@@ -106,6 +107,33 @@ def seed_summary(
         )
         out.append(s)
     return out
+
+
+def evaluate_over_seeds(
+    exp: Any,
+    evaluate_seed: Callable[[str], list[dict[str, Any]]],
+    table: str,
+    group: str,
+    field: str,
+    kinds: Sequence[str],
+) -> list[dict[str, Any]]:
+    """Run ``evaluate_seed(suffix)`` inside :func:`seed_scope` for each of ``exp.cfg.seeds``
+    seeds, store the per-seed rows in ``exp.tables[table]`` and return their
+    :func:`seed_summary`. With more than one seed the summary is also stored, as the table
+    ``f"{table}_mean"`` and as metrics ``mean/<group value>/<key>``."""
+    rows: list[dict[str, Any]] = []
+    for k in range(exp.cfg.seeds):
+        with seed_scope(exp, k) as sfx:
+            rows += evaluate_seed(sfx)
+    exp.tables[table] = rows
+    summary = seed_summary(rows, group, field, kinds)
+    if exp.cfg.seeds > 1:  # the means the claim uses, beside the per-seed rows
+        exp.tables[f"{table}_mean"] = summary
+        for s in summary:
+            for key, value in s.items():
+                if key != group:
+                    exp.metrics[f"mean/{s[group]}/{key}"] = value
+    return summary
 
 
 def lowest_on_mean(summary: dict[str, Any], field: str, kinds: Sequence[str]) -> bool:

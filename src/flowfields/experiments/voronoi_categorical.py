@@ -35,10 +35,10 @@ from torch import Tensor, nn
 
 from flowfields.errors import check, check_positive_ints
 from flowfields.experiments._voronoi_seeds import (
+    evaluate_over_seeds,
     fmt_mean,
     lowest_on_mean,
     seed_scope,
-    seed_summary,
     seeds_text,
     strip_seed,
 )
@@ -216,19 +216,14 @@ class VoronoiCategorical(Experiment, config=Config):
         return rows
 
     def evaluate(self, models: dict[str, Any]) -> None:
-        rows: list[dict[str, Any]] = []
-        for k in range(self.cfg.seeds):
-            with seed_scope(self, k) as sfx:
-                rows += self._evaluate_seed(models, sfx)
-        self.tables["categorical"] = rows
-        summary = seed_summary(rows, "data", "bits_per_var", KINDS)
-        if self.cfg.seeds > 1:  # the means the claim uses, beside the per-seed rows
-            self.tables["categorical_mean"] = summary
-            for s in summary:
-                for key, value in s.items():
-                    if key != "data":
-                        self.metrics[f"mean/{s['data']}/{key}"] = value
-        self._summary = summary
+        self._summary = evaluate_over_seeds(
+            self,
+            lambda sfx: self._evaluate_seed(models, sfx),
+            "categorical",
+            "data",
+            "bits_per_var",
+            KINDS,
+        )
 
     # ------------------------------------------------------------------ claims
     def claims(self) -> list[Claim]:

@@ -39,10 +39,10 @@ from torch import Tensor, nn
 from flowfields.engine import TrainState
 from flowfields.errors import check, check_positive_ints
 from flowfields.experiments._voronoi_seeds import (
+    evaluate_over_seeds,
     fmt_mean,
     lowest_on_mean,
     seed_scope,
-    seed_summary,
     seeds_text,
     strip_seed,
 )
@@ -332,19 +332,14 @@ class VoronoiDiscrete2d(Experiment, config=Config):
         return rows
 
     def evaluate(self, models: dict[str, Any]) -> None:
-        rows: list[Any] = []
-        for k in range(self.cfg.seeds):
-            with seed_scope(self, k) as sfx:
-                rows += self._eval_dequantization(models, sfx)
-        self.tables["dequantization"] = rows
-        summary = seed_summary(rows, "pmf", "gap", KINDS)
-        if self.cfg.seeds > 1:  # the means the claim uses, beside the per-seed rows
-            self.tables["dequantization_mean"] = summary
-            for s in summary:
-                for key, value in s.items():
-                    if key != "pmf":
-                        self.metrics[f"mean/{s['pmf']}/{key}"] = value
-        self._summary = summary
+        self._summary = evaluate_over_seeds(
+            self,
+            lambda sfx: self._eval_dequantization(models, sfx),
+            "dequantization",
+            "pmf",
+            "gap",
+            KINDS,
+        )
 
     # ------------------------------------------------------------------ claims
     def claims(self) -> list[Claim]:
