@@ -14,13 +14,13 @@ from flowfields.errors import FlowfieldsError
 from flowfields.experiments._voronoi_seeds import (
     fmt_mean,
     lowest_on_mean,
-    mean_se,
     seed_scope,
     seed_suffix,
     seed_summary,
     seeds_text,
     strip_seed,
 )
+from flowfields.report import mean_se
 
 KINDS = ("voronoi", "argmax", "uniform")
 

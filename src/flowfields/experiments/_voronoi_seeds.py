@@ -14,18 +14,17 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-import statistics
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from flowfields.errors import check
+from flowfields.report.stats import mean_se
 
 __all__ = [
     "evaluate_over_seeds",
     "fmt_mean",
     "lowest_on_mean",
-    "mean_se",
     "seed_scope",
     "seed_suffix",
     "seed_summary",
@@ -52,16 +51,6 @@ def strip_seed(variant: str) -> str:
 def seed_values(base_seed: int, n: int) -> list[int]:
     """The seeds ``base_seed, ..., base_seed + n - 1`` of a run with ``seeds = n``."""
     return [base_seed + k for k in range(n)]
-
-
-def mean_se(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and standard error (sample standard deviation / sqrt(n)) of ``values``
-    (shape (n,), n >= 1); the standard error of one value is NaN (undefined)."""
-    check(len(values) >= 1, "values", list(values), "at least one value")
-    vals = [float(v) for v in values]
-    if len(vals) == 1:
-        return vals[0], math.nan
-    return statistics.fmean(vals), statistics.stdev(vals) / math.sqrt(len(vals))
 
 
 @contextmanager

@@ -21,7 +21,6 @@ import io
 import math
 import multiprocessing
 import os
-import statistics
 import threading
 import time
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from flowfields.errors import check, check_positive_ints
 from flowfields.experiments._smac_measure import estimator_check, update_cost
 from flowfields.experiments.base import Experiment
 from flowfields.report.result import Claim
+from flowfields.report.stats import mean_se
 
 __all__ = [
     "EXPERIMENT",
@@ -183,11 +183,6 @@ def _agent_cfg(cfg: Config, setting: ObsSetting | None = None) -> Any:
         aggregation=cfg.aggregation,
         critic_latent=cfg.critic_latent,
     )
-
-
-def _mean_se(xs: list[float]) -> tuple[float, float]:
-    m = statistics.fmean(xs)
-    return m, (statistics.stdev(xs) / math.sqrt(len(xs)) if len(xs) > 1 else float("nan"))
 
 
 def _exit_with_parent() -> None:
@@ -354,7 +349,7 @@ class SMACPendulum(Experiment, config=Config):
             for algo in ("sac", "smac"):
                 prefix = st.prefix
                 finals = [m[f"{prefix}{algo}_seed{k}/final_return"] for k in range(cfg.seeds)]
-                mean, se = _mean_se(finals)
+                mean, se = mean_se(finals)
                 m[f"{prefix}{algo}/return_mean"], m[f"{prefix}{algo}/return_se"] = mean, se
                 rows.append(
                     {
@@ -502,7 +497,7 @@ class SMACPendulum(Experiment, config=Config):
             for algo, color in (("sac", "C0"), ("smac", "C3")):
                 curves = [self.curves[f"{prefix}{algo}_seed{k}"] for k in range(self.cfg.seeds)]
                 steps = [s for s, _ in curves[0]]
-                stats = [_mean_se([c[i][1] for c in curves]) for i in range(len(steps))]
+                stats = [mean_se([c[i][1] for c in curves]) for i in range(len(steps))]
                 mean = [s[0] for s in stats]
                 se = [0.0 if math.isnan(s[1]) else s[1] for s in stats]
                 ax.plot(steps, mean, color=color, label=algo.upper())
