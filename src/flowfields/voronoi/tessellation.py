@@ -414,15 +414,13 @@ class VoronoiTessellation(nn.Module):
     def ray_length(self, direction: Tensor, k: Tensor) -> Tensor:
         """``lam*``: distance from anchor k to its cell's boundary along ``direction``."""
         _check_points(direction, self.dim, "direction")
-        _check_cells(k, self.n_cells)
         check(bool((direction.norm(dim=-1) > 0).all()), "direction", direction, "non-zero vectors")
-        return ray_length(direction, k, *self._box())
+        return ray_length(direction, k, *self._box())  # checks k
 
     def forward(self, x: Tensor, k: Tensor, theta: Tensor | float = 0.0) -> tuple[Tensor, Tensor]:
         """The cell map ``f_k(x)`` and its log-determinant (see :func:`cell_map`)."""
         _check_points(x, self.dim, "x")
-        _check_cells(k, self.n_cells)
-        return cell_map(x, k, *self._box(), theta)
+        return cell_map(x, k, *self._box(), theta)  # checks k
 
     def inverse(
         self, y: Tensor, k: Tensor | None = None, theta: Tensor | float = 0.0
@@ -431,8 +429,7 @@ class VoronoiTessellation(nn.Module):
         _check_points(y, self.dim, "y")
         if k is None:
             k = nearest_anchor(y, self.anchors)
-        _check_cells(k, self.n_cells)
-        x, logdet = cell_map_inverse(y, k, *self._box(), theta)
+        x, logdet = cell_map_inverse(y, k, *self._box(), theta)  # checks k
         return x, logdet, k
 
     def box_volume(self) -> Tensor:
