@@ -64,6 +64,19 @@ class SampleDetails:
         return all(bool(r.converged.all()) for r in self.inverses)
 
 
+def _norm_forward(norm: nn.Module, x: Tensor, ld: Tensor) -> tuple[Tensor, Tensor]:
+    """``(a(x), ld + log|det a|)`` for an :class:`ActNorm` ``a``; ``(x, ld)`` for a disabled
+    one (``nn.Identity``)."""
+    if isinstance(norm, ActNorm):
+        return norm(x), ld + norm.log_det()
+    return x, ld
+
+
+def _norm_inverse(norm: nn.Module, x: Tensor) -> Tensor:
+    """``a^{-1}(x)`` for an :class:`ActNorm` ``a``; ``x`` for a disabled one."""
+    return norm.inverse(x) if isinstance(norm, ActNorm) else x
+
+
 class CPFlow(nn.Module):
     """A convex potential flow on R^dim with a standard normal base (see the module docs).
 
@@ -128,9 +141,7 @@ class CPFlow(nn.Module):
         check(method in LOGDET_METHODS, "method", method, f"one of {', '.join(LOGDET_METHODS)}")
         ld = x.new_zeros(x.shape[0])
         for norm, block in zip(self.norms, self._blocks(), strict=True):
-            x = norm(x)
-            if isinstance(norm, ActNorm):
-                ld = ld + norm.log_det()
+            x, ld = _norm_forward(norm, x, ld)
             x, ld_k = block.forward_logdet(x, method, **kwargs)
             ld = ld + ld_k
         return x, ld
@@ -162,9 +173,7 @@ class CPFlow(nn.Module):
         for norm, block in pairs:
             res = block.inverse(x, tol=self.inverse_tol)
             records.append(res)
-            x = res.x
-            if isinstance(norm, ActNorm):
-                x = norm.inverse(x)
+            x = _norm_inverse(norm, res.x)
         return SampleDetails(x.detach(), z, records)
 
     def sample_details(self, n: int, *, generator: torch.Generator | None = None) -> SampleDetails:
@@ -254,12 +263,6 @@ class ConditionalCPFlow(nn.Module):
     def _blocks(self) -> list[ConvexPotentialBlock]:
         return [b for b in self.blocks if isinstance(b, ConvexPotentialBlock)]
 
-    @staticmethod
-    def _norm(norm: nn.Module, z: Tensor, ld: Tensor) -> tuple[Tensor, Tensor]:
-        if isinstance(norm, ActNorm):
-            return norm(z), ld + norm.log_det()
-        return z, ld
-
     def forward(
         self, z0: Tensor, context: Tensor, method: str = "exact", **kwargs
     ) -> tuple[Tensor, Tensor]:
@@ -270,10 +273,10 @@ class ConditionalCPFlow(nn.Module):
         ld = z0.new_zeros(z0.shape[0])
         z = z0
         for norm, block in zip(self.norms, self._blocks(), strict=False):
-            z, ld = self._norm(norm, z, ld)
+            z, ld = _norm_forward(norm, z, ld)
             z, ld_k = block.forward_logdet(z, method, context=context, **kwargs)
             ld = ld + ld_k
-        return self._norm(self.norms[-1], z, ld)
+        return _norm_forward(self.norms[-1], z, ld)
 
     def block_inputs(self, z0: Tensor, context: Tensor) -> list[Tensor]:
         """The input of every block (after its ActNorm) for ``z0`` (B, d), without log-dets
@@ -289,10 +292,9 @@ class ConditionalCPFlow(nn.Module):
         """``z0`` with ``forward(z0, context)[0] = z``, block by block (last first)."""
         check_points(z, (self.dim,), "z", dtype=weights_dtype(self))
         records = []
-        last = self.norms[-1]
-        x = last.inverse(z) if isinstance(last, ActNorm) else z
+        x = _norm_inverse(self.norms[-1], z)
         for norm, block in zip(reversed(self.norms[:-1]), reversed(self._blocks()), strict=True):
             res = block.inverse(x, tol=tol, context=context)
             records.append(res)
-            x = norm.inverse(res.x) if isinstance(norm, ActNorm) else res.x
+            x = _norm_inverse(norm, res.x)
         return SampleDetails(x.detach(), z, records)
