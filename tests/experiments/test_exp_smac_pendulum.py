@@ -50,6 +50,11 @@ def test_cli_tiny_run_and_load(tmp_path) -> None:
             finals = [metrics[f"{prefix}{algo}_seed{k}/final_return"] for k in (0, 1)]
             assert all(-2000 < r < 0 for r in finals)  # Pendulum returns are in [-16.3 * 200, 0]
             assert metrics[f"{prefix}{algo}/return_mean"] == sum(finals) / 2
+    curves = json.loads((out / "learning_curves.json").read_text())
+    for k in (0, 1):  # evaluations at steps 20 and 40; the last one is the final return
+        curve = curves[f"pomdp_smac_seed{k}"]
+        assert [s for s, _ in curve] == [20, 40]
+        assert curve[-1][1] == metrics[f"pomdp_smac_seed{k}/final_return"]
     assert {p.name for p in out.glob("*.png")} == {"learning_curves.png"}
     smac = flowfields.load(out, "smac_seed1")
     assert isinstance(smac, LatentPolicy) and smac.obs_dim == 3

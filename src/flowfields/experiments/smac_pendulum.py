@@ -13,6 +13,8 @@ need no environment: SMAC's entropy estimate on a 1-D latent Gaussian-mixture po
 entropy by quadrature, and the CPU cost of one update of SMAC at K = 8 and 32 relative to SAC
 (both claims hold at any scale). Models saved: every run's actor
 (``sac_seed0``, ``smac_seed0``, ...; ``pomdp_`` prefix for the velocity-free runs).
+Learning curves (deterministic return at every evaluation, per run) go to the run directory's
+``learning_curves.json``: ``{variant: [[step, return], ...]}``.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from torch import nn
 from flowfields.errors import check, check_positive_ints
 from flowfields.experiments._smac_measure import estimator_check, update_cost
 from flowfields.experiments.base import Experiment
+from flowfields.report.records import write_json
 from flowfields.report.result import Claim
 from flowfields.report.stats import mean_se
 
@@ -286,6 +289,10 @@ class SMACPendulum(Experiment, config=Config):
             models[variant], self.curves[variant] = actor, curve
             self.metrics[f"{variant}/train_cpu_s"] = cpu_s
             self.metrics[f"{variant}/final_return"] = curve[-1][1]
+        write_json(
+            {v: [[int(s), float(r)] for s, r in c] for v, c in self.curves.items()},
+            self.run_dir / "learning_curves.json",
+        )
         return models
 
     def _train_parallel(self, runs: list[tuple[str, str, ObsSetting, int]]) -> list[_Trained]:
