@@ -60,9 +60,9 @@ class Config(PendulumConfig):
 
     @classmethod
     def full(cls) -> Config:
-        """5 seeds x 50k steps, 256 units: 500k updates, about 2 h of CPU (12-15 ms per
-        step at 256 units, measured); not run here. ``benchmarks/device_smac_full.sh`` runs it
-        on the 16-core GPU machine with ``jobs=10``."""
+        """5 seeds x 50k steps, 256 units: 500k updates, about 1.8 h of CPU (11-14 ms per
+        step, measured: 83 min wall with ``jobs=2`` on 2 cores, partly shared).
+        ``benchmarks/device_smac_full.sh`` runs it on the 16-core GPU machine with ``jobs=10``."""
         return cls()
 
 
@@ -88,7 +88,7 @@ class SMACMountainCar(SMACPendulum, config=Config):
                     statement="SMAC explores better than SAC: on MountainCarContinuous-v0 with "
                     "default hyper-parameters more seeds reach the goal.",
                     measured=f"SMAC {smac:.2f} vs SAC {sac:.2f} of {cfg.seeds} seeds "
-                    f"(mean returns {m['smac/return_mean']:.1f} vs {m['sac/return_mean']:.1f})",
+                    f"(mean returns {m['smac/return_mean']:.4g} vs {m['sac/return_mean']:.4g})",
                     threshold=f"fraction of seeds with return > {GOAL_RETURN:.0f}: SMAC > SAC",
                     holds=bool(smac > sac),
                     note=f"{cfg.seeds} seeds x {cfg.steps} steps, {cfg.hidden} units, K = "
