@@ -43,13 +43,14 @@ ENV = "Pendulum-v1"
 HIDDEN, BATCH, LR = 256, 256, 1e-3
 
 
-def _sb3(seed: int, learning_starts: int = 100) -> Any:
+def _sb3(seed: int, learning_starts: int = 100, *, env: str = ENV, lr: float = LR) -> Any:
+    """SB3's SAC with our networks and batch (256-256, batch 256) on ``env``."""
     from stable_baselines3 import SAC as SB3SAC
 
     return SB3SAC(
         "MlpPolicy",
-        ENV,
-        learning_rate=LR,
+        env,
+        learning_rate=lr,
         batch_size=BATCH,
         learning_starts=learning_starts,
         policy_kwargs={"net_arch": [HIDDEN, HIDDEN]},

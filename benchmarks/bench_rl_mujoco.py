@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.bench_rl import _rewrite_section, _SB3Policy
+from benchmarks.bench_rl import _rewrite_section, _sb3, _SB3Policy
 from flowfields.engine import fit
 from flowfields.report import mean_se
 from flowfields.rl import AgentConfig, build_run, evaluate_policy
@@ -46,19 +46,7 @@ HIDDEN, BATCH, LR, WARMUP, EPISODES = 256, 256, 3e-4, 10_000, 10
 
 def _peer_run(seed: int, steps: int, eval_every: int) -> tuple[list[tuple[int, float]], float]:
     """SB3 SAC trained in ``eval_every`` chunks; its learning curve and training CPU s."""
-    from stable_baselines3 import SAC as SB3SAC
-
-    model = SB3SAC(
-        "MlpPolicy",
-        ENV,
-        learning_rate=LR,
-        batch_size=BATCH,
-        learning_starts=WARMUP,
-        policy_kwargs={"net_arch": [HIDDEN, HIDDEN]},
-        seed=seed,
-        device="cpu",
-        verbose=0,
-    )
+    model = _sb3(seed, WARMUP, env=ENV, lr=LR)
     curve, t0 = [], time.process_time()
     for done in range(eval_every, steps + 1, eval_every):
         model.learn(eval_every, reset_num_timesteps=False)
