@@ -1,6 +1,6 @@
 """Our SAC vs stable-baselines3's SAC: returns at equal steps on a MuJoCo task (HalfCheetah-v5).
 
-Run: ``python -m benchmarks.bench_rl_mujoco [--steps N --seeds S] [--ours-from RUN_DIR]
+Run: ``python -m benchmarks.bench_rl_mujoco [--steps N --seeds S] [--ours-from RUN_DIR ...]
 [--out PATH]``; rewrites the "Returns at equal steps: <env>" section of
 ``benchmarks/results/rl.md`` (or ``PATH``).
 
@@ -67,17 +67,29 @@ def _our_run(seed: int, steps: int, eval_every: int) -> tuple[list[tuple[int, fl
     return [(s, v["return"]) for s, v in run.state.evals], cpu
 
 
-def _ours_from(run_dir: Path, seeds: int) -> list[tuple[list[tuple[int, float]], float | None]]:
-    """Our SAC's curves from a ``smac-halfcheetah`` run directory (``learning_curves.json``)."""
-    cfg = json.loads((run_dir / "config.json").read_text())
-    if cfg.get("env_id") != ENV or cfg.get("seeds", 0) < seeds:
-        raise SystemExit(f"{run_dir} is not a {ENV} run with >= {seeds} seeds: {cfg}")
-    m = json.loads((run_dir / "metrics.json").read_text())
-    curves = json.loads((run_dir / "learning_curves.json").read_text())
-    return [
-        ([(int(s), float(r)) for s, r in curves[f"sac_seed{k}"]], m.get(f"sac_seed{k}/train_cpu_s"))
-        for k in range(seeds)
-    ]
+def _ours_from(
+    run_dirs: list[Path], seeds: int
+) -> list[tuple[list[tuple[int, float]], float | None]]:
+    """Our SAC's curves and CPU seconds from ``smac-halfcheetah`` run directories.
+
+    Seed ``k`` is read from the first directory whose run has it, so that a run resumed with
+    more seeds (whose older seeds were trained in an earlier segment) can be read with the
+    directory of that segment first.
+    """
+    found: dict[int, tuple[list[tuple[int, float]], float | None]] = {}
+    for run_dir in run_dirs:
+        cfg = json.loads((run_dir / "config.json").read_text())
+        if cfg.get("env_id") != ENV:
+            raise SystemExit(f"{run_dir} is not a {ENV} run: {cfg}")
+        m = json.loads((run_dir / "metrics.json").read_text())
+        curves = json.loads((run_dir / "learning_curves.json").read_text())
+        for k in range(min(cfg.get("seeds", 0), seeds)):
+            curve = [(int(s), float(r)) for s, r in curves[f"sac_seed{k}"]]
+            found.setdefault(k, (curve, m.get(f"sac_seed{k}/train_cpu_s")))
+    missing = [k for k in range(seeds) if k not in found]
+    if missing:
+        raise SystemExit(f"seeds {missing} are in none of {[str(d) for d in run_dirs]}")
+    return [found[k] for k in range(seeds)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,7 +97,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=100_000)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--eval-every", type=int, default=10_000)
-    ap.add_argument("--ours-from", type=Path, default=None, help="a smac-halfcheetah run dir")
+    ap.add_argument(
+        "--ours-from",
+        type=Path,
+        action="append",
+        default=None,
+        help="a smac-halfcheetah run dir (repeat: seed k from the first that has it)",
+    )
     ap.add_argument("--peer-cache", type=Path, default=None, help="JSON of the peer's seeds")
     ap.add_argument("--out", type=Path, default=OUT, help=f"results file (default {OUT})")
     args = ap.parse_args(argv)
@@ -114,10 +132,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _section(rows: list[dict[str, Any]], args: argparse.Namespace, wall: float) -> list[str]:
-    src = (f"ours read from `{args.ours_from}` (the `smac-halfcheetah` experiment's SAC runs)"
+    dirs = ", ".join(f"`{d}`" for d in args.ours_from or [])
+    src = (f"ours read from {dirs} (the `smac-halfcheetah` experiment's SAC runs)"
            if args.ours_from else "both trained here, seed by seed")  # fmt: skip
     cmd = f"python -m benchmarks.bench_rl_mujoco --steps {args.steps} --seeds {args.seeds}"
-    if args.ours_from:
+    for _ in args.ours_from or []:
         cmd += " --ours-from RUN_DIR"
     finals = {a: [r[a][0][-1][1] for r in rows] for a in ("ours", "sb3")}
     (mo, so), (mp, sp) = mean_se(finals["ours"]), mean_se(finals["sb3"])

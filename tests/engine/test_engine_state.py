@@ -3,6 +3,7 @@ weights, deferred (GPU-style) guarding, best selection, time budgets, extra stat
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -242,6 +243,34 @@ def test_evaluation_time_is_not_training_time():
     fit(state, _toy_step, steps=4, eval_fn=lambda st, s: time.sleep(0.25) or 0.0, eval_every=1,
         progress=False)  # fmt: skip
     assert state.wall_s >= 1.0 > state.train_s
+
+
+def test_cpu_seconds_count_evaluation_work_not_sleep_and_survive_resume(tmp_path):
+    import time
+
+    def busy_eval(st: TrainState, step: int) -> float:
+        t0 = time.process_time()
+        while time.process_time() - t0 < 0.05:  # 50 ms of CPU work in the evaluation
+            pass
+        return 0.0
+
+    path = tmp_path / "ckpt.pt"
+    state = TrainState.single(_net())
+    fit(state, _toy_step, steps=4, eval_fn=busy_eval, eval_every=1, checkpoint=path,
+        progress=False)  # fmt: skip
+    assert state.cpu_s >= 0.2 > state.train_s  # 4 evaluations of 50 ms CPU each
+    sleepy = TrainState.single(_net())
+    fit(sleepy, _toy_step, steps=3, eval_fn=lambda st, s: time.sleep(0.2) or 0.0,
+        eval_every=1, progress=False)  # fmt: skip
+    assert sleepy.wall_s >= 0.6 > 0.3 > sleepy.cpu_s  # sleeping costs no CPU time
+    resumed = TrainState.single(_net())
+    fit(resumed, _toy_step, steps=4, eval_fn=busy_eval, eval_every=1, checkpoint=path,
+        resume=True, progress=False)  # fmt: skip
+    assert resumed.step == 4 and resumed.cpu_s == state.cpu_s  # restored, not restarted
+    older = state.state_dict()
+    del older["cpu_s"]  # a checkpoint written before cpu_s was kept
+    resumed.load_state_dict(older)
+    assert math.isnan(resumed.cpu_s) and resumed.wall_s == state.wall_s
 
 
 def test_generator_state_round_trips_through_the_checkpoint(tmp_path):

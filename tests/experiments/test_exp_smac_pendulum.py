@@ -67,14 +67,14 @@ def test_cli_tiny_run_and_load(tmp_path) -> None:
 def test_jobs_parallel_runs_bit_identical(tmp_path) -> None:
     """``jobs=2`` (spawned workers, one torch thread) trains the same actors, curves and final
     returns as ``jobs=1``, in the same order, with one checkpoint per run; a resume from the
-    parallel run's checkpoints gives them back too."""
+    parallel run's checkpoints gives them back too, with their training CPU seconds."""
     from flowfields.experiments.smac_pendulum import Config, SMACPendulum
 
     tiny = {"seeds": 2, "steps": 300, "hidden": 16, "head_hidden": 8, "latent_dim": 2,
             "learning_starts": 50, "batch_size": 16, "eval_every": 150, "eval_episodes": 1,
             "checkpoint_every": 150}  # fmt: skip
     torch.set_num_threads(1)
-    trained = {}
+    trained, cpu = {}, {}
     for jobs, resume in ((1, False), (2, False), (2, True)):
         run_dir = tmp_path / f"jobs{jobs}"
         exp = SMACPendulum(Config(**tiny, jobs=jobs), run_dir, resume=resume, progress=False)
@@ -82,6 +82,7 @@ def test_jobs_parallel_runs_bit_identical(tmp_path) -> None:
         models = exp.train()
         finals = {k: v for k, v in exp.metrics.items() if k.endswith("/final_return")}
         trained[jobs, resume] = (models, exp.curves, finals)
+        cpu[jobs, resume] = {k: v for k, v in exp.metrics.items() if k.endswith("/train_cpu_s")}
         assert list(models) == ["sac_seed0", "sac_seed1", "smac_seed0", "smac_seed1"]
         assert all((run_dir / f"train_{v}.pt").is_file() for v in models)
     models1, curves1, finals1 = trained[1, False]
@@ -94,6 +95,8 @@ def test_jobs_parallel_runs_bit_identical(tmp_path) -> None:
             assert type(models2[variant]) is type(actor) and not models2[variant].training
             assert list(sd1) == list(sd2)
             assert all(torch.equal(sd1[k], sd2[k]) for k in sd1), variant
+    # the resume of the finished runs keeps the CPU seconds they were trained with
+    assert cpu[2, True] == cpu[2, False] and min(cpu[2, False].values()) > 0.1
 
 
 def test_jobs_must_be_positive(tmp_path) -> None:

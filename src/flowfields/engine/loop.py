@@ -64,6 +64,9 @@ class FitResult:
         losses: ``state.history["loss"]``: the loss of every step (mean over ranks under DDP).
         evals: ``(step, value)`` for each evaluation, ``step`` counting completed steps.
         wall_s: wall-clock seconds (evaluation included), summed over resumed segments.
+        cpu_s: this process's CPU seconds (evaluation and checkpoints but the last included),
+            summed over resumed segments (``state.cpu_s``; NaN after resuming an older
+            checkpoint that does not hold it).
         steps: completed optimisation steps.
     """
 
@@ -73,6 +76,7 @@ class FitResult:
     losses: list[float] = field(default_factory=list)
     evals: list[tuple[int, Any]] = field(default_factory=list)
     wall_s: float = 0.0
+    cpu_s: float = 0.0
     steps: int = 0
 
     @property
@@ -225,6 +229,7 @@ def fit(
         losses=list(state.history.get("loss", [])),
         evals=list(state.evals),
         wall_s=state.wall_s,
+        cpu_s=state.cpu_s,
         steps=state.step,
     )
 
@@ -344,7 +349,7 @@ class _Loop:
     def _train(self) -> None:
         st, s = self.state, self.s
         clock = s.clock or time.perf_counter
-        mark = time.perf_counter()
+        mark, cpu_mark = time.perf_counter(), time.process_time()
         budget_mark = mark if s.clock is None else clock()
         stopped_by_budget = False
         while st.step < s.steps:
@@ -364,14 +369,15 @@ class _Loop:
             if s.eval_fn is not None and s.eval_every > 0:
                 if st.step % s.eval_every == 0 or st.step == s.steps:
                     self._evaluate()
+            later, cpu_later = time.perf_counter(), time.process_time()
+            st.wall_s += later - mark  # before saving: a resume restores this step's totals
+            st.cpu_s += cpu_later - cpu_mark
+            mark, cpu_mark = later, cpu_later
             if s.checkpoint is not None and (
                 st.step % s.checkpoint_every == 0 or st.step == s.steps
             ):
-                self._save()
-            later = time.perf_counter()
-            st.wall_s += later - mark
-            mark = later
-            budget_mark = later if s.clock is None else clock()
+                self._save()  # its time counts in the next step's totals
+            budget_mark = time.perf_counter() if s.clock is None else clock()
         self._flush()
         if stopped_by_budget and s.checkpoint is not None:
             self._save()

@@ -200,9 +200,12 @@ class TrainState:
 
     Attributes:
         step: completed steps. train_s: training seconds, evaluation excluded, summed over
-        resumed segments. wall_s: wall-clock seconds including evaluation. history: metric name
-        -> every logged value in order. evals: ``(step, value)`` per evaluation. best: the
-        :class:`BestRecord` of ``fit(..., best=...)`` or ``None``.
+        resumed segments. wall_s: wall-clock seconds including evaluation. cpu_s: this
+        process's CPU seconds (``time.process_time``) including evaluation and all checkpoints
+        but the last, summed over resumed segments (NaN when resumed from a checkpoint without
+        it).
+        history: metric name -> every logged value in order. evals: ``(step, value)`` per
+        evaluation. best: the :class:`BestRecord` of ``fit(..., best=...)`` or ``None``.
     """
 
     def __init__(
@@ -231,6 +234,7 @@ class TrainState:
         self.step = 0
         self.train_s = 0.0
         self.wall_s = 0.0
+        self.cpu_s = 0.0
         self.history: dict[str, list[float]] = {}
         self.evals: list[tuple[int, Any]] = []
         self.best: BestRecord | None = None
@@ -357,6 +361,7 @@ class TrainState:
             "step": self.step,
             "train_s": self.train_s,
             "wall_s": self.wall_s,
+            "cpu_s": self.cpu_s,
             "modules": {k: m.state_dict() for k, m in self.modules.items()},
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
@@ -380,6 +385,7 @@ class TrainState:
         self.step = int(state["step"])
         self.train_s = float(state["train_s"])
         self.wall_s = float(state.get("wall_s", state["train_s"]))
+        self.cpu_s = float(state.get("cpu_s", math.nan))  # unknown for older checkpoints
         self.history = {k: v.tolist() for k, v in state["history"].items()}
         self.evals = list(state["evals"])
         best = state.get("best")
