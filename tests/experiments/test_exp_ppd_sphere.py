@@ -1,4 +1,5 @@
-"""ppd-sphere: the data generator's exact density, and a tiny CLI run whose model loads back."""
+"""ppd-sphere: the data generator's exact density, and a tiny CLI run whose model loads back and
+whose resume keeps its training times."""
 
 from __future__ import annotations
 
@@ -81,3 +82,14 @@ def test_cli_tiny_run_and_load(tmp_path) -> None:
     model = flowfields.load(out, "rfm")
     x = model.sample(4, generator=torch.Generator().manual_seed(0))
     assert x.shape == (4, 3) and float(Sphere(2).constraint(x).abs().max()) < 1e-5
+    # a resume of the finished run keeps the training CPU seconds (evaluation excluded, from
+    # the checkpoints) and the curve of the PPD evaluations; before, both restarted at zero
+    assert main(["run", "ppd-sphere", "--no-progress", "--out", str(out), "--resume"]) == 0
+    again = json.loads((out / "metrics.json").read_text())
+    for k in ("ppd", "rfm", "mlcnf"):
+        assert again[f"{k}/train_cpu_s"] == metrics[f"{k}/train_cpu_s"] > 0
+    assert metrics["ppd/train_cpu_s"] < metrics["ppd/wall_s"] * 1.05 + 0.05
+    t_ml = metrics["ppd/time_to_ml_nll_s"]  # read off the curve (NaN: PPD never got there)
+    assert again["ppd/time_to_ml_nll_s"] == t_ml or (
+        math.isnan(t_ml) and math.isnan(again["ppd/time_to_ml_nll_s"])
+    )

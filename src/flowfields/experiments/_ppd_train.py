@@ -7,7 +7,6 @@ and times come from torch's global RNG (checkpointed by the engine).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +21,6 @@ from flowfields.ppd import KernelPath, ppd_loss, rfm_loss
 __all__ = [
     "METHODS",
     "SolverCheck",
-    "cpu_timer",
     "method_step",
     "solver_check",
     "solver_guard",
@@ -33,12 +31,6 @@ __all__ = [
 METHODS = ("ppd", "rfm", "mlcnf")
 
 StepFn = Callable[[TrainState, int], dict[str, Tensor]]
-
-
-def cpu_timer() -> Callable[[], float]:
-    """A function returning the process CPU seconds since this call."""
-    start = time.process_time()
-    return lambda: time.process_time() - start
 
 
 def method_step(

@@ -8,7 +8,6 @@ point (:func:`~flowfields.sdebnn.elbo_loss`) and updates through the engine's
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +18,7 @@ from torch import Tensor, nn
 from flowfields.engine import TrainState
 from flowfields.sdebnn import elbo_loss
 
-__all__ = ["TrainedModel", "cpu_timer", "elbo_step", "train_state"]
+__all__ = ["TrainedModel", "elbo_step", "train_state"]
 
 
 @dataclass
@@ -79,9 +78,3 @@ def elbo_step(
         return {"loss": loss, "nll": e.nll.detach(), "kl": e.kl.detach()}
 
     return step
-
-
-def cpu_timer() -> Callable[[], float]:
-    """Seconds of process CPU time since the call."""
-    t0 = time.process_time()
-    return lambda: time.process_time() - t0

@@ -137,7 +137,7 @@ class CompressionJumps(Experiment, config=Config):
         )  # fmt: skip
 
     def train(self) -> dict[str, nn.Module]:
-        from flowfields.experiments._sdebnn_train import cpu_timer, train_state
+        from flowfields.experiments._sdebnn_train import train_state
 
         cfg = self.cfg
         T = cfg.train_frames
@@ -155,10 +155,11 @@ class CompressionJumps(Experiment, config=Config):
                 state.update("model", out["loss"])
                 return {k: v.detach() for k, v in out.items()}
 
-            elapsed = cpu_timer()
             state = train_state(model, cfg.lr, cfg.steps)
-            self.fit(variant, state, step, steps=cfg.steps, checkpoint_every=cfg.checkpoint_every)
-            self.metrics[f"{variant}/train_cpu_s"] = elapsed()
+            res = self.fit(
+                variant, state, step, steps=cfg.steps, checkpoint_every=cfg.checkpoint_every
+            )
+            self.metrics[f"{variant}/train_cpu_s"] = res.cpu_s  # all segments of a resumed run
             models[variant] = model.eval()
         return models
 

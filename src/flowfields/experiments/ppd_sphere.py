@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from flowfields.errors import check
-from flowfields.experiments._ppd_train import METHODS, cpu_timer, method_step, test_nll
+from flowfields.experiments._ppd_train import METHODS, method_step, test_nll
 from flowfields.experiments.base import Experiment
 from flowfields.ppd.mixture import RingAndBlobs, ring_and_blobs
 from flowfields.report.result import Claim
@@ -259,18 +260,11 @@ class PPDSphere(Experiment, config=Config):
                 ml_steps=cfg.ml_solver_steps,
                 ml_solver=self.ml_train_solver(),
             )
-            curve: list[tuple[float, float]] = []
-            elapsed = cpu_timer()
-            spent = [0.0]  # CPU seconds of the evaluations inside fit
 
-            def evaluate(
-                state: Any, _: int, curve: list = curve, spent: list = spent, elapsed: Any = elapsed
-            ) -> dict:
-                t0 = elapsed()
+            def evaluate(state: Any, _: int) -> dict:
+                # state.train_s counts training CPU seconds (clock below), kept by a resume
                 nll = test_nll(state["model"], sub, cfg.eval_steps)
-                curve.append((t0 - spent[0], nll))  # training CPU seconds so far
-                spent[0] += elapsed() - t0
-                return {"nll": nll}
+                return {"nll": nll, "train_cpu_s": state.train_s}
 
             state = train_state(model, cfg.lr, steps[method])
             res = self.fit(
@@ -281,12 +275,13 @@ class PPDSphere(Experiment, config=Config):
                 checkpoint_every=cfg.checkpoint_every,
                 eval_fn=evaluate if method == "ppd" else None,
                 eval_every=cfg.eval_every if method == "ppd" else 0,
+                clock=time.process_time,  # evaluation excluded, summed over resumed segments
             )
-            m[f"{method}/train_cpu_s"] = elapsed() - spent[0]
-            m[f"{method}/train_s"] = float(state.train_s)
+            m[f"{method}/train_cpu_s"] = float(state.train_s)
+            m[f"{method}/wall_s"] = float(state.wall_s)
             m[f"{method}/s_per_step"] = m[f"{method}/train_cpu_s"] / max(res.steps, 1)
             m[f"{method}/final_loss"] = state.history["loss"][-1]
-            self.curves[method] = curve
+            self.curves[method] = [(v["train_cpu_s"], v["nll"]) for _, v in res.evals]
             models[method] = model.eval()
         return models
 
@@ -319,10 +314,10 @@ class PPDSphere(Experiment, config=Config):
         self._baselines()
         rows = []
         for method, model in models.items():
-            elapsed = cpu_timer()
+            t0 = time.process_time()
             nll = test_nll(model, self.x_test, cfg.eval_steps)
             m[f"{method}/test_nll"] = nll
-            m[f"{method}/eval_cpu_s"] = elapsed()
+            m[f"{method}/eval_cpu_s"] = time.process_time() - t0
             rows.append(
                 {
                     "model": method,

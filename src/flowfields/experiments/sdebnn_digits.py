@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from flowfields.errors import check, check_positive_ints
-from flowfields.experiments._sdebnn_train import cpu_timer, elbo_step, train_state
+from flowfields.experiments._sdebnn_train import elbo_step, train_state
 from flowfields.experiments.base import Experiment
 from flowfields.report.result import Claim
 
@@ -153,12 +153,13 @@ class SDEBNNDigits(Experiment, config=Config):
             self.reseed(k)
             models[variant] = self._train_one(variant, self.build_model(cfg, variant))
         ensemble: Any = self.build_model(cfg, "ensemble")
-        elapsed = cpu_timer()
         for j, member in enumerate(ensemble.members):
             self.reseed(100 + j)
             member.load_state_dict(self.build_model(cfg, "ode").state_dict())  # fresh init
             self._train_one(f"ensemble{j}", member, label="ode")
-        self.cpu_s["ensemble"] = elapsed()
+        self.cpu_s["ensemble"] = sum(
+            self.cpu_s[f"ensemble{j}"] for j in range(len(ensemble.members))
+        )
         models["ensemble"] = ensemble.eval()
         return models
 
@@ -175,10 +176,9 @@ class SDEBNNDigits(Experiment, config=Config):
             kl_weight=cfg.kl_weight,
         )
         lr = cfg.mfvi_lr if kind == "mfvi" else cfg.lr
-        elapsed = cpu_timer()
         state = train_state(model.to(self.device), lr, cfg.steps)
-        self.fit(name, state, step, steps=cfg.steps, checkpoint_every=cfg.checkpoint_every)
-        self.cpu_s[name] = elapsed()
+        res = self.fit(name, state, step, steps=cfg.steps, checkpoint_every=cfg.checkpoint_every)
+        self.cpu_s[name] = res.cpu_s  # all segments of a resumed run
         return model.eval()
 
     def evaluate(self, models: dict[str, nn.Module]) -> None:

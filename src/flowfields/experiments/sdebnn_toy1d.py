@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from flowfields.errors import check, check_positive_ints
-from flowfields.experiments._sdebnn_train import cpu_timer, elbo_step, train_state
+from flowfields.experiments._sdebnn_train import elbo_step, train_state
 from flowfields.experiments.base import Experiment
 from flowfields.report.result import Claim
 
@@ -167,10 +167,11 @@ class SDEBNNToy1D(Experiment, config=Config):
                 noise_std=cfg.noise_std,
                 kl_weight=cfg.kl_weight,
             )
-            elapsed = cpu_timer()
             state = train_state(model, cfg.lr, cfg.steps)
-            self.fit(variant, state, step, steps=cfg.steps, checkpoint_every=cfg.checkpoint_every)
-            self.metrics[f"{variant}/train_cpu_s"] = elapsed()
+            res = self.fit(
+                variant, state, step, steps=cfg.steps, checkpoint_every=cfg.checkpoint_every
+            )
+            self.metrics[f"{variant}/train_cpu_s"] = res.cpu_s  # all segments of a resumed run
             for key in ("nll", "kl"):
                 self.metrics[f"{variant}/final_{key}"] = state.history[key][-1]
             models[variant] = model.eval()
