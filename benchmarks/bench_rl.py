@@ -1,7 +1,8 @@
 """SAC / SMAC (arXiv:2210.00999): our SAC vs stable-baselines3's SAC, and SMAC's update cost.
 
 Run: ``python -m benchmarks.bench_rl [--quick] [--steps N --seeds S] [--out PATH]``; writes
-``benchmarks/results/rl.md`` (or ``PATH``: a check that leaves the recorded results alone).
+``benchmarks/results/rl.md`` (or ``PATH``: a check that leaves the recorded results alone),
+keeping the sections other scripts wrote there (``bench_rl_mujoco``'s HalfCheetah returns).
 
 1. One update (temperature, critic, actor, target) on Pendulum-sized inputs, same networks
    (256-256 ReLU), batch 256, Adam lr 1e-3: ``flowfields.rl.SAC.update`` vs stable-baselines3
@@ -11,7 +12,8 @@ Run: ``python -m benchmarks.bench_rl [--quick] [--steps N --seeds S] [--out PATH
    through :func:`flowfields.engine.fit` vs ``SAC.learn``, interleaved in chunks of 100 steps.
 3. Returns at equal step budgets on Pendulum-v1 (rl-baselines3-zoo settings: lr 1e-3, the rest
    SB3 defaults): both trained with the same seeds and evaluated with deterministic actions on
-   the same 10 seeded episodes by :func:`flowfields.rl.evaluate_policy`.
+   the same 10 seeded episodes by :func:`flowfields.rl.evaluate_policy`. ``--returns-only``
+   measures just this and rewrites its section of the results file.
 4. Vector environments: collecting transitions (policy act + environment step) with our
    one-environment :class:`flowfields.rl.EnvCollector` vs gymnasium's ``SyncVectorEnv`` with N
    environments and one batched policy call, per transition, interleaved; and what that would
@@ -29,11 +31,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from benchmarks.timing import compare, machine, markdown_table
 from flowfields.engine import fit
+from flowfields.report import mean_se
 from flowfields.rl import SAC, SMAC, AgentConfig, Batch, build_run, evaluate_policy
 
 __all__ = ["main"]
@@ -237,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--seeds", type=int, default=None)
     ap.add_argument("--collection-only", action="store_true", help="only the vector-env part")
+    ap.add_argument("--returns-only", action="store_true", help="only the returns at equal steps")
     ap.add_argument("--out", type=Path, default=OUT, help=f"results file (default {OUT})")
     args = ap.parse_args(argv)
     out: Path = args.out
@@ -257,6 +260,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     steps = args.steps or (2000 if args.quick else 20_000)
     seeds = args.seeds or (1 if args.quick else 3)
+    if args.returns_only:
+        rets = bench_returns(steps, seeds)
+        section = returns_section(rets, steps, seeds, time.perf_counter() - t_start)
+        old = out.read_text() if out.exists() else "# SAC / SMAC (arXiv:2210.00999)\n"
+        out.write_text(_rewrite_section(old, section[0], section))
+        print("\n".join(section))
+        return 0
     peer, smac_rows = bench_updates(rounds)
     e2e = bench_end_to_end(3 if args.quick else 7)
     rets = bench_returns(steps, seeds)
@@ -285,10 +295,34 @@ def main(argv: list[str] | None = None) -> int:
         "",
         markdown_table(smac_rows, "our SAC"),
         "",
-        "## Returns at equal steps",
+        *returns_section(rets, steps, seeds),
+        *vec,
+    ]
+    text = "\n".join(lines)
+    old = out.read_text() if out.exists() else ""
+    for header in _other_sections(old, text):  # e.g. bench_rl_mujoco's HalfCheetah section
+        text = _rewrite_section(text, header, _section_of(old, header))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(text)
+    return 0
+
+
+def returns_section(
+    rets: list[dict[str, Any]], steps: int, seeds: int, wall: float | None = None
+) -> list[str]:
+    """The markdown of the Pendulum returns at equal steps (:func:`bench_returns`)."""
+    ours, peer = [r["ours"] for r in rets], [r["sb3"] for r in rets]
+    (mo, so), (mp, sp) = mean_se(ours), mean_se(peer)
+    diff = mean_se([o - p for o, p in zip(ours, peer)])
+    return [
+        f"## Returns at equal steps: {ENV}",
         "",
-        f"Returns on {ENV} after {steps} steps (deterministic, 10 seeded episodes; same "
-        "hyper-parameters: lr 1e-3, batch 256, 256-256, learning_starts 100):",
+        f"Returns on {ENV} after {steps} steps, {seeds} seeds (deterministic, 10 seeded "
+        "episodes; same hyper-parameters: lr 1e-3, batch 256, 256-256, learning_starts 100; "
+        f"`python -m benchmarks.bench_rl --returns-only --steps {steps} --seeds {seeds}` "
+        + ("" if wall is None else f"({wall:.0f} s) ")
+        + "rewrites just this section):",
         "",
         "| seed | ours | stable-baselines3 | ours CPU s | sb3 CPU s |",
         "|---:|---:|---:|---:|---:|",
@@ -297,15 +331,27 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['sb3_s']:.0f} |"
             for r in rets
         ),
-        f"| mean | {np.mean([r['ours'] for r in rets]):.1f} | "
-        f"{np.mean([r['sb3'] for r in rets]):.1f} | | |",
+        f"| mean ± s.e. | {mo:.1f} ± {so:.1f} | {mp:.1f} ± {sp:.1f} | | |",
         "",
-        *vec,
+        f"Ours − stable-baselines3, paired by seed: {diff[0]:.1f} ± {diff[1]:.1f} (s.e.); CPU "
+        f"{sum(r['ours_s'] for r in rets) / sum(r['sb3_s'] for r in rets):.2f}x SB3's.",
+        "",
     ]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines))
-    print("\n".join(lines))
-    return 0
+
+
+def _headers(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("## ")]
+
+
+def _other_sections(old: str, new: str) -> list[str]:
+    """Headers of ``old``'s sections that ``new`` does not have (other scripts wrote them)."""
+    return [h for h in _headers(old) if h not in _headers(new)]
+
+
+def _section_of(text: str, header: str) -> list[str]:
+    """The lines of ``text``'s section starting at ``header`` (up to the next ``## ``)."""
+    rest = text.split(header + "\n", 1)[1].split("\n## ", 1)[0]
+    return [header, *rest.rstrip("\n").split("\n"), ""]
 
 
 if __name__ == "__main__":
