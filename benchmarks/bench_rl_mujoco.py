@@ -60,11 +60,9 @@ def _our_run(seed: int, steps: int, eval_every: int) -> tuple[list[tuple[int, fl
         "sac", ENV, AgentConfig(hidden=HIDDEN, lr=LR), seed=seed, batch_size=BATCH,
         learning_starts=WARMUP, eval_episodes=EPISODES, buffer_size=steps,
     )  # fmt: skip
-    t0 = time.process_time()
-    fit(run.state, run.step_fn, steps=steps, eval_fn=run.eval_fn, eval_every=eval_every,
-        progress=False, seed=seed, log_every=1000)  # fmt: skip
-    cpu = time.process_time() - t0
-    return [(s, v["return"]) for s, v in run.state.evals], cpu
+    res = fit(run.state, run.step_fn, steps=steps, eval_fn=run.eval_fn, eval_every=eval_every,
+              progress=False, seed=seed, log_every=1000)  # fmt: skip
+    return [(s, v["return"]) for s, v in res.evals], res.cpu_s
 
 
 def _ours_from(
